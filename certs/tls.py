@@ -1,0 +1,64 @@
+"""TLS contexts for the pool: MTLS servers, optional-client-cert servers, MTLS clients.
+
+Built with Twisted's CertificateOptions on pyOpenSSL: TLS 1.2 or newer, and
+with a trust root the server asks for, verifies and requires the peer's
+certificate from the pool CA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+from certs.pki import CA_NAME, paths
+
+MINIMUM = ssl.TLSVersion.TLSv1_2
+
+
+def _pem(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def ca_certificate(certs_dir: str | Path) -> ssl.Certificate:
+    return ssl.Certificate.loadPEM(_pem(paths(certs_dir, CA_NAME)[0]))
+
+
+def node_certificate(certs_dir: str | Path, name: str) -> ssl.PrivateCertificate:
+    crt, key = paths(certs_dir, name)
+    return ssl.PrivateCertificate.loadPEM(_pem(crt) + b"\n" + _pem(key))
+
+
+def server_options(certs_dir: str | Path, name: str, *, client_cert: str = "required") -> ssl.CertificateOptions:
+    """Server side: `client_cert` is "required" (MTLS), "optional" (verified if sent) or "none"."""
+    if client_cert not in ("required", "optional", "none"):
+        raise ValueError(f"client_cert must be required, optional or none, not {client_cert!r}")
+    node = node_certificate(certs_dir, name)
+    common = dict(privateKey=node.privateKey.original, certificate=node.original,
+                  raiseMinimumTo=MINIMUM)
+    if client_cert == "none":
+        return ssl.CertificateOptions(**common)
+    ca = ca_certificate(certs_dir).original
+    if client_cert == "required":
+        return ssl.CertificateOptions(**common, trustRoot=ssl.trustRootFromCertificates(
+            [ca_certificate(certs_dir)]))
+    options = ssl.CertificateOptions(**common, verify=True, caCerts=[ca], requireCertificate=False)
+    return options
+
+
+def client_options(certs_dir: str | Path, name: str | None, hostname: str) -> IOpenSSLClientConnectionCreator:
+    """Client side: trust only the pool CA, present NAME's certificate when given."""
+    client_cert = node_certificate(certs_dir, name) if name else None
+    return ssl.optionsForClientTLS(hostname, trustRoot=ca_certificate(certs_dir),
+                                   clientCertificate=client_cert, extraCertificateOptions={
+                                       "raiseMinimumTo": MINIMUM})
+
+
+def peer_common_name(connection: SSL.Connection) -> str | None:
+    """The verified peer certificate's common name, if the peer sent one."""
+    cert = connection.get_peer_certificate()
+    if cert is None:
+        return None
+    return cert.get_subject().commonName

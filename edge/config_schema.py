@@ -1,0 +1,224 @@
+"""The shape of config.toml: one frozen dataclass per section, one validator per key.
+
+The dataclasses are the schema (names, types, what is allowed); the embedded
+config.toml holds the defaults and the comments, so each fact lives once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+ROLES = ("callrouter", "mailbox", "worker", "edge", "web")
+STARTUP_MODES = ("tcp", "tls", "dual")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class Invalid(ValueError):
+    """A value is not allowed; carries the description of what is."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+Validator = Callable[[Any], Any]
+
+
+def _integer(value: Any, lo: int, hi: int, allowed: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise Invalid(allowed)
+    return value
+
+
+def port(value: Any) -> int:
+    return _integer(value, 1, 65535, "an integer port 1-65535")
+
+
+def rtp_port(value: Any) -> int:
+    return _integer(value, 1024, 65535, "an integer port 1024-65535")
+
+
+def port_pair(value: Any) -> tuple[int, int]:
+    allowed = "a list of two distinct ports 1-65535"
+    if not isinstance(value, list) or len(value) != 2:
+        raise Invalid(allowed)
+    pair = (port(value[0]), port(value[1]))
+    if pair[0] == pair[1]:
+        raise Invalid(allowed)
+    return pair
+
+
+def choice(*values: str) -> Validator:
+    allowed = " or ".join(f'"{v}"' for v in values)
+
+    def check(value: Any) -> str:
+        if value not in values:
+            raise Invalid(allowed)
+        return value
+
+    return check
+
+
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
+
+
+def hostname(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+        raise Invalid("a host or domain name of letters, digits, '-' and '.'")
+    return value
+
+
+def path(value: Any) -> str:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise Invalid("a non-empty path")
+    return value
+
+
+def ip_address(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except (TypeError, ValueError):
+        raise Invalid("an IPv4 or IPv6 address (\"0.0.0.0\" or \"::\" for all)") from None
+
+
+def optional_ip_address(value: Any) -> str:
+    if value == "":
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except (TypeError, ValueError):
+        raise Invalid('an IPv4 or IPv6 address, or "" for none') from None
+
+
+def cidr_list(value: Any) -> tuple[str, ...]:
+    allowed = 'a list of CIDRs such as ["10.0.0.0/8", "fd00::/8"]'
+    if not isinstance(value, list):
+        raise Invalid(allowed)
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=True)) for item in value)
+    except (TypeError, ValueError):
+        raise Invalid(allowed + " (host bits zero)") from None
+
+
+def secret_list(value: Any) -> tuple[str, ...]:
+    allowed = "a list of secrets of at least 16 characters each"
+    if not isinstance(value, list) or not all(isinstance(s, str) and len(s) >= 16 for s in value):
+        raise Invalid(allowed)
+    return tuple(value)
+
+
+def role_list(value: Any) -> tuple[str, ...]:
+    allowed = '["all"] or a list of ' + ", ".join(f'"{r}"' for r in ROLES)
+    if not isinstance(value, list) or not value or not all(isinstance(r, str) for r in value):
+        raise Invalid(allowed)
+    if value == ["all"]:
+        return ROLES
+    if any(r not in ROLES for r in value) or len(set(value)) != len(value):
+        raise Invalid(allowed)
+    return tuple(r for r in ROLES if r in value)
+
+
+def key(check: Validator, *, secret: bool = False) -> Any:
+    """Declare a config key: its validator, and whether its value must never be shown."""
+    return field(metadata={"check": check, "secret": secret})
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = key(hostname)
+    domain: str = key(hostname)
+    roles: tuple[str, ...] = key(role_list)
+    listen_address: str = key(ip_address)
+    state_dir: str = key(path)
+    certs_dir: str = key(path)
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{self.domain}"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = key(choice(*LOG_FORMATS))
+    level: str = key(choice(*LOG_LEVELS))
+
+
+@dataclass(frozen=True)
+class CallRouterConfig:
+    sip_tcp_port: int = key(port)
+    sip_tls_port: int = key(port)
+    startup_mode: str = key(choice(*STARTUP_MODES))
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    sip_tcp_port: int = key(port)
+    sip_tls_port: int = key(port)
+    startup_mode: str = key(choice(*STARTUP_MODES))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    startup_mode: str = key(choice(*STARTUP_MODES))
+    sip_ports: tuple[int, int] = key(port_pair)
+    sip_dual_tls_ports: tuple[int, int] = key(port_pair)
+    rtp_port_min: int = key(rtp_port)
+    rtp_port_max: int = key(rtp_port)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    listen_address: str = key(ip_address)
+    relay_address: str = key(ip_address)
+    external_address: str = key(optional_ip_address)
+    turn_udp_port: int = key(port)
+    turn_tcp_port: int = key(port)
+    turn_tls_port: int = key(port)
+    relay_port_min: int = key(port)
+    relay_port_max: int = key(port)
+    realm: str = key(hostname)
+    auth_secrets: tuple[str, ...] = key(secret_list, secret=True)
+    allowed_peer_networks: tuple[str, ...] = key(cidr_list)
+    denied_peer_networks: tuple[str, ...] = key(cidr_list)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    https_port: int = key(port)
+    mras_tls_port: int = key(port)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    http_port: int = key(port)
+
+
+SECTIONS: dict[str, type] = {
+    "node": NodeConfig,
+    "log": LogConfig,
+    "callrouter": CallRouterConfig,
+    "mailbox": MailboxConfig,
+    "worker": WorkerConfig,
+    "edge": EdgeConfig,
+    "auth": AuthConfig,
+    "web": WebConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration; paths in [node] are absolute."""
+
+    node: NodeConfig
+    log: LogConfig
+    callrouter: CallRouterConfig
+    mailbox: MailboxConfig
+    worker: WorkerConfig
+    edge: EdgeConfig
+    auth: AuthConfig
+    web: WebConfig
+    source: str = "<embedded default>"

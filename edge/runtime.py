@@ -1,0 +1,95 @@
+"""Run the service tree: Twisted's reactor on an asyncio (uvloop) loop, signals, exit codes.
+
+The reactor must be installed before anything imports
+twisted.internet.reactor, so this module imports the service tree only
+after install_reactor().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from edge import logsetup
+from edge.config_schema import Config
+
+log = Logger(namespace="umedge.runtime")
+STOP_TIMEOUT = 4.0  # seconds: SIGTERM must end the process within 5
+
+
+def install_reactor() -> asyncio.AbstractEventLoop:
+    """Install Twisted's asyncio reactor on uvloop (plain asyncio where uvloop is absent)."""
+    if "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+
+        loop = getattr(reactor, "_asyncioEventloop", None)
+        if loop is None:
+            raise RuntimeError("a non-asyncio Twisted reactor is already installed")
+        return loop
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(loop)
+    return loop
+
+
+def serve(config: Config, log_format: str = "text") -> int:
+    """Start every listener of config.node.roles and run until SIGTERM/SIGINT; 0 on a clean stop."""
+    logsetup.start(log_format, config.log.level)
+    install_reactor()
+    from twisted.internet import reactor
+
+    from edge.listeners import format_table, listeners
+    from edge.node_identity import ensure_certificates
+    from edge.service import build
+
+    for path in ensure_certificates(config):
+        log.info("created {path}", path=path)
+    tree = build(config)
+    try:
+        tree.startService()
+    except CannotListenError as error:
+        print(f"umedge: cannot listen on {error.interface or '*'}:{error.port}: {error.socketError}",
+              file=sys.stderr)
+        _stop_quietly(tree)
+        return 1
+    except OSError as error:
+        print(f"umedge: cannot start: {error}", file=sys.stderr)
+        _stop_quietly(tree)
+        return 1
+    rows = listeners(config)
+    print(f"umedge node {config.node.name} ({config.node.fqdn}) listening:", flush=True)
+    print(format_table(rows), flush=True)
+    for row in rows:
+        log.info("listening role={role} protocol={protocol} transport={transport} port={ports} "
+                 "address={address} secured={secured}", role=row.role, protocol=row.protocol,
+                 transport=row.transport, ports=row.ports, address=row.address, secured=row.secured)
+
+    def stop_tree():  # type: ignore[no-untyped-def]
+        log.info("stopping")
+        from twisted.internet import defer
+
+        return defer.maybeDeferred(tree.stopService).addTimeout(STOP_TIMEOUT, reactor)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop_tree)
+    reactor.callWhenRunning(log.info, "started roles={roles}", roles=",".join(config.node.roles))
+    reactor.run(installSignalHandlers=True)
+    log.info("stopped")
+    return 0
+
+
+def _stop_quietly(tree) -> None:  # type: ignore[no-untyped-def]
+    try:
+        tree.stopService()
+    except Exception:  # noqa: BLE001 - best effort while already failing
+        pass
+

@@ -48,7 +48,6 @@ def serve(config: Config, log_format: str = "text") -> int:
     install_reactor()
     from twisted.internet import reactor
 
-    from edge.listeners import format_table, listeners
     from edge.node_identity import ensure_certificates
     from edge.service import build
 
@@ -66,14 +65,6 @@ def serve(config: Config, log_format: str = "text") -> int:
         print(f"umedge: cannot start: {error}", file=sys.stderr)
         _stop_quietly(tree)
         return 1
-    rows = listeners(config)
-    print(f"umedge node {config.node.name} ({config.node.fqdn}) listening:", flush=True)
-    print(format_table(rows), flush=True)
-    for row in rows:
-        log.info("listening role={role} protocol={protocol} transport={transport} port={ports} "
-                 "address={address} secured={secured}", role=row.role, protocol=row.protocol,
-                 transport=row.transport, ports=row.ports, address=row.address, secured=row.secured)
-
     def stop_tree():  # type: ignore[no-untyped-def]
         log.info("stopping")
         from twisted.internet import defer
@@ -81,10 +72,28 @@ def serve(config: Config, log_format: str = "text") -> int:
         return defer.maybeDeferred(tree.stopService).addTimeout(STOP_TIMEOUT, reactor)
 
     reactor.addSystemEventTrigger("before", "shutdown", stop_tree)
-    reactor.callWhenRunning(log.info, "started roles={roles}", roles=",".join(config.node.roles))
+    # Announce readiness only once running: by then SIGTERM/SIGINT handlers are installed.
+    reactor.callWhenRunning(_announce, config)
     reactor.run(installSignalHandlers=True)
     log.info("stopped")
     return 0
+
+
+def _announce(config: Config) -> None:
+    """Print the listener table (stdout) and log one line per listener (stderr)."""
+    from edge.listeners import format_table, listeners
+
+    rows = listeners(config)
+    print(f"umedge node {config.node.name} ({config.node.fqdn}) listening:", flush=True)
+    print(format_table(rows), flush=True)
+    for row in rows:
+        log.info("{what} role={role} protocol={protocol} transport={transport} port={ports} "
+                 "address={address} secured={secured}",
+                 what="port range" if row.is_range else "listening", role=row.role,
+                 protocol=row.protocol, transport=row.transport, ports=row.ports,
+                 address=row.address, secured=row.secured)
+    log.info("started roles={roles}", roles=",".join(config.node.roles))
+    print(f"ready: {len(rows)} listeners, roles {','.join(config.node.roles)}", flush=True)
 
 
 def _stop_quietly(tree) -> None:  # type: ignore[no-untyped-def]

@@ -62,9 +62,7 @@ def status_site(node: str, rows: list[Listener]) -> server.Site:
         (b"GET", b"/healthz"): lambda request: (200, {"status": "ok", "node": node}),
         (b"GET", b"/v1/ports"): lambda request: (200, [r.as_dict() for r in rows]),
     }
-    site = server.Site(JsonRoutes(routes, fallback=page))
-    site.displayTracebacks = False
-    return site
+    return _quiet_site(JsonRoutes(routes, fallback=page))
 
 
 def auth_site(node: str) -> server.Site:
@@ -74,6 +72,11 @@ def auth_site(node: str) -> server.Site:
         (b"POST", b"/v1/credentials"): lambda request: (
             503, {"error": "token service not enabled on this node"}),
     }
-    site = server.Site(JsonRoutes(routes))
-    site.displayTracebacks = False
+    return _quiet_site(JsonRoutes(routes))
+
+
+def _quiet_site(root: resource.Resource) -> server.Site:
+    site = server.Site(root)
+    site.displayTracebacks = False  # never show internals to a client
+    site.noisy = False
     return site

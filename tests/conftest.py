@@ -124,19 +124,9 @@ class ServeProcess:
             if not line:
                 raise AssertionError(f"umedge serve exited {self.proc.wait()}: {self.stderr()}")
             self.stdout_lines.append(line)
-            if line.startswith("ROLE"):
-                # the table follows the header; read it until the process prints no more at once
-                self._read_table()
+            if line.startswith("ready: "):
                 return
         raise AssertionError(f"umedge serve not ready in {timeout}s: {self.stderr()}")
-
-    def _read_table(self) -> None:
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        time.sleep(0.2)
-        rest = self.proc.stdout.read() or ""
-        self.stdout_lines += rest.splitlines(keepends=True)
-        os.set_blocking(self.proc.stdout.fileno(), True)
 
     def stderr(self) -> str:
         self._log.flush()

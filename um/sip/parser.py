@@ -62,15 +62,13 @@ def _parse_head(head: bytes) -> tuple[Request | Response, int | None]:
         method, uri, version = request.groups()
         if not _TOKEN.match(method):
             raise SipParseError(400, "Bad Request - malformed method")
-        message = Request(method, uri)
-        if version != "SIP/2.0":
-            raise SipParseError(505, "Version Not Supported", partial=message)
+        message = Request(method, uri, version=version)
     headers = Headers()
     for line in header_lines:
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not name or not _TOKEN.match(name):
-            raise SipParseError(400, "Bad Request - malformed header line", partial=_partial(message))
+            raise SipParseError(400, "Bad Request - malformed header line", fatal=True)
         headers.add(name, value.strip(" \t"))
     message.headers = headers
     length = headers.get("Content-Length")
@@ -87,8 +85,11 @@ def _partial(message: Message) -> Request | None:
 
 
 def _check_request(message: Message) -> None:
+    """Checks that need the whole head but leave the stream's framing intact."""
     if not isinstance(message, Request):
         return
+    if message.version != "SIP/2.0":
+        raise SipParseError(505, "Version Not Supported", partial=message)
     missing = [h for h in ("Via", "From", "To", "Call-ID", "CSeq") if h not in message.headers]
     if missing:
         raise SipParseError(400, f"Bad Request - missing {', '.join(missing)}", partial=message)

@@ -86,6 +86,8 @@ class SipStreamProtocol(Protocol):
 class SipStreamFactory(Factory):
     """Builds a SipStreamProtocol per connection for one role's listener."""
 
+    noisy = False
+
     def __init__(self, handler: Handler, transport_name: str, role: str) -> None:
         self.handler, self.transport_name, self.role = handler, transport_name, role
 

@@ -48,11 +48,13 @@ def serve(config: Config, log_format: str = "text") -> int:
     install_reactor()
     from twisted.internet import reactor
 
-    from edge.node_identity import ensure_certificates
+    from edge.node_identity import auth_secrets, ensure_certificates
     from edge.service import build
 
     for path in ensure_certificates(config):
         log.info("created {path}", path=path)
+    if "edge" in config.node.roles:
+        auth_secrets(config)  # a single node's generated secret exists from its first start
     tree = build(config)
     try:
         tree.startService()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Debian packages, a .venv with the test extras)
+# and run the whole suite. Extra arguments go to pytest, e.g. scripts/test.sh -k config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+# Debian packages the tests drive: tool -> package.
+declare -A tools=(
+  [nft]=nftables
+)
+missing=()
+for tool in "${!tools[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
+done
+apt_install "${missing[@]}"
+
+scripts/bootstrap.sh test
+export UMEDGE_REQUIRE_TOOLS=1   # a missing tool fails its test instead of skipping it
+exec .venv/bin/python -m pytest -q "$@"

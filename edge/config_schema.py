@@ -94,6 +94,43 @@ def optional_ip_address(value: Any) -> str:
         raise Invalid('an IPv4 or IPv6 address, or "" for none') from None
 
 
+def optional_ipv6_address(value: Any) -> str:
+    if value == "":
+        return ""
+    try:
+        address = ipaddress.ip_address(value)
+    except (TypeError, ValueError):
+        address = None
+    if not isinstance(address, ipaddress.IPv6Address):
+        raise Invalid('an IPv6 address, or "" for no IPv6 relays')
+    return str(address)
+
+
+def count(value: Any) -> int:
+    return _integer(value, 1, 10_000_000, "an integer 1-10000000")
+
+
+def bandwidth(value: Any) -> int:
+    return _integer(value, 0, 10_000_000, "an integer 0-10000000 (kbit/s; 0 for no cap)")
+
+
+def host_port_list(value: Any) -> tuple[tuple[str, int], ...]:
+    allowed = 'a list of "IP:PORT" strings such as ["192.0.2.8:3478", "[2001:db8::8]:3478"]'
+    if not isinstance(value, list):
+        raise Invalid(allowed)
+    parsed = []
+    for item in value:
+        if not isinstance(item, str) or ":" not in item:
+            raise Invalid(allowed)
+        host, _, port_text = item.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            parsed.append((str(ipaddress.ip_address(host)), port(int(port_text))))
+        except (ValueError, Invalid):
+            raise Invalid(allowed) from None
+    return tuple(parsed)
+
+
 def cidr_list(value: Any) -> tuple[str, ...]:
     allowed = 'a list of CIDRs such as ["10.0.0.0/8", "fd00::/8"]'
     if not isinstance(value, list):
@@ -184,6 +221,11 @@ class EdgeConfig:
     auth_secrets: tuple[str, ...] = key(secret_list, secret=True)
     allowed_peer_networks: tuple[str, ...] = key(cidr_list)
     denied_peer_networks: tuple[str, ...] = key(cidr_list)
+    relay_address_v6: str = key(optional_ipv6_address)
+    max_allocations: int = key(count)
+    max_allocations_per_user: int = key(count)
+    allocation_bandwidth_kbps: int = key(bandwidth)
+    alternate_servers: tuple[tuple[str, int], ...] = key(host_port_list)
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,19 @@ def node_certificate(certs_dir: str | Path, name: str) -> ssl.PrivateCertificate
     return ssl.PrivateCertificate.loadPEM(_pem(crt) + b"\n" + _pem(key))
 
 
-def server_options(certs_dir: str | Path, name: str, *, client_cert: str = "required") -> ssl.CertificateOptions:
-    """Server side: `client_cert` is "required" (MTLS), "optional" (verified if sent) or "none"."""
+def server_options(certs_dir: str | Path, name: str, *, client_cert: str = "required",
+                   alpn: tuple[bytes, ...] = ()) -> ssl.CertificateOptions:
+    """Server side: `client_cert` is "required" (MTLS), "optional" (verified if sent) or "none".
+
+    `alpn` lists the protocols this listener speaks (RFC 7301), such as
+    b"stun.turn" (RFC 7443) or b"http/1.1": without a list, pyOpenSSL under
+    Twisted answers any client that offers ALPN with an internal_error alert.
+    """
     if client_cert not in ("required", "optional", "none"):
         raise ValueError(f"client_cert must be required, optional or none, not {client_cert!r}")
     node = node_certificate(certs_dir, name)
     common = dict(privateKey=node.privateKey.original, certificate=node.original,
-                  raiseMinimumTo=MINIMUM)
+                  raiseMinimumTo=MINIMUM, acceptableProtocols=list(alpn) or None)
     if client_cert == "none":
         return ssl.CertificateOptions(**common)
     ca = ca_certificate(certs_dir).original

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from certs import tls
 from edge.config_schema import Config
 from edge.listeners import Listener, listeners
-from edge.stun_listener import StunStreamFactory, UdpStunService
+from edge.turn.service import TurnService
 from edge.web import auth_site, status_site
 from um.sip.responder import OptionsResponder
 from um.sip.stream import SipStreamFactory
@@ -35,16 +35,10 @@ def _service_for(row: Listener, config: Config) -> service.Service | None:
     if row.protocol == "SIP":
         return _sip_service(row, config)
     if row.protocol == "STUN/TURN":
-        if row.transport == "udp":
-            return UdpStunService(row.address, row.port)
-        factory = StunStreamFactory(row.transport)
-        if row.transport == "tls":
-            return internet.SSLServer(row.port, factory, tls.server_options(certs_dir, name, client_cert="none"),
-                                      interface=row.address)
-        return internet.TCPServer(row.port, factory, interface=row.address)
+        return None  # one TurnService serves UDP, TCP and TLS (see build)
     if row.protocol == "HTTPS":
         return internet.SSLServer(row.port, auth_site(name),
-                                  tls.server_options(certs_dir, name, client_cert="optional"),
+                                  tls.server_options(certs_dir, name, client_cert="optional", alpn=(b"http/1.1",)),
                                   interface=row.address)
     if row.protocol == "HTTP":
         return internet.TCPServer(row.port, status_site(name, listeners(config)), interface=row.address)
@@ -56,6 +50,10 @@ def build(config: Config) -> service.MultiService:
     root = service.MultiService()
     root.setName("umedge")
     Path(config.node.state_dir).mkdir(parents=True, exist_ok=True)
+    if "edge" in config.node.roles:
+        turn = TurnService(config)
+        turn.setName("edge/turn")
+        turn.setServiceParent(root)
     for row in listeners(config):
         child = _service_for(row, config)
         if child is None:

@@ -8,6 +8,7 @@ source scripts/lib.sh
 # Debian packages the tests drive: tool -> package.
 declare -A tools=(
   [nft]=nftables
+  [turnutils_uclient]=coturn
 )
 missing=()
 for tool in "${!tools[@]}"; do

@@ -80,6 +80,7 @@ from .constants import (
     BINDING,
     CHANNEL_BIND,
     CHANNEL_MAX,
+    CHANNEL_MAX_RFC5766,
     CHANNEL_MIN,
     CONNECT,
     CONNECTION_ATTEMPT,
@@ -181,6 +182,7 @@ __all__ = [
     "TRANSPORT_TCP",
     "CHANNEL_MIN",
     "CHANNEL_MAX",
+    "CHANNEL_MAX_RFC5766",
     # credentials
     "opaque_string",
     "short_term_key",

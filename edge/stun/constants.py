@@ -50,6 +50,7 @@ __all__ = [
     "TRANSPORT_TCP",
     "CHANNEL_MIN",
     "CHANNEL_MAX",
+    "CHANNEL_MAX_RFC5766",
 ]
 
 #: RFC 8489 §5: fixed value in bytes 4-7 of every STUN message.
@@ -248,3 +249,5 @@ TRANSPORT_TCP: Final = 6  # RFC 6062
 #: RFC 8656 §12: the channel numbers a client may bind.
 CHANNEL_MIN: Final = 0x4000
 CHANNEL_MAX: Final = 0x4FFF
+#: RFC 5766 allowed channels up to 0x7FFF; RFC 5766 clients (coturn's among them) still use them.
+CHANNEL_MAX_RFC5766: Final = 0x7FFF

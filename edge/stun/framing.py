@@ -2,8 +2,9 @@
 
 Over a stream transport STUN messages and ChannelData share the connection
 (RFC 8656 §12.5), and the first byte tells which is which: top two bits 00
-for STUN (20-byte header plus its length), 0x40-0x4F for ChannelData (4-byte
-header plus its length rounded up to 4).  Anything else means the stream is
+for STUN (20-byte header plus its length), 0x40-0x7F for ChannelData (4-byte
+header plus its length rounded up to 4; RFC 8656 uses 0x40-0x4F, RFC 5766
+clients up to 0x7F).  Anything else means the stream is
 garbage and the connection should be closed.
 """
 
@@ -28,7 +29,7 @@ def next_frame_length(buffer: bytes | bytearray | memoryview) -> int | None:
     """
     available = len(buffer)
     if available < 4:
-        if available and buffer[0] >= 0x50:
+        if available and buffer[0] >= 0x80:
             raise StunDecodeError(f"stream byte {buffer[0]:#04x} starts no STUN/ChannelData")
         return None
     first = buffer[0]
@@ -39,7 +40,7 @@ def next_frame_length(buffer: bytes | bytearray | memoryview) -> int | None:
         if available >= 8 and bytes(buffer[4:8]) != _COOKIE:
             raise StunDecodeError("wrong magic cookie in stream")
         frame = HEADER_LENGTH + length
-    elif first <= 0x4F:
+    elif first <= 0x7F:
         frame = 4 + length + (-length & 3)
     else:
         raise StunDecodeError(f"stream byte {first:#04x} starts no STUN/ChannelData")

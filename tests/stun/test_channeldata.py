@@ -83,7 +83,6 @@ def test_next_frame_length() -> None:
     "garbage",
     [
         b"\x80",  # top bits 10: neither STUN nor ChannelData
-        b"\x50\x00\x00\x00",  # reserved channel range
         b"\xff\xff\xff\xff",
         b"\x00\x01\x00\x02",  # STUN length not a multiple of 4
         b"\x00\x01\x00\x00\x21\x12\xa4\x43",  # wrong magic cookie, caught early
@@ -92,6 +91,10 @@ def test_next_frame_length() -> None:
 def test_next_frame_length_garbage(garbage: bytes) -> None:
     with pytest.raises(StunDecodeError):
         next_frame_length(garbage)
+
+
+def test_rfc5766_channels_frame_on_streams() -> None:
+    assert next_frame_length(b"\x7f\xff\x00\x01x\x00\x00\x00") == 8
 
 
 def test_split_frames_stream() -> None:

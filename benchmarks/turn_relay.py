@@ -1,0 +1,273 @@
+"""TURN relay throughput and CPU cost: coturn's turnserver vs `umedge serve --roles edge`.
+
+    python benchmarks/turn_relay.py [--seconds 15] [--sessions 10] [--only coturn|umedge] [--json]
+
+Each server runs alone on 127.0.0.1 (coturn with one relay thread; umedge with
+allocation_bandwidth_kbps = 0, allowed_peer_networks = ["127.0.0.0/8"],
+max_allocations_per_user = 1000) and gets the same load: turnutils_uclient -c -z 0
+-m SESSIONS -n MESSAGES -l LENGTH over UDP ChannelData to turnutils_peer (UDP echo).
+
+uclient prints its cumulative sent/received counts once a second. The script
+samples the server's CPU (utime + stime from /proc, its descendants included) at
+each of those lines, skips the first --warmup seconds after setup (uclient starts
+its clients 1-6 s apart), measures the next --seconds, then kills uclient. In that
+window:
+
+  relayed datagrams  = 2 x messages echoed back (client -> peer leg and peer -> client leg)
+  datagrams/s        = relayed datagrams / window wall time
+  CPU s per million  = server CPU seconds / relayed datagrams x 1e6
+  datagrams/CPU-s    = relayed datagrams / server CPU seconds
+  loss %             = 1 - received / sent (uclient's counts; overload shows up here)
+
+Everything is bounded: -n caps the messages per client and each server's run
+stops after warmup + seconds (default total well under 2 minutes); all processes
+and files (temporary directories) are removed on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.turn.coturn_tools import (  # noqa: E402
+    CoturnServer,
+    EchoPeer,
+    UmedgeServer,
+    process_tree_cpu,
+    uclient_command,
+)
+
+SECRET = "benchmark-secret-0123456789"
+SERVERS = ("coturn", "umedge")
+_PROGRESS = re.compile(r"start_mclient: msz=(\d+), tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
+_ERROR = re.compile(r"error|cannot|refused|forbidden", re.I)
+
+
+@dataclass
+class Sample:
+    t: float  # monotonic
+    clients: int
+    sent: int
+    received: int
+    server_cpu: float
+    client_cpu: float
+    peer_cpu: float
+
+
+@dataclass
+class Measurement:
+    server: str
+    version: str = ""
+    ok: bool = False
+    error: str = ""
+    window_s: float = 0.0
+    sent: int = 0
+    received: int = 0
+    relayed_datagrams: int = 0
+    datagrams_per_s: float = 0.0
+    offered_messages_per_s: float = 0.0
+    server_cpu_s: float = 0.0
+    server_cpu_utilization: float = 0.0  # CPU seconds per wall second (1.0 = one core)
+    cpu_s_per_million: float = 0.0
+    datagrams_per_cpu_s: float = 0.0
+    loss_percent: float = 0.0
+    uclient_cpu_s: float = 0.0
+    peer_cpu_s: float = 0.0
+    uclient_errors: list[str] = field(default_factory=list)
+
+
+def drive(server_pid: int, server_port: int, peer: EchoPeer, args: argparse.Namespace,
+          result: Measurement) -> None:
+    """Run uclient against one server and fill `result` from the measured window."""
+    command = uclient_command(server_port, secret=SECRET, user="bench", peer_port=peer.port,
+                              sessions=args.sessions, messages=args.messages, length=args.length,
+                              interval_ms=args.interval_ms, no_rtcp=True, tcp=args.tcp)
+    samples: list[Sample] = []
+    lines: collections.deque[str] = collections.deque(maxlen=200)
+    connected = threading.Event()
+    connect_at: list[float] = []
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            now = time.monotonic()
+            if "Total connect time" in line and not connect_at:
+                connect_at.append(now)
+                connected.set()
+            elif m := _PROGRESS.search(line):
+                samples.append(Sample(now, int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                                      process_tree_cpu(server_pid), process_tree_cpu(proc.pid),
+                                      process_tree_cpu(peer.pid)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        setup_deadline = time.monotonic() + args.setup_timeout
+        while not connected.wait(0.1) and proc.poll() is None and time.monotonic() < setup_deadline:
+            pass
+        if not connected.is_set():
+            reader.join(timeout=2)  # collect what uclient said before it gave up
+            raise RuntimeError(f"uclient setup failed (exit {proc.poll()}): " + " | ".join(list(lines)[-8:]))
+        stop_at = connect_at[0] + args.warmup + args.seconds + 1.2
+        while time.monotonic() < stop_at and proc.poll() is None:
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(timeout=5)
+    result.uclient_errors = sorted({line.split(": : ", 1)[-1] for line in lines if _ERROR.search(line)})[:10]
+    window = [s for s in samples if s.t >= connect_at[0] + args.warmup]
+    if window:
+        window = [s for s in window if s.clients == window[0].clients]  # stop when clients finish
+    if len(window) < 2:
+        raise RuntimeError(f"too few samples after warmup ({len(window)}); uclient exit {proc.returncode}: "
+                           + " | ".join(list(lines)[-8:]))
+    first, last = window[0], window[-1]
+    result.window_s = last.t - first.t
+    result.sent = last.sent - first.sent
+    result.received = last.received - first.received
+    result.relayed_datagrams = 2 * result.received
+    result.server_cpu_s = last.server_cpu - first.server_cpu
+    result.uclient_cpu_s = last.client_cpu - first.client_cpu
+    result.peer_cpu_s = last.peer_cpu - first.peer_cpu
+    result.datagrams_per_s = result.relayed_datagrams / result.window_s
+    result.offered_messages_per_s = result.sent / result.window_s
+    result.server_cpu_utilization = result.server_cpu_s / result.window_s
+    if result.relayed_datagrams:
+        result.cpu_s_per_million = result.server_cpu_s / result.relayed_datagrams * 1e6
+    if result.server_cpu_s > 0:
+        result.datagrams_per_cpu_s = result.relayed_datagrams / result.server_cpu_s
+    if result.sent:
+        result.loss_percent = max(0.0, min(100.0, 100.0 * (1 - result.received / result.sent)))
+    result.ok = result.received > 0
+
+
+def bench_coturn(args: argparse.Namespace, workdir: Path) -> Measurement:
+    result = Measurement("coturn")
+    try:
+        result.version = "coturn " + CoturnServer.version()
+        with CoturnServer(workdir / "coturn", [SECRET], relay_threads=1, allow_loopback_peers=True) as server, \
+                EchoPeer() as peer:
+            drive(server.pid, server.port, peer, args, result)
+    except Exception as exc:  # report and go on with the other server
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def bench_umedge(args: argparse.Namespace, workdir: Path) -> Measurement:
+    result = Measurement("umedge", version="umedge serve --roles edge")
+    edge = {"auth_secrets": [SECRET], "allocation_bandwidth_kbps": 0, "allowed_peer_networks": ["127.0.0.0/8"],
+            "max_allocations_per_user": 1000}
+    try:
+        with UmedgeServer(workdir / "umedge", edge, python=args.python) as server, EchoPeer() as peer:
+            try:
+                drive(server.pid, server.port, peer, args, result)
+            except Exception as exc:
+                raise RuntimeError(f"{exc}\n--- umedge log (tail) ---\n{server.log_text()[-1500:]}") from exc
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+ROWS = (  # (label, attribute, format)
+    ("relayed datagrams/s", "datagrams_per_s", "{:,.0f}"),
+    ("offered messages/s", "offered_messages_per_s", "{:,.0f}"),
+    ("server CPU s", "server_cpu_s", "{:.2f}"),
+    ("server CPU utilization", "server_cpu_utilization", "{:.2f}"),
+    ("CPU s per million datagrams", "cpu_s_per_million", "{:.2f}"),
+    ("datagrams per CPU-second", "datagrams_per_cpu_s", "{:,.0f}"),
+    ("loss %", "loss_percent", "{:.2f}"),
+    ("window s", "window_s", "{:.1f}"),
+    ("uclient CPU s", "uclient_cpu_s", "{:.2f}"),
+    ("turnutils_peer CPU s", "peer_cpu_s", "{:.2f}"),
+)
+RATIOS = ("datagrams_per_s", "cpu_s_per_million", "datagrams_per_cpu_s")
+
+
+def ratios(results: dict[str, Measurement]) -> dict[str, float | None]:
+    coturn, umedge = results.get("coturn"), results.get("umedge")
+    out: dict[str, float | None] = {}
+    if coturn and umedge and coturn.ok and umedge.ok:
+        for attr in RATIOS:
+            base = getattr(coturn, attr)
+            out[attr] = getattr(umedge, attr) / base if base else None
+        out["loss_percent_difference"] = umedge.loss_percent - coturn.loss_percent
+    return out
+
+
+def print_table(results: dict[str, Measurement], args: argparse.Namespace) -> None:
+    names = list(results)
+    print(f"turnutils_uclient -c -z {args.interval_ms} -m {args.sessions} -n {args.messages} -l {args.length}"
+          f" over {'TCP' if args.tcp else 'UDP'}; window {args.seconds}s after {args.warmup}s warmup")
+    width = 30
+    print(f"{'':{width}}" + "".join(f"{name:>16}" for name in names))
+    for label, attr, fmt in ROWS:
+        cells = [fmt.format(getattr(results[n], attr)) if results[n].ok else "-" for n in names]
+        print(f"{label:{width}}" + "".join(f"{cell:>16}" for cell in cells))
+    for name in names:
+        if results[name].error:
+            print(f"{name}: FAILED: {results[name].error}")
+        elif results[name].uclient_errors:
+            print(f"{name}: uclient reported: {results[name].uclient_errors[:3]}")
+    r = ratios(results)
+    if r:
+        print("umedge/coturn: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in r.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per server (default 15)")
+    parser.add_argument("--sessions", type=int, default=10, help="uclient -m (default 10)")
+    parser.add_argument("--messages", type=int, default=200_000, help="uclient -n cap per client (default 200000)")
+    parser.add_argument("--length", type=int, default=170, help="uclient -l payload bytes (default 170)")
+    parser.add_argument("--interval-ms", type=int, default=0, help="uclient -z (default 0: unpaced)")
+    parser.add_argument("--warmup", type=float, default=7.0, help="seconds skipped after setup (default 7)")
+    parser.add_argument("--setup-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    parser.add_argument("--tcp", action="store_true", help="uclient -t (TCP to the server)")
+    parser.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs umedge")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.seconds > 300 or args.sessions < 1 or args.sessions > 200:
+        parser.error("--seconds must be in (0, 300] and --sessions in [1, 200]")
+
+    results: dict[str, Measurement] = {}
+    with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
+        for name in SERVERS:
+            if args.only and name != args.only:
+                continue
+            if not args.json:
+                print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+            bench = bench_coturn if name == "coturn" else bench_umedge
+            results[name] = bench(args, Path(tmp))
+    if args.json:
+        print(json.dumps({"load": {"sessions": args.sessions, "messages": args.messages, "length": args.length,
+                                   "interval_ms": args.interval_ms, "no_rtcp": True,
+                                   "transport": "tcp" if args.tcp else "udp", "seconds": args.seconds,
+                                   "warmup": args.warmup},
+                          "results": {name: asdict(m) for name, m in results.items()},
+                          "umedge_over_coturn": ratios(results)}, indent=2))
+    else:
+        print_table(results, args)
+    return 0 if all(m.ok for m in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Allocation state: relays, permissions and channels with their expiry times.
+
+Plain data; the engine decides, the I/O layer moves packets. Times are the
+engine clock's seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+Address = tuple[str, int]
+
+
+class ClientLink(Protocol):
+    """How the engine reaches a client: a UDP source address or a TCP/TLS connection."""
+
+    allocation: "Allocation | None"  # the link's allocation: the 5-tuple owns at most one
+    address: Address
+    kind: str  # "udp", "tcp" or "tls"
+    stream: bool
+
+    def send(self, data: bytes) -> None: ...
+
+
+class RelayEndpoint(Protocol):
+    """A bound relay socket. The I/O layer calls `receiver(data, address)` for each datagram."""
+
+    address: Address
+    family: int
+    receiver: "Callable[[bytes, Address], None] | None"
+
+    def sendto(self, data: bytes, address: Address) -> bool: ...
+    def set_dont_fragment(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Allocation:
+    client: ClientLink
+    username: str
+    identity: str
+    key: bytes
+    sha256: bool
+    relays: dict[int, RelayEndpoint]  # family (4/6) -> relay
+    expires: float
+    created_by: bytes  # transaction id of the Allocate, to answer its retransmissions
+    created_response: bytes = b""
+    permissions: dict[str, float] = field(default_factory=dict)
+    # channel number -> (peer, expiry, the relay of the peer's family): all the data path needs
+    channels: dict[int, tuple[Address, float, RelayEndpoint]] = field(default_factory=dict)
+    peer_channels: dict[Address, int] = field(default_factory=dict)
+    budget: int = 0  # bytes left this second under the bandwidth cap
+    reservation: bytes | None = None
+    # Relayed traffic, counted here (plain ints are cheap per packet), summed by the engine.
+    packets_to_peer: int = 0
+    bytes_to_peer: int = 0
+    packets_to_client: int = 0
+    bytes_to_client: int = 0
+
+    def permitted(self, host: str, now: float) -> bool:
+        expiry = self.permissions.get(host)
+        return expiry is not None and expiry >= now
+
+    def expire_entries(self, now: float) -> None:
+        """Drop permissions and channel bindings whose lifetime ran out."""
+        for host in [h for h, t in self.permissions.items() if t < now]:
+            del self.permissions[host]
+        for number in [n for n, (_, t, _) in self.channels.items() if t < now]:
+            peer, _, _ = self.channels.pop(number)
+            self.peer_channels.pop(peer, None)

@@ -1,0 +1,226 @@
+"""Sockets for the TURN engine: raw non-blocking UDP on the asyncio loop, streams on Twisted.
+
+UDP (client listener and every relay) is read with loop.add_reader and
+recvfrom in a bounded loop and written with sendto directly: no transport
+objects or futures per packet, which is what lets Python relay at a useful
+rate. TCP and TLS clients use Twisted protocols framed by edge.stun.framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Callable
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from edge.stun import StunDecodeError, next_frame_length
+from edge.turn.allocation import Address
+from edge.turn.engine import TurnEngine
+
+log = Logger(namespace="umedge.turn")
+READ_BATCH = 64  # datagrams per readiness callback, so one busy socket cannot starve the rest
+MAX_DATAGRAM = 65536
+MAX_STREAM_BUFFER = 65536 + 4
+_IP_PMTUDISC_DO = 2
+
+
+def _family_constant(family: int) -> int:
+    return socket.AF_INET6 if family == 6 else socket.AF_INET
+
+
+def _plain(address: tuple) -> Address:  # type: ignore[type-arg]
+    """(host, port) without IPv6 flow info/scope, IPv4-mapped IPv6 as IPv4."""
+    host = address[0]
+    return (host[7:] if host.startswith("::ffff:") else host, address[1])
+
+
+class UdpRelay:
+    """One relay socket of an allocation (a RelayEndpoint)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, family: int) -> None:
+        self._loop, self._sock, self.family = loop, sock, family
+        self.address: Address = sock.getsockname()[:2]
+        self.receiver: Callable[[bytes, Address], None] | None = None
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        recvfrom, receiver = self._sock.recvfrom, self.receiver
+        for _ in range(READ_BATCH):
+            try:
+                data, address = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error queued on the socket: skip it, keep reading
+            if receiver is not None:
+                receiver(data, _plain(address) if self.family == 6 else address)
+
+    def sendto(self, data: bytes, address: Address) -> bool:
+        try:
+            self._sock.sendto(data, address)
+            return True
+        except OSError:  # full buffer or unreachable: UDP may drop
+            return False
+
+    def set_dont_fragment(self) -> bool:
+        try:
+            if self.family == 4:
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+            else:
+                self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1)
+            return True
+        except (OSError, AttributeError):
+            return False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
+            self._sock.close()
+
+
+def relay_binder(loop: asyncio.AbstractEventLoop) -> Callable[[int, int, str], UdpRelay | None]:
+    def bind(family: int, port: int, host: str) -> UdpRelay | None:
+        sock = socket.socket(_family_constant(family), socket.SOCK_DGRAM)
+        try:
+            if family == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            return None
+        sock.setblocking(False)
+        return UdpRelay(loop, sock, family)
+
+    return bind
+
+
+class UdpClientLink:
+    """A UDP client as the engine sees it: its 5-tuple key and how to answer it."""
+
+    __slots__ = ("allocation", "address", "_sock")
+    kind = "udp"
+    stream = False
+
+    def __init__(self, listener: "UdpTurnListener", address: Address) -> None:
+        self.allocation = None
+        self.address = address
+        self._sock = listener.sock
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._sock.sendto(data, self.address)
+        except OSError:
+            pass
+
+
+class UdpTurnListener:
+    """The UDP listener: datagrams from clients into the engine."""
+
+    MAX_LINKS = 100_000
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, engine: TurnEngine) -> None:
+        self._loop, self.sock, self._engine = loop, sock, engine
+        self._links: dict[Address, UdpClientLink] = {}
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        recvfrom, links, from_client = self.sock.recvfrom, self._links, self._engine.from_client
+        for _ in range(READ_BATCH):
+            try:
+                data, address = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            address = address[:2]
+            link = links.get(address)
+            if link is None:
+                link = self._new_link(address)
+            from_client(link, data)
+
+    def _new_link(self, address: Address) -> UdpClientLink:
+        if len(self._links) >= self.MAX_LINKS:  # keep only the clients that hold allocations
+            self._links = {a: link for a, link in self._links.items() if link.allocation is not None}
+        link = self._links[address] = UdpClientLink(self, address)
+        return link
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
+            self.sock.close()
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """The UDP listening socket, bound now so a taken port fails start-up at once."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class TurnStreamProtocol(Protocol):
+    """A TCP or TLS client: STUN and ChannelData frames in, engine output back."""
+
+    stream = True
+
+    def __init__(self, engine: TurnEngine, transport_name: str) -> None:
+        self._engine = engine
+        self.kind = transport_name
+        self._buffer = bytearray()
+        self.allocation = None
+        self.address: Address = ("", 0)
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.address = _plain((peer.host, peer.port))
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while buffer:
+            try:
+                size = next_frame_length(buffer)
+            except StunDecodeError as error:
+                log.info("closing {transport} client {host}: {reason}", transport=self.kind,
+                         host=self.address[0], reason=str(error))
+                buffer.clear()
+                self.transport.loseConnection()
+                return
+            if size is None:
+                if len(buffer) > MAX_STREAM_BUFFER:
+                    buffer.clear()
+                    self.transport.loseConnection()
+                return
+            frame = bytes(buffer[:size])
+            del buffer[:size]
+            self._engine.from_client(self, frame)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self._engine.client_closed(self)
+
+
+class TurnStreamFactory(Factory):
+    noisy = False
+
+    def __init__(self, engine: TurnEngine, transport_name: str) -> None:
+        self.engine, self.transport_name = engine, transport_name
+
+    def buildProtocol(self, addr: object) -> TurnStreamProtocol:
+        protocol = TurnStreamProtocol(self.engine, self.transport_name)
+        protocol.factory = self
+        return protocol

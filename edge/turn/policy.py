@@ -1,0 +1,72 @@
+"""Who a relay may talk to, and how much a client may take: the engine asks, config decides.
+
+Peers are refused by default when they are loopback, unspecified, link-local,
+multicast or broadcast, or this server's own listener addresses, or in
+`denied_peer_networks`; `allowed_peer_networks` opens named networks (how the
+edge relays into the internal network its mailbox servers live on).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+BUILTIN_DENIED = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8",
+))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Quotas and lifetimes (seconds); lifetimes match coturn's defaults."""
+
+    max_allocations: int = 10000
+    max_allocations_per_user: int = 50
+    bandwidth_bytes_per_second: int = 0  # 0: unlimited
+    default_lifetime: int = 600
+    max_lifetime: int = 3600
+    permission_lifetime: int = 300
+    channel_lifetime: int = 600
+    reservation_lifetime: int = 30
+    nonce_lifetime: int = 600
+
+
+@dataclass
+class PeerPolicy:
+    allowed: tuple[IPNetwork, ...] = ()
+    denied: tuple[IPNetwork, ...] = ()
+    own_addresses: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_config(cls, allowed: tuple[str, ...], denied: tuple[str, ...],
+                    own_addresses: set[str]) -> "PeerPolicy":
+        return cls(tuple(ipaddress.ip_network(n) for n in allowed),
+                   tuple(ipaddress.ip_network(n) for n in denied),
+                   frozenset(own_addresses))
+
+    def permits(self, host: str) -> bool:
+        return _permits(self, host)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@lru_cache(maxsize=4096)
+def _permits(policy: PeerPolicy, host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # judge ::ffff:127.0.0.1 as 127.0.0.1
+    if any(ip in net for net in policy.allowed if net.version == ip.version):
+        return True
+    if str(ip) in policy.own_addresses:
+        return False
+    if any(ip in net for net in policy.denied if net.version == ip.version):
+        return False
+    return not any(ip in net for net in BUILTIN_DENIED if net.version == ip.version)

@@ -1,0 +1,84 @@
+"""The TURN server as one Twisted service: engine + UDP/TCP/TLS listeners + the expiry tick."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+
+from twisted.application import internet, service
+
+from certs import tls
+from edge.config_schema import Config
+from edge.node_identity import auth_secrets
+from edge.turn.auth import Authenticator
+from edge.turn.engine import RelayAddresses, TurnEngine
+from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_udp, relay_binder
+from edge.turn.policy import Limits, PeerPolicy
+from edge.turn.ports import PortPool
+
+
+def limits_from(config: Config) -> Limits:
+    e = config.edge
+    return Limits(max_allocations=e.max_allocations, max_allocations_per_user=e.max_allocations_per_user,
+                  bandwidth_bytes_per_second=e.allocation_bandwidth_kbps * 1000 // 8)
+
+
+def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.time) -> TurnEngine:  # type: ignore[no-untyped-def]
+    e = config.edge
+    secrets = auth_secrets(config)
+    # Derived from the signing secret, so every process and pool node accepts the others' nonces.
+    nonce_key = hmac.new(secrets[0].encode(), b"umedge turn nonce key", hashlib.sha256).digest()
+    limits = limits_from(config)
+    authenticator = Authenticator(e.realm, lambda: secrets, nonce_key, limits.nonce_lifetime, clock)
+    own = {a for a in (e.listen_address, e.relay_address, e.relay_address_v6, e.external_address,
+                       config.node.listen_address) if a and a not in ("0.0.0.0", "::")}
+    policy = PeerPolicy.from_config(e.allowed_peer_networks, e.denied_peer_networks, own)
+    bind = {4: e.relay_address} if ":" not in e.relay_address else {6: e.relay_address}
+    if e.relay_address_v6:
+        bind[6] = e.relay_address_v6
+    advertise = {4: e.external_address} if e.external_address and ":" not in e.external_address else {}
+    return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
+                      PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
+                      alternates=e.alternate_servers)
+
+
+class TurnService(service.MultiService):
+    """UDP via raw asyncio readers; TCP and TLS via Twisted; one engine for all three."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.engine: TurnEngine | None = None
+        self._udp: UdpTurnListener | None = None
+
+    def startService(self) -> None:
+        e, node = self.config.edge, self.config.node
+        loop = asyncio.get_event_loop()
+        self.engine = engine = build_engine(self.config, loop)
+        self._udp = UdpTurnListener(loop, bind_udp(e.listen_address, e.turn_udp_port), engine)
+        tcp = internet.TCPServer(e.turn_tcp_port, TurnStreamFactory(engine, "tcp"), interface=e.listen_address)
+        tcp.setServiceParent(self)
+        # RFC 7443 names TURN over TLS "stun.turn"; coturn's clients offer it.
+        options = tls.server_options(node.certs_dir, node.name, client_cert="none", alpn=(b"stun.turn",))
+        tls_server = internet.SSLServer(e.turn_tls_port, TurnStreamFactory(engine, "tls"), options,
+                                        interface=e.listen_address)
+        tls_server.setServiceParent(self)
+        ticker = internet.TimerService(1.0, engine.tick)
+        ticker.setServiceParent(self)
+        try:
+            super().startService()
+        except Exception:
+            self._udp.close()
+            raise
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        result = super().stopService()
+        if self.engine is not None:
+            self.engine.close_all()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        return result
+

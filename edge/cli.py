@@ -115,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = with_roles(config, args.roles)
     from edge import runtime
 
-    return runtime.serve(config, log_format=args.log_format or config.log.format)
+    return runtime.serve(config, log_format=args.log_format or config.log.format,
+                         config_path=args.config, turn_worker=args.turn_worker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--roles", type=parse_roles, metavar="all|LIST",
                        help=f"all, or a comma list of {','.join(ROLES)} (default: [node].roles)")
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="log line format on stderr")
+    serve.add_argument("--turn-worker", type=int, help=argparse.SUPPRESS)  # set by [edge] workers
     serve.set_defaults(func=cmd_serve)
 
     check = with_config(sub.add_parser("check-config", help="validate a config file"))

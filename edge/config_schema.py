@@ -110,6 +110,10 @@ def count(value: Any) -> int:
     return _integer(value, 1, 10_000_000, "an integer 1-10000000")
 
 
+def worker_count(value: Any) -> int:
+    return _integer(value, 1, 64, "an integer 1-64")
+
+
 def bandwidth(value: Any) -> int:
     return _integer(value, 0, 10_000_000, "an integer 0-10000000 (kbit/s; 0 for no cap)")
 
@@ -146,6 +150,25 @@ def secret_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(s, str) and len(s) >= 16 for s in value):
         raise Invalid(allowed)
     return tuple(value)
+
+
+def token_lifetime(value: Any) -> int:
+    return _integer(value, 1, 10080, "an integer 1-10080 (minutes; Lync's default is 480)")
+
+
+def api_key_list(value: Any) -> tuple[str, ...]:
+    allowed = "a list of distinct API keys of 16-256 printable ASCII characters each"
+    if not isinstance(value, list) or not all(
+            isinstance(k, str) and 16 <= len(k) <= 256 and k.isascii() and k.isprintable() and " " not in k
+            for k in value) or len(set(value)) != len(value):
+        raise Invalid(allowed)
+    return tuple(value)
+
+
+def hostname_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise Invalid("a list of domain names")
+    return tuple(hostname(item).lower() for item in value)
 
 
 def role_list(value: Any) -> tuple[str, ...]:
@@ -226,12 +249,16 @@ class EdgeConfig:
     max_allocations_per_user: int = key(count)
     allocation_bandwidth_kbps: int = key(bandwidth)
     alternate_servers: tuple[tuple[str, int], ...] = key(host_port_list)
+    workers: int = key(worker_count)
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     https_port: int = key(port)
     mras_tls_port: int = key(port)
+    max_token_lifetime: int = key(token_lifetime)
+    api_keys: tuple[str, ...] = key(api_key_list, secret=True)
+    served_domains: tuple[str, ...] = key(hostname_list)
 
 
 @dataclass(frozen=True)

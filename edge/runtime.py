@@ -42,20 +42,30 @@ def install_reactor() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def serve(config: Config, log_format: str = "text") -> int:
-    """Start every listener of config.node.roles and run until SIGTERM/SIGINT; 0 on a clean stop."""
+def serve(config: Config, log_format: str = "text", config_path: str | None = None,
+          turn_worker: int | None = None) -> int:
+    """Start every listener of config.node.roles and run until SIGTERM/SIGINT; 0 on a clean stop.
+
+    With `turn_worker` set this process is one of the extra relay processes
+    of `[edge] workers`: it serves the TURN ports only.
+    """
     logsetup.start(log_format, config.log.level)
     install_reactor()
     from twisted.internet import reactor
 
     from edge.node_identity import auth_secrets, ensure_certificates
     from edge.service import build
+    from edge.turn.workers import READY_LINE, RelayWorkers, die_with_parent
 
-    for path in ensure_certificates(config):
-        log.info("created {path}", path=path)
-    if "edge" in config.node.roles:
-        auth_secrets(config)  # a single node's generated secret exists from its first start
-    tree = build(config)
+    if turn_worker is not None:
+        die_with_parent()
+    else:
+        for path in ensure_certificates(config):
+            log.info("created {path}", path=path)
+        if "edge" in config.node.roles:
+            auth_secrets(config)  # a single node's generated secret exists from its first start
+    tree = build(config, turn_only=turn_worker is not None)
+    workers: RelayWorkers | None = None
     try:
         tree.startService()
     except CannotListenError as error:
@@ -67,15 +77,30 @@ def serve(config: Config, log_format: str = "text") -> int:
         print(f"umedge: cannot start: {error}", file=sys.stderr)
         _stop_quietly(tree)
         return 1
+    if turn_worker is None and "edge" in config.node.roles and config.edge.workers > 1:
+        workers = RelayWorkers(config_path, config.edge.workers, log_format)
+        problems = workers.wait_ready()
+        if problems:
+            for problem in problems:
+                print(f"umedge: {problem}", file=sys.stderr)
+            workers.stop()
+            _stop_quietly(tree)
+            return 1
+
     def stop_tree():  # type: ignore[no-untyped-def]
         log.info("stopping")
         from twisted.internet import defer
 
+        if workers is not None:
+            workers.stop()
         return defer.maybeDeferred(tree.stopService).addTimeout(STOP_TIMEOUT, reactor)
 
     reactor.addSystemEventTrigger("before", "shutdown", stop_tree)
     # Announce readiness only once running: by then SIGTERM/SIGINT handlers are installed.
-    reactor.callWhenRunning(_announce, config)
+    if turn_worker is None:
+        reactor.callWhenRunning(_announce, config)
+    else:
+        reactor.callWhenRunning(lambda: print(READY_LINE, flush=True))
     reactor.run(installSignalHandlers=True)
     log.info("stopped")
     return 0

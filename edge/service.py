@@ -45,15 +45,17 @@ def _service_for(row: Listener, config: Config) -> service.Service | None:
     return None  # port ranges: sockets are opened per call or allocation
 
 
-def build(config: Config) -> service.MultiService:
-    """The service tree for the roles in config.node.roles."""
+def build(config: Config, turn_only: bool = False) -> service.MultiService:
+    """The service tree for the roles in config.node.roles (only the TURN relay if `turn_only`)."""
     root = service.MultiService()
     root.setName("umedge")
     Path(config.node.state_dir).mkdir(parents=True, exist_ok=True)
-    if "edge" in config.node.roles:
-        turn = TurnService(config)
+    if "edge" in config.node.roles or turn_only:
+        turn = TurnService(config, reuse_port=config.edge.workers > 1)
         turn.setName("edge/turn")
         turn.setServiceParent(root)
+    if turn_only:
+        return root
     for row in listeners(config):
         child = _service_for(row, config)
         if child is None:

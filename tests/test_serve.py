@@ -156,7 +156,7 @@ def test_stun_binding_on_udp_tcp_and_tls(serve: ServeProcess, node: NodeFiles) -
         assert reply.attributes["XOR-MAPPED-ADDRESS"][0] == "127.0.0.1"
 
 
-def test_turn_methods_get_a_stun_error_not_silence(serve: ServeProcess, node: NodeFiles) -> None:
+def test_unauthenticated_allocate_is_challenged(serve: ServeProcess, node: NodeFiles) -> None:
     allocate = aioice_stun.Message(message_method=aioice_stun.Method.ALLOCATE,
                                    message_class=aioice_stun.Class.REQUEST)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -164,7 +164,8 @@ def test_turn_methods_get_a_stun_error_not_silence(serve: ServeProcess, node: No
         sock.sendto(bytes(allocate), ("127.0.0.1", node.port("edge", "turn_udp_port")))
         reply = aioice_stun.parse_message(sock.recvfrom(2048)[0])
         assert reply.message_class == aioice_stun.Class.ERROR
-        assert reply.attributes["ERROR-CODE"][0] == 400
+        assert reply.attributes["ERROR-CODE"][0] == 401
+        assert reply.attributes["REALM"] == "example.test" and reply.attributes["NONCE"]
 
 
 def test_web_and_https_endpoints(serve: ServeProcess, node: NodeFiles) -> None:

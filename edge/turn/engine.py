@@ -9,6 +9,7 @@ Data indications) do dictionary lookups and one send, nothing more.
 
 from __future__ import annotations
 
+import os
 import secrets
 import struct
 from collections import Counter
@@ -331,9 +332,9 @@ class TurnEngine:
         self.per_identity[creds.identity] += 1
         self.stats["allocations_created"] += 1
         self.stats[f"allocations_created_{link.kind}"] += 1
-        log.info("allocated {relays} for {identity} via {transport} (lifetime {lifetime}s)",
+        log.info("allocated {relays} for {identity} via {transport} (lifetime {lifetime}s, pid {pid})",
                  relays=",".join(f"{r.address[0]}:{r.address[1]}" for r in relays.values()),
-                 identity=creds.identity, transport=link.kind, lifetime=lifetime)
+                 identity=creds.identity, transport=link.kind, lifetime=lifetime, pid=os.getpid())
         attributes = [(Attr.XOR_RELAYED_ADDRESS, stun.encode_xor_address(
             *self.relay_addresses.advertised(f, relay.address[1]), request.transaction_id))
             for f, relay in relays.items()]

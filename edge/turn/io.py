@@ -156,18 +156,34 @@ class UdpTurnListener:
             self.sock.close()
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
-    """The UDP listening socket, bound now so a taken port fails start-up at once."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+def _listening_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        if reuse_port:  # several relay processes share the port; the kernel spreads clients
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
     except OSError:
         sock.close()
         raise
     sock.setblocking(False)
     return sock
+
+
+def bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """The UDP listening socket, bound now so a taken port fails start-up at once."""
+    return _listening_socket(socket.SOCK_DGRAM, host, port, reuse_port)
+
+
+def bind_stream(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket for Twisted to adopt (Twisted's listenTCP has no SO_REUSEPORT)."""
+    return _listening_socket(socket.SOCK_STREAM, host, port, reuse_port)
 
 
 class TurnStreamProtocol(Protocol):

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import socket
 import time
 
 from twisted.application import internet, service
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from certs import tls
 from edge.config_schema import Config
 from edge.node_identity import auth_secrets
 from edge.turn.auth import Authenticator
 from edge.turn.engine import RelayAddresses, TurnEngine
-from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_udp, relay_binder
+from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_udp, relay_binder
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
 
@@ -44,12 +48,47 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.tim
                       alternates=e.alternate_servers)
 
 
-class TurnService(service.MultiService):
-    """UDP via raw asyncio readers; TCP and TLS via Twisted; one engine for all three."""
+class AdoptedStreamPort(service.Service):
+    """Twisted serving a listening socket bound elsewhere (so it can carry SO_REUSEPORT)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, sock: socket.socket, factory: Factory) -> None:
+        self._sock, self._factory = sock, factory
+        self._port = None
+
+    def startService(self) -> None:
+        from twisted.internet import reactor
+
+        super().startService()
+        self._port = reactor.adoptStreamPort(self._sock.fileno(), self._sock.family, self._factory)
+        self._sock.close()  # the port holds its own duplicate of the descriptor
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
+        return None
+
+
+def _bind(binder, host: str, port: int, reuse_port: bool, kind: str) -> socket.socket:  # type: ignore[no-untyped-def]
+    try:
+        return binder(host, port, reuse_port)
+    except OSError as error:
+        raise CannotListenError(host, port, f"{kind}: {error.strerror}") from None
+
+
+class TurnService(service.MultiService):
+    """UDP via raw asyncio readers; TCP and TLS via Twisted; one engine for all three.
+
+    With `reuse_port` the listening sockets carry SO_REUSEPORT, so `[edge]
+    workers` processes share the TURN ports and the kernel spreads clients
+    (by 4-tuple for UDP, per connection for TCP) across them.
+    """
+
+    def __init__(self, config: Config, reuse_port: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.reuse_port = reuse_port
         self.engine: TurnEngine | None = None
         self._udp: UdpTurnListener | None = None
 
@@ -57,21 +96,25 @@ class TurnService(service.MultiService):
         e, node = self.config.edge, self.config.node
         loop = asyncio.get_event_loop()
         self.engine = engine = build_engine(self.config, loop)
-        self._udp = UdpTurnListener(loop, bind_udp(e.listen_address, e.turn_udp_port), engine)
-        tcp = internet.TCPServer(e.turn_tcp_port, TurnStreamFactory(engine, "tcp"), interface=e.listen_address)
-        tcp.setServiceParent(self)
         # RFC 7443 names TURN over TLS "stun.turn"; coturn's clients offer it.
         options = tls.server_options(node.certs_dir, node.name, client_cert="none", alpn=(b"stun.turn",))
-        tls_server = internet.SSLServer(e.turn_tls_port, TurnStreamFactory(engine, "tls"), options,
-                                        interface=e.listen_address)
-        tls_server.setServiceParent(self)
-        ticker = internet.TimerService(1.0, engine.tick)
-        ticker.setServiceParent(self)
+        udp = _bind(bind_udp, e.listen_address, e.turn_udp_port, self.reuse_port, "UDP")
         try:
-            super().startService()
-        except Exception:
-            self._udp.close()
+            tcp = _bind(bind_stream, e.listen_address, e.turn_tcp_port, self.reuse_port, "TCP")
+            try:
+                tls_sock = _bind(bind_stream, e.listen_address, e.turn_tls_port, self.reuse_port, "TLS")
+            except CannotListenError:
+                tcp.close()
+                raise
+        except CannotListenError:
+            udp.close()
             raise
+        self._udp = UdpTurnListener(loop, udp, engine)
+        AdoptedStreamPort(tcp, TurnStreamFactory(engine, "tcp")).setServiceParent(self)
+        AdoptedStreamPort(tls_sock, TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
+                          ).setServiceParent(self)
+        internet.TimerService(1.0, engine.tick).setServiceParent(self)
+        super().startService()
 
     def stopService(self):  # type: ignore[no-untyped-def]
         result = super().stopService()
@@ -81,4 +124,3 @@ class TurnService(service.MultiService):
             self._udp.close()
             self._udp = None
         return result
-

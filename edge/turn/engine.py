@@ -67,6 +67,8 @@ class TurnEngine:
         self._clock = clock
         self.alternates = list(alternates)
         self.allocations: dict[object, Allocation] = {}
+        # RESERVATION-TOKEN -> (the bound odd relay it holds, expiry): RFC 8656 §7.2
+        self._reserved: dict[bytes, tuple[RelayEndpoint, float]] = {}
         self.per_identity: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self._finished_traffic: Counter[str] = Counter({name: 0 for name in _TRAFFIC})
@@ -107,11 +109,15 @@ class TurnEngine:
                 continue
             allocation.expire_entries(now)
             allocation.budget = budget
-        self.ports.expire(now)
+        for token in [t for t, (_, until) in self._reserved.items() if until < now]:
+            self._close_relay(self._reserved.pop(token)[0])
 
     def close_all(self) -> None:
         for allocation in list(self.allocations.values()):
             self._delete(allocation, "server stopping")
+        for relay, _ in self._reserved.values():
+            self._close_relay(relay)
+        self._reserved.clear()
 
     # --- the data plane -----------------------------------------------------------
 
@@ -295,21 +301,23 @@ class TurnEngine:
         reservation: bytes | None = None
         try:
             if token is not None:
-                claimed = self.ports.claim(stun.decode_reservation_token(token), self.now)
-                if claimed is None:
+                claimed = self._reserved.pop(stun.decode_reservation_token(token), None)
+                if claimed is None or claimed[1] < self.now:
+                    if claimed is not None:
+                        self._close_relay(claimed[0])
                     raise _Refusal(508, "Insufficient Capacity: unknown or expired RESERVATION-TOKEN")
-                family = claimed[0]
-                relays[family] = self._bind_exact(family, claimed[1])
+                family = claimed[0].family
+                relays[family] = claimed[0]
+            elif even is not None and stun.decode_even_port(even):
+                relays[family], held = self._bind_even_pair(family)
+                reservation = secrets.token_bytes(8)
+                self._reserved[reservation] = (held, self.now + self.limits.reservation_lifetime)
             else:
-                reserve_next = even is not None and stun.decode_even_port(even)
-                relays[family] = self._bind_any(family, even is not None, reserve_next)
-                if reserve_next:
-                    port = relays[family].address[1] + 1
-                    reservation = self.ports.reserve(family, port, self.now + self.limits.reservation_lifetime)
+                relays[family] = self._bind_any(family, even is not None)
             address_error: list[tuple[int, bytes]] = []
             if additional is not None:
                 if additional in self.relay_addresses.bind:
-                    relays[additional] = self._bind_any(additional, False, False)
+                    relays[additional] = self._bind_any(additional, False)
                 else:
                     address_error = [(Attr.ADDRESS_ERROR_CODE,
                                       stun.encode_address_error_code(stun.FAMILY_IPV6, 440))]
@@ -320,6 +328,8 @@ class TurnEngine:
         except _Refusal:
             for relay in relays.values():
                 self._close_relay(relay)
+            if reservation is not None:
+                self._close_relay(self._reserved.pop(reservation)[0])
             raise
         lifetime = self._lifetime(request)
         allocation = Allocation(link, creds.username, creds.identity, creds.key, creds.sha256, relays,
@@ -359,20 +369,30 @@ class TurnEngine:
 
         return receive
 
-    def _bind_any(self, family: int, even: bool, need_next: bool) -> RelayEndpoint:
-        for port in self.ports.candidates(family, even, need_next):
-            relay = self._bind_relay(family, port, self.relay_addresses.bind[family])
+    def _bind_port(self, family: int, port: int) -> RelayEndpoint | None:
+        relay = self._bind_relay(family, port, self.relay_addresses.bind[family])
+        if relay is not None:
+            self.ports.take(family, port)
+        return relay
+
+    def _bind_any(self, family: int, even: bool) -> RelayEndpoint:
+        for port in self.ports.candidates(family, even):
+            relay = self._bind_port(family, port)
             if relay is not None:
-                self.ports.take(family, port)
                 return relay
         raise _Refusal(*self._capacity_refusal("no relay port free"))
 
-    def _bind_exact(self, family: int, port: int) -> RelayEndpoint:
-        relay = self._bind_relay(family, port, self.relay_addresses.bind[family])
-        if relay is None:
-            raise _Refusal(508, "Insufficient Capacity: reserved port unavailable")
-        self.ports.take(family, port)
-        return relay
+    def _bind_even_pair(self, family: int) -> tuple[RelayEndpoint, RelayEndpoint]:
+        """An even relay port plus the next one, held bound for the RESERVATION-TOKEN (RTP/RTCP)."""
+        for port in self.ports.candidates(family, even=True, need_next=True):
+            relay = self._bind_port(family, port)
+            if relay is None:
+                continue
+            held = self._bind_port(family, port + 1)
+            if held is not None:
+                return relay, held
+            self._close_relay(relay)
+        raise _Refusal(*self._capacity_refusal("no even relay port pair free"))
 
     def _close_relay(self, relay: RelayEndpoint) -> None:
         self.ports.release(relay.family, relay.address[1])

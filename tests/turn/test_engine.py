@@ -397,6 +397,16 @@ def test_even_port_reservation_token_pairs() -> None:
     assert code(h.allocate([(Attr.RESERVATION_TOKEN, token)], link=FakeLink(address=("192.0.2.10", 2)))) == 508
 
 
+def test_unclaimed_reservation_is_released_after_30_seconds() -> None:
+    h = Harness()
+    h.allocate([(Attr.EVEN_PORT, stun.encode_even_port(True))])
+    held = h.relays[1]
+    assert h.engine.ports.in_use == 2 and not held.closed  # the odd port is bound, not just noted
+    h.clock.now += 31
+    h.engine.tick()
+    assert held.closed and h.engine.ports.in_use == 1
+
+
 def test_address_families() -> None:
     h = Harness(v6=True)
     v6 = h.allocate([(Attr.REQUESTED_ADDRESS_FAMILY, stun.encode_address_family(0x02))])

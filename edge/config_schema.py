@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -266,6 +267,37 @@ class WebConfig:
     http_port: int = key(port)
 
 
+def store_spec(value: Any) -> str:
+    allowed = '"memory" or "redis://HOST:PORT/DB" (rediss:// for TLS)'
+    if value == "memory":
+        return value
+    if not isinstance(value, str):
+        raise Invalid(allowed)
+    parsed = urllib.parse.urlsplit(value)
+    try:
+        valid_port = parsed.port is None or 1 <= parsed.port <= 65535
+    except ValueError:
+        valid_port = False
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname or not valid_port or (
+            parsed.path not in ("", "/") and not parsed.path[1:].isdigit()):
+        raise Invalid(allowed)
+    return value
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 3600:
+        raise Invalid("a number of seconds 0.1-3600")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    store: str = key(store_spec, secret=True)  # a redis URL may carry a password
+    heartbeat_interval: float = key(seconds)
+    member_ttl: float = key(seconds)
+    key_prefix: str = key(hostname)
+
+
 SECTIONS: dict[str, type] = {
     "node": NodeConfig,
     "log": LogConfig,
@@ -275,6 +307,7 @@ SECTIONS: dict[str, type] = {
     "edge": EdgeConfig,
     "auth": AuthConfig,
     "web": WebConfig,
+    "pool": PoolConfig,
 }
 
 
@@ -290,4 +323,5 @@ class Config:
     edge: EdgeConfig
     auth: AuthConfig
     web: WebConfig
+    pool: PoolConfig
     source: str = "<embedded default>"

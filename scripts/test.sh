@@ -9,6 +9,7 @@ source scripts/lib.sh
 declare -A tools=(
   [nft]=nftables
   [turnutils_uclient]=coturn
+  [redis-server]=redis-server
 )
 missing=()
 for tool in "${!tools[@]}"; do

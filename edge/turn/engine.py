@@ -9,12 +9,13 @@ Data indications) do dictionary lookups and one send, nothing more.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from twisted.logger import Logger
 
@@ -46,6 +47,13 @@ class RelayAddresses:
         return self.advertise.get(family) or self.bind[family], port
 
 
+class QuotaGate(Protocol):
+    """Pool-wide per-identity quota: True/False now, or a future that says later."""
+
+    def acquire(self, identity: str) -> "bool | asyncio.Future[bool]": ...
+    def release(self, identity: str) -> None: ...
+
+
 class _Refusal(Exception):
     """A request fails with `code`; raised deep, answered once."""
 
@@ -57,7 +65,8 @@ class _Refusal(Exception):
 class TurnEngine:
     def __init__(self, authenticator: Authenticator, limits: Limits, policy: PeerPolicy,
                  relay_addresses: RelayAddresses, ports: PortPool, bind_relay: RelayBinder,
-                 clock: Callable[[], float], alternates: Sequence[Address] = ()) -> None:
+                 clock: Callable[[], float], alternates: Sequence[Address] | Callable[[], Sequence[Address]] = (),
+                 quota: "QuotaGate | None" = None) -> None:
         self.auth = authenticator
         self.limits = limits
         self.policy = policy
@@ -65,7 +74,9 @@ class TurnEngine:
         self.ports = ports
         self._bind_relay = bind_relay
         self._clock = clock
-        self.alternates = list(alternates)
+        self._alternates = alternates if callable(alternates) else (lambda: list(alternates))
+        self.quota = quota  # pool-wide quotas; None: this node's count is the whole story
+        self._pending: dict[ClientLink, bytes] = {}  # Allocates waiting for the pool's quota answer
         self.allocations: dict[object, Allocation] = {}
         # RESERVATION-TOKEN -> (the bound odd relay it holds, expiry): RFC 8656 §7.2
         self._reserved: dict[bytes, tuple[RelayEndpoint, float]] = {}
@@ -234,22 +245,27 @@ class TurnEngine:
         handler = {stun.ALLOCATE: self._allocate, stun.REFRESH: self._refresh,
                    stun.CREATE_PERMISSION: self._create_permission,
                    stun.CHANNEL_BIND: self._channel_bind}[request.method]
+        self._finish(link, request, outcome, lambda: handler(link, request, outcome, existing))
+
+    def _finish(self, link: ClientLink, request: stun.Message, creds: Credentials,
+                work: Callable[[], list[tuple[int, bytes]] | None]) -> None:
+        """Run a request's work and answer it: success, or the error it raised."""
         try:
-            attributes = handler(link, request, outcome, existing)
+            attributes = work()
         except _Refusal as refusal:
             self.stats[f"refused_{refusal.code}"] += 1
             self._respond(link, stun.make_error(request, refusal.code, refusal.reason, refusal.extra),
-                          outcome.key, outcome.sha256)
+                          creds.key, creds.sha256)
             return
         except stun.StunDecodeError as error:
             self._respond(link, stun.make_error(request, 400, f"Bad Request: {error}"),
-                          outcome.key, outcome.sha256)
+                          creds.key, creds.sha256)
             return
         if attributes is None:
-            return  # answered already (a retransmitted Allocate)
-        wire = self._respond(link, stun.make_success(request, attributes), outcome.key, outcome.sha256)
+            return  # answered already, or to be answered when the pool decides
+        wire = self._respond(link, stun.make_success(request, attributes), creds.key, creds.sha256)
         allocation = link.allocation
-        if request.method == stun.ALLOCATE and allocation is not None and existing is None:
+        if request.method == stun.ALLOCATE and allocation is not None and allocation.created_by == request.transaction_id:
             allocation.created_response = wire
 
     # Allocate ----------------------------------------------------------------------
@@ -297,6 +313,49 @@ class TurnEngine:
             raise _Refusal(486)
         if len(self.allocations) >= self.limits.max_allocations:
             raise _Refusal(*self._capacity_refusal("allocation limit"))
+        if link in self._pending:
+            return None  # a retransmission while the pool quota is being checked
+        decision = self.quota.acquire(creds.identity) if self.quota is not None else True
+        if decision is False:
+            raise _Refusal(486)
+        if decision is True:
+            return self._commit_allocate(link, request, creds, family, additional, even, token)
+        self._pending[link] = request.transaction_id
+        decision.add_done_callback(lambda done: self._resume_allocate(
+            link, request, creds, done.result(), lambda: self._commit_allocate(
+                link, request, creds, family, additional, even, token)))
+        return None
+
+    def _resume_allocate(self, link: ClientLink, request: stun.Message, creds: Credentials, granted: bool,
+                         commit: Callable[[], list[tuple[int, bytes]]]) -> None:
+        """The pool answered the quota question for a pending Allocate."""
+        self._pending.pop(link, None)
+        if not getattr(link, "connected", True):
+            if granted and self.quota is not None:
+                self.quota.release(creds.identity)
+            return
+
+        def work() -> list[tuple[int, bytes]]:
+            if not granted:
+                raise _Refusal(486)
+            return commit()
+
+        self._finish(link, request, creds, work)
+
+    def _commit_allocate(self, link: ClientLink, request: stun.Message, creds: Credentials, family: int,
+                         additional: int | None, even: bytes | None,
+                         token: bytes | None) -> list[tuple[int, bytes]]:
+        """Bind the relays and create the allocation (quota already granted)."""
+        try:
+            return self._create_allocation(link, request, creds, family, additional, even, token)
+        except _Refusal:
+            if self.quota is not None:
+                self.quota.release(creds.identity)
+            raise
+
+    def _create_allocation(self, link: ClientLink, request: stun.Message, creds: Credentials, family: int,
+                           additional: int | None, even: bytes | None,
+                           token: bytes | None) -> list[tuple[int, bytes]]:
         relays: dict[int, RelayEndpoint] = {}
         reservation: bytes | None = None
         try:
@@ -356,8 +415,9 @@ class TurnEngine:
         return attributes + address_error
 
     def _capacity_refusal(self, why: str) -> tuple[int, str | None, list[tuple[int, bytes]]]:
-        if self.alternates:
-            host, port = self.alternates[0]
+        alternates = self._alternates()
+        if alternates:
+            host, port = alternates[0]
             return 300, None, [(Attr.ALTERNATE_SERVER, stun.encode_address(host, port))]
         return 508, f"Insufficient Capacity: {why}", []
 
@@ -417,6 +477,8 @@ class TurnEngine:
         self.per_identity[allocation.identity] -= 1
         if self.per_identity[allocation.identity] <= 0:
             del self.per_identity[allocation.identity]
+        if self.quota is not None:
+            self.quota.release(allocation.identity)
         for relay in allocation.relays.values():
             self._close_relay(relay)
         log.debug("allocation for {identity} deleted: {why}", identity=allocation.identity, why=why)

@@ -227,6 +227,7 @@ class TurnStreamProtocol(Protocol):
             self._engine.from_client(self, frame)
 
     def connectionLost(self, reason: object = None) -> None:
+        self.connected = False  # a pending Allocate must not outlive its connection
         self._engine.client_closed(self)
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import socket
 import time
+from typing import Callable
 
 from twisted.application import internet, service
 from twisted.internet.error import CannotListenError
@@ -19,6 +20,8 @@ from edge.node_identity import auth_secrets
 from edge.turn.auth import Authenticator
 from edge.turn.engine import RelayAddresses, TurnEngine
 from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_udp, relay_binder
+from edge.pool.service import PoolMembership, describe_node
+from edge.pool.store import open_store
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
 
@@ -29,7 +32,8 @@ def limits_from(config: Config) -> Limits:
                   bandwidth_bytes_per_second=e.allocation_bandwidth_kbps * 1000 // 8)
 
 
-def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.time) -> TurnEngine:  # type: ignore[no-untyped-def]
+def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.time,  # type: ignore[no-untyped-def]
+                 pool: PoolMembership | None = None) -> TurnEngine:
     e = config.edge
     secrets = auth_secrets(config)
     # Derived from the signing secret, so every process and pool node accepts the others' nonces.
@@ -43,9 +47,29 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.tim
     if e.relay_address_v6:
         bind[6] = e.relay_address_v6
     advertise = {4: e.external_address} if e.external_address and ":" not in e.external_address else {}
+    alternates = list(e.alternate_servers)
+    quota = None
+    if pool is not None:
+        name = config.node.name
+        quota = pool.quota_gate(name, limits.max_allocations_per_user)
+
+        def alternates_now() -> list[tuple[str, int]]:  # least loaded live peers first, then configured
+            return [(m.relay_host, m.udp_port) for m in pool.others(name)] + alternates
+
     return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
                       PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
-                      alternates=e.alternate_servers)
+                      alternates=alternates_now if pool is not None else alternates, quota=quota)
+
+
+def pool_membership(config: Config, allocations: Callable[[], int],
+                    local_counts: Callable[[], dict[str, int]]) -> PoolMembership:
+    """This node's membership in the pool store of `[pool] store`."""
+    e, p = config.edge, config.pool
+    host = e.external_address or e.listen_address
+    describe = describe_node(config.node.name, host, e.turn_udp_port, e.turn_tcp_port, e.turn_tls_port,
+                             allocations, e.max_allocations)
+    return PoolMembership(open_store(p.store, p.key_prefix), describe, p.heartbeat_interval, p.member_ttl,
+                          local_counts)
 
 
 class AdoptedStreamPort(service.Service):
@@ -85,17 +109,24 @@ class TurnService(service.MultiService):
     (by 4-tuple for UDP, per connection for TCP) across them.
     """
 
-    def __init__(self, config: Config, reuse_port: bool = False) -> None:
+    def __init__(self, config: Config, reuse_port: bool = False, in_pool: bool = True) -> None:
         super().__init__()
         self.config = config
         self.reuse_port = reuse_port
+        self.in_pool = in_pool  # extra relay processes share the main process's membership
         self.engine: TurnEngine | None = None
+        self.pool: PoolMembership | None = None
         self._udp: UdpTurnListener | None = None
 
     def startService(self) -> None:
         e, node = self.config.edge, self.config.node
         loop = asyncio.get_event_loop()
-        self.engine = engine = build_engine(self.config, loop)
+        if self.in_pool:
+            self.pool = pool_membership(
+                self.config, lambda: len(self.engine.allocations) if self.engine else 0,
+                lambda: dict(self.engine.per_identity) if self.engine else {})
+            self.pool.setServiceParent(self)
+        self.engine = engine = build_engine(self.config, loop, pool=self.pool)
         # RFC 7443 names TURN over TLS "stun.turn"; coturn's clients offer it.
         options = tls.server_options(node.certs_dir, node.name, client_cert="none", alpn=(b"stun.turn",))
         udp = _bind(bind_udp, e.listen_address, e.turn_udp_port, self.reuse_port, "UDP")

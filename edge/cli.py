@@ -1,4 +1,4 @@
-"""The `umedge` command: serve, check-config, ports, firewall, certs.
+"""The `umedge` command: serve, check-config, ports, firewall, certs, token.
 
 Exit codes: 0 success, 1 a runtime failure (port in use, PKI problem),
 2 invalid configuration or arguments.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from certs import pki
@@ -109,6 +108,57 @@ def _show_certs(certs_dir: str) -> int:
     return EXIT_OK
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """`token issue`: a media token minted locally from the config's secret, as the HTTPS API answers."""
+    import getpass
+    import socket
+
+    from edge import logsetup
+    from edge.auth.issuer import IdentityError, TokenIssuer
+    from edge.auth.relays import turn_uris
+
+    config = _load(args)
+    if args.ttl is not None and args.ttl <= 0:
+        return _fail(f"--ttl {args.ttl} not allowed; allowed: a positive number of seconds", EXIT_CONFIG)
+    logsetup.start(config.log.format, config.log.level)  # the audit line goes to stderr
+    try:
+        issued = TokenIssuer.from_config(config).issue(
+            args.identity, args.ttl, f"cli:{getpass.getuser()}@{socket.gethostname()}", "cli")
+    except IdentityError as error:
+        return _fail(f"--identity {args.identity!r}: {error}", EXIT_CONFIG)
+    token = issued.token
+    print(json.dumps({"username": token.username, "password": token.password, "ttl": issued.ttl,
+                      "uris": turn_uris(config)}, indent=1))
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """`worker recycle|status`: ask this node's mailbox UM service over SIP (loopback TCP, else MTLS)."""
+    import ssl
+
+    from certs.pki import CA_NAME, paths
+    from um.mailbox import control
+
+    config = _load(args)
+    m, address = config.mailbox, config.node.listen_address
+    host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
+    context = None
+    if m.startup_mode == "tls":
+        context = ssl.create_default_context(cafile=str(paths(config.node.certs_dir, CA_NAME)[0]))
+        crt, key = paths(config.node.certs_dir, config.node.name)
+        context.load_cert_chain(str(crt), str(key))
+        context.check_hostname = False  # the pool CA is the trust anchor; the node name is ours
+    port = m.sip_tls_port if context else m.sip_tcp_port
+    try:
+        status, reason, result = control(host, port, args.action, context)
+    except OSError as error:
+        return _fail(f"cannot reach the mailbox UM service on {host}:{port}: {error}")
+    print(json.dumps(result, indent=1))
+    if status != 200:
+        return _fail(f"worker {args.action}: {status} {reason}")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.roles:
@@ -117,6 +167,79 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return runtime.serve(config, log_format=args.log_format or config.log.format,
                          config_path=args.config, turn_worker=args.turn_worker)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`status`: the running node's own snapshot (what its status page shows), from its web role."""
+    import urllib.error
+    import urllib.request
+
+    config = _load(args)
+    host = config.node.listen_address
+    host = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{config.web.http_port}/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            status = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return _fail(f"cannot read {url} ({getattr(error, 'reason', error)}): is `umedge serve` running "
+                     "with the web role?")
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return EXIT_OK
+    allocations = status["allocations"]
+    print(f"node {status['node']} ({status['fqdn']}), roles {','.join(status['roles'])}, "
+          f"up {status['uptime_seconds']:.0f}s{', DRAINING' if status['draining'] else ''}")
+    print(f"allocations {allocations['active']} ("
+          + ", ".join(f"{k} {v}" for k, v in allocations["by_transport"].items())
+          + f"), calls {status['calls']['active']}")
+    relayed = status.get("relayed") or {}
+    if relayed:
+        print(f"relayed: {relayed['packets_to_peer']} packets to peers, {relayed['packets_to_client']} to clients")
+    pool = status["pool"]
+    print(f"pool ({pool['store']}{', degraded' if pool['degraded'] else ''}): "
+          + (", ".join(f"{m['name']} {m['relay']} load {m['load']:.1%}" for m in pool["members"]) or "-"))
+    for server in status["mediation"]:
+        print(f"mediation {server['address']}: {server['registration']}, keepalive "
+              f"{'ok' if server['keepalive_ok'] else 'failed'}, failures {server['failures']}")
+    for cert in status["certificates"]:
+        print(f"certificate {cert['name']}: {cert['days_left']} days left"
+              + (" (renew soon)" if cert["expiring_soon"] else ""))
+    return EXIT_OK
+
+
+def cmd_mediation(args: argparse.Namespace) -> int:
+    """`mediation status`: what the running node last recorded about each mediation server."""
+    import time
+
+    from edge.mediation.setup import enabled, status_path
+
+    config = _load(args)
+    path = status_path(config)
+    if not enabled(config):
+        print("mediation: not configured ([mediation] servers and domain are empty)")
+        return EXIT_OK
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return _fail(f"no mediation status at {path}: is `umedge serve` running with the edge role?")
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return EXIT_OK
+    now = time.time()
+
+    def ago(stamp: float | None) -> str:
+        return "-" if stamp is None else f"{now - stamp:.0f}s ago"
+
+    print(f"mediation ({config.mediation.mode} mode), updated {ago(status.get('updated'))}")
+    for server in status.get("servers", []):
+        expires = server.get("expires_at")
+        left = f"{expires - now:.0f}s" if expires else "-"
+        print(f"{'*' if server.get('active') else ' '} {server['address']}  registration={server['registration']}"
+              f"  expires_in={left}  keepalive={'ok' if server.get('keepalive_ok') else 'failed'}"
+              f" ({ago(server.get('last_keepalive'))})  failures={server.get('failures', 0)}"
+              + (f"  last_error={server['last_error']}" if server.get("last_error") else ""))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("name", nargs="?", help="certificate name (for issue)")
     certs.add_argument("--san", action="append", metavar="NAME|IP", help="extra subject alternative name")
     certs.set_defaults(func=cmd_certs)
+
+    status = with_config(sub.add_parser("status", help="what the running node is doing now"))
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    mediation = with_config(sub.add_parser("mediation", help="mediation server association"))
+    mediation.add_argument("action", choices=("status",))
+    mediation.add_argument("--json", action="store_true")
+    mediation.set_defaults(func=cmd_mediation)
+
+    token = with_config(sub.add_parser("token", help="media relay tokens (TURN REST API credentials)"))
+    token.add_argument("action", choices=("issue",))
+    token.add_argument("--identity", required=True, metavar="URI", help="SIP URI, e.g. sip:alice@example.test")
+    token.add_argument("--ttl", type=int, metavar="SECONDS",
+                       help="lifetime in seconds (default and cap: [auth].max_token_lifetime)")
+    token.set_defaults(func=cmd_token)
+
+    worker = with_config(sub.add_parser("worker", help="UM worker slots: recycle now, or show their state"))
+    worker.add_argument("action", choices=("recycle", "status"))
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 

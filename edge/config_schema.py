@@ -208,11 +208,73 @@ class LogConfig:
     level: str = key(choice(*LOG_LEVELS))
 
 
+def _directory(parse: Callable[[Any], Any]) -> Validator:
+    """Wrap a um.directory parser (tables/arrays of tables) as a config validator."""
+
+    def check(value: Any) -> Any:
+        from um.directory import DirectoryError
+
+        try:
+            return parse(value)
+        except DirectoryError as error:
+            raise Invalid(str(error)) from None
+
+    return check
+
+
+def _um(name: str) -> Validator:
+    def parse(value: Any) -> Any:
+        import um.directory
+
+        return getattr(um.directory, name)(value)
+
+    return _directory(parse)
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+        raise Invalid("a number of seconds, more than 0 and at most 86400")
+    return float(value)
+
+
+def optional_path(value: Any) -> str:
+    return "" if value == "" else path(value)
+
+
+def daily_time(value: Any) -> str:
+    if value == "" or (isinstance(value, str) and re.match(r"^([01]\d|2[0-3]):[0-5]\d$", value)):
+        return value
+    raise Invalid('"HH:MM" (local time, 24 hours), or "" for no daily recycle')
+
+
+def network_list(value: Any) -> tuple[str, ...]:
+    allowed = 'a list of IP addresses or CIDRs such as ["127.0.0.1", "10.0.0.0/8"]'
+    if not isinstance(value, list):
+        raise Invalid(allowed)
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=True)) for item in value)
+    except (TypeError, ValueError):
+        raise Invalid(allowed + " (host bits zero)") from None
+
+
 @dataclass(frozen=True)
 class CallRouterConfig:
     sip_tcp_port: int = key(port)
     sip_tls_port: int = key(port)
     startup_mode: str = key(choice(*STARTUP_MODES))
+    gateways: tuple[Any, ...] = key(_um("parse_gateways"))
+    hunt_groups: tuple[Any, ...] = key(_um("parse_hunt_groups"))
+    dial_plans: tuple[Any, ...] = key(_um("parse_dial_plans"))
+    mailboxes: tuple[Any, ...] = key(_um("parse_mailboxes"))
+    mailbox_servers: tuple[Any, ...] = key(_um("parse_servers"))
+    directory_file: str = key(optional_path)
+    directory_reload_interval: float = key(seconds)
+    probe_interval: float = key(seconds)
+    probe_timeout: float = key(seconds)
+    probe_failure_threshold: int = key(count)
+    probe_success_threshold: int = key(count)
+    lookup_timeout: float = key(seconds)
+    retry_after: int = key(count)
 
 
 @dataclass(frozen=True)
@@ -220,6 +282,9 @@ class MailboxConfig:
     sip_tcp_port: int = key(port)
     sip_tls_port: int = key(port)
     startup_mode: str = key(choice(*STARTUP_MODES))
+    call_routers: tuple[str, ...] = key(network_list)
+    recycle_time: str = key(daily_time)
+    drain_timeout: float = key(seconds)
 
 
 @dataclass(frozen=True)
@@ -298,6 +363,85 @@ class PoolConfig:
     key_prefix: str = key(hostname)
 
 
+def sip_uri_list(value: Any) -> tuple[str, ...]:
+    from edge.mediation.targets import TargetError, parse_uri
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Invalid('a list of SIP URIs such as ["sip:192.0.2.5:5068;transport=tcp", "sips:med1.example.test:5067"]')
+    for uri in value:
+        try:
+            parse_uri(uri)
+        except TargetError as error:
+            raise Invalid(str(error).split("allowed: ", 1)[-1]) from None
+    return tuple(value)
+
+
+def optional_domain(value: Any) -> str:
+    return "" if value == "" else hostname(value)
+
+
+def dns_server_list(value: Any) -> tuple[tuple[str, int], ...]:
+    allowed = 'a list of "IP" or "IP:PORT" DNS servers (empty: the system resolver)'
+    if not isinstance(value, list):
+        raise Invalid(allowed)
+    servers = []
+    for item in value:
+        if isinstance(item, str) and item.count(":") <= 1 and ":" in item:
+            host, _, port_text = item.partition(":")
+        else:
+            host, port_text = item, "53"
+        try:
+            servers.append((str(ipaddress.ip_address(host)), port(int(port_text))))
+        except (TypeError, ValueError, Invalid):
+            raise Invalid(allowed) from None
+    return tuple(servers)
+
+
+def user_part(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9._~!$&'()*+,;=-]{0,64}$", value):
+        raise Invalid("a SIP user part of up to 64 unreserved characters")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 256 or any(ord(c) < 0x20 for c in value):
+        raise Invalid("text of up to 256 printable characters")
+    return value
+
+
+@dataclass(frozen=True)
+class MediationConfig:
+    servers: tuple[str, ...] = key(sip_uri_list)
+    domain: str = key(optional_domain)
+    mode: str = key(choice("register", "static"))
+    aor_user: str = key(user_part)
+    expires: int = key(lambda v: _integer(v, 60, 86400, "an integer 60-86400 (seconds)"))
+    keepalive_interval: float = key(seconds)
+    timeout: float = key(seconds)
+    dns_servers: tuple[tuple[str, int], ...] = key(dns_server_list)
+    username: str = key(user_part)
+    password: str = key(text, secret=True)
+
+
+def rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 1_000_000:
+        raise Invalid("a number 1-1000000 (per second)")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    stun_requests_per_second: float = key(rate)
+    stun_burst: int = key(count)
+    sip_requests_per_second: float = key(rate)
+    sip_burst: int = key(count)
+    connections_per_source: int = key(count)
+    max_connections: int = key(count)
+    handshake_timeout: float = key(seconds)
+    idle_timeout: float = key(seconds)
+    max_pending_allocations: int = key(count)
+
+
 SECTIONS: dict[str, type] = {
     "node": NodeConfig,
     "log": LogConfig,
@@ -308,6 +452,8 @@ SECTIONS: dict[str, type] = {
     "auth": AuthConfig,
     "web": WebConfig,
     "pool": PoolConfig,
+    "mediation": MediationConfig,
+    "limits": LimitsConfig,
 }
 
 
@@ -324,4 +470,6 @@ class Config:
     auth: AuthConfig
     web: WebConfig
     pool: PoolConfig
+    mediation: MediationConfig
+    limits: LimitsConfig
     source: str = "<embedded default>"

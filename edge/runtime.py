@@ -50,6 +50,7 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     of `[edge] workers`: it serves the TURN ports only.
     """
     logsetup.start(log_format, config.log.level)
+    _raise_file_limit()
     install_reactor()
     from twisted.internet import reactor
 
@@ -104,6 +105,16 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     reactor.run(installSignalHandlers=True)
     log.info("stopped")
     return 0
+
+
+def _raise_file_limit(wanted: int = 65536) -> None:
+    """An edge holds a socket per connection and per relay: lift the soft fd limit toward the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _announce(config: Config) -> None:

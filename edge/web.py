@@ -1,4 +1,4 @@
-"""HTTP(S) resources: the node's status page and the A/V authentication HTTPS endpoint.
+"""HTTP(S) resources: the node's status page, and JsonRoutes (also used by edge.auth.https).
 
 Everything the page needs is served from here (no external assets), so it
 works on an isolated management network.
@@ -6,13 +6,16 @@ works on an isolated management network.
 
 from __future__ import annotations
 
-import html
 import json
+from importlib import resources
 from typing import Any, Callable
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.web import resource, server
 
-from edge.listeners import Listener, format_table
+from edge.listeners import listeners
+from edge.metrics import exposition, registry_for
+from edge.nodestate import NodeState
 
 
 def _json(request: server.Request, status: int, body: Any) -> bytes:
@@ -46,33 +49,29 @@ class JsonRoutes(resource.Resource):
         return _json(request, 404, {"error": f"no such resource: {request.path.decode(errors='replace')}"})
 
 
-def status_site(node: str, rows: list[Listener]) -> server.Site:
-    """The web role: a status page at /, the ports table as JSON, and a health check."""
-    table = format_table(rows)
+def status_site(state: NodeState) -> server.Site:
+    """The web role: the live status page at /, its JSON, the ports table, /metrics and a health check."""
+    page_bytes = resources.files("edge").joinpath("static/status.html").read_bytes()
+    registry = registry_for(state)
+    node = state.config.node.name
 
     def page(request: server.Request) -> bytes:
+        if request.path == b"/metrics" and request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+            return exposition(registry)
         if request.path != b"/":
             return _json(request, 404, {"error": "no such resource"})
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>umedge {html.escape(node)}"
-                f"</title></head><body><h1>umedge node {html.escape(node)}</h1><h2>Listeners</h2>"
-                f"<pre id='listeners'>{html.escape(table)}</pre></body></html>").encode()
+        request.setHeader(b"content-security-policy", b"default-src 'self'; script-src 'unsafe-inline' 'self'; "
+                                                      b"style-src 'unsafe-inline'")
+        return page_bytes
 
     routes = {
         (b"GET", b"/healthz"): lambda request: (200, {"status": "ok", "node": node}),
-        (b"GET", b"/v1/ports"): lambda request: (200, [r.as_dict() for r in rows]),
+        (b"GET", b"/v1/ports"): lambda request: (200, [r.as_dict() for r in listeners(state.config)]),
+        (b"GET", b"/v1/status"): lambda request: (200, state.snapshot()),
     }
     return _quiet_site(JsonRoutes(routes, fallback=page))
-
-
-def auth_site(node: str) -> server.Site:
-    """The A/V authentication HTTPS endpoint: health now; the token API comes with the token service."""
-    routes = {
-        (b"GET", b"/healthz"): lambda request: (200, {"status": "ok", "node": node}),
-        (b"POST", b"/v1/credentials"): lambda request: (
-            503, {"error": "token service not enabled on this node"}),
-    }
-    return _quiet_site(JsonRoutes(routes))
 
 
 def _quiet_site(root: resource.Resource) -> server.Site:

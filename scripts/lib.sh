@@ -6,3 +6,10 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
+
+stop_services() {
+  command -v systemctl >/dev/null 2>&1 || return 0
+  for unit in "$@"; do
+    as_root systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  done
+}

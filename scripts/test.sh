@@ -10,12 +10,18 @@ declare -A tools=(
   [nft]=nftables
   [turnutils_uclient]=coturn
   [redis-server]=redis-server
+  [sipp]=sip-tester
+  [kamailio]=kamailio
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for tool in "${!tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
 done
 apt_install "${missing[@]}"
+# Packages may start their daemons on systemd machines; the tests start their own on free ports.
+stop_services kamailio coturn redis-server
 
 scripts/bootstrap.sh test
 export UMEDGE_REQUIRE_TOOLS=1   # a missing tool fails its test instead of skipping it

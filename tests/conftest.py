@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,26 +13,10 @@ from typing import Iterator
 
 import pytest
 
+from tests.support import free_port, toml_value
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_TOOLS = os.environ.get("UMEDGE_REQUIRE_TOOLS") == "1"  # set by scripts/test.sh in CI
-
-
-def free_port(kind: int = socket.SOCK_STREAM, taken: set[int] | None = None) -> int:
-    """A loopback port free for both TCP and UDP right now (and not in `taken`)."""
-    taken = taken if taken is not None else set()
-    while True:
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        try:
-            with socket.socket(socket.AF_INET, other) as check:
-                check.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        if port not in taken and port < 50000:
-            taken.add(port)
-            return port
 
 
 PORT_KEYS = {
@@ -43,16 +26,6 @@ PORT_KEYS = {
     "auth": ["https_port", "mras_tls_port"],
     "web": ["http_port"],
 }
-
-
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return str(value)
 
 
 @dataclass

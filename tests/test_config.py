@@ -98,7 +98,7 @@ def test_bad_values_name_key_value_and_what_is_allowed(tmp_path: Path, text: str
                                                        allowed: str) -> None:
     [line] = problems_for(tmp_path, text)
     assert line.startswith(str(tmp_path / "bad.toml") + ": ")
-    assert where in line and f"allowed: " in line and allowed in line
+    assert where in line and "allowed: " in line and allowed in line
 
 
 def test_short_secret_is_refused_without_showing_it(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class Member:
     name: str
-    relay_host: str  # the address clients reach this node's TURN listeners on
+    relay_host: str  # the address clients reach this node's TURN listeners on (ALTERNATE-SERVER)
+    intranet_host: str  # MRAS "intranet" relay: the listen address, or the FQDN on a wildcard
+    internet_host: str  # MRAS "internet" relay: the external address, or "" for none
     udp_port: int
     tcp_port: int
     tls_port: int

@@ -139,9 +139,10 @@ class PoolQuota:
         asyncio.ensure_future(tell())
 
 
-def describe_node(name: str, relay_host: str, udp: int, tcp: int, tls: int,
-                  allocations: Callable[[], int], capacity: int) -> Callable[[], Member]:
+def describe_node(name: str, relay_host: str, intranet_host: str, internet_host: str, udp: int, tcp: int,
+                  tls: int, allocations: Callable[[], int], capacity: int) -> Callable[[], Member]:
     def describe() -> Member:
-        return Member(name, relay_host, udp, tcp, tls, allocations(), capacity, time.time())
+        return Member(name, relay_host, intranet_host, internet_host, udp, tcp, tls, allocations(), capacity,
+                      time.time())
 
     return describe

@@ -315,6 +315,8 @@ class TurnEngine:
             raise _Refusal(*self._capacity_refusal("allocation limit"))
         if link in self._pending:
             return None  # a retransmission while the pool quota is being checked
+        if len(self._pending) >= self.limits.max_pending:
+            raise _Refusal(508, "Insufficient Capacity: too many allocations waiting for the pool")
         decision = self.quota.acquire(creds.identity) if self.quota is not None else True
         if decision is False:
             raise _Refusal(486)

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from edge.stun import StunDecodeError, next_frame_length
 from edge.turn.allocation import Address
 from edge.turn.engine import TurnEngine
+from um.netguard import RateLimiter
 
 log = Logger(namespace="umedge.turn")
 READ_BATCH = 64  # datagrams per readiness callback, so one busy socket cannot starve the rest
@@ -122,8 +123,10 @@ class UdpTurnListener:
 
     MAX_LINKS = 100_000
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, engine: TurnEngine) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, engine: TurnEngine,
+                 limiter: RateLimiter | None = None) -> None:
         self._loop, self.sock, self._engine = loop, sock, engine
+        self._limiter = limiter
         self._links: dict[Address, UdpClientLink] = {}
         self._fd = sock.fileno()
         loop.add_reader(self._fd, self._readable)
@@ -138,10 +141,15 @@ class UdpTurnListener:
             except OSError:
                 continue
             address = address[:2]
+            if (not data or not 0x40 <= data[0] < 0x80) and not self._admit(address[0]):
+                continue  # a STUN request over this source's rate: dropped before decoding
             link = links.get(address)
             if link is None:
                 link = self._new_link(address)
             from_client(link, data)
+
+    def _admit(self, host: str) -> bool:
+        return admit(self._limiter, host, self._engine, "udp")
 
     def _new_link(self, address: Address) -> UdpClientLink:
         if len(self._links) >= self.MAX_LINKS:  # keep only the clients that hold allocations
@@ -186,13 +194,25 @@ def bind_stream(host: str, port: int, reuse_port: bool = False) -> socket.socket
     return _listening_socket(socket.SOCK_STREAM, host, port, reuse_port)
 
 
+def admit(limiter: RateLimiter | None, host: str, engine: TurnEngine, transport: str) -> bool:
+    """Whether a STUN message from `host` is within its rate; counts and logs (once a minute) if not."""
+    if limiter is None or limiter.allow(host):
+        return True
+    engine.stats["rate_limited"] += 1
+    if limiter.should_log(host):
+        log.warn("STUN requests from {host} over {transport} exceed {rate}/s: dropping the excess",
+                 host=host, transport=transport, rate=limiter.rate)
+    return False
+
+
 class TurnStreamProtocol(Protocol):
     """A TCP or TLS client: STUN and ChannelData frames in, engine output back."""
 
     stream = True
 
-    def __init__(self, engine: TurnEngine, transport_name: str) -> None:
+    def __init__(self, engine: TurnEngine, transport_name: str, limiter: RateLimiter | None = None) -> None:
         self._engine = engine
+        self._limiter = limiter
         self.kind = transport_name
         self._buffer = bytearray()
         self.allocation = None
@@ -224,7 +244,8 @@ class TurnStreamProtocol(Protocol):
                 return
             frame = bytes(buffer[:size])
             del buffer[:size]
-            self._engine.from_client(self, frame)
+            if frame[0] >= 0x40 or admit(self._limiter, self.address[0], self._engine, self.kind):
+                self._engine.from_client(self, frame)
 
     def connectionLost(self, reason: object = None) -> None:
         self.connected = False  # a pending Allocate must not outlive its connection
@@ -234,10 +255,10 @@ class TurnStreamProtocol(Protocol):
 class TurnStreamFactory(Factory):
     noisy = False
 
-    def __init__(self, engine: TurnEngine, transport_name: str) -> None:
-        self.engine, self.transport_name = engine, transport_name
+    def __init__(self, engine: TurnEngine, transport_name: str, limiter: RateLimiter | None = None) -> None:
+        self.engine, self.transport_name, self.limiter = engine, transport_name, limiter
 
     def buildProtocol(self, addr: object) -> TurnStreamProtocol:
-        protocol = TurnStreamProtocol(self.engine, self.transport_name)
+        protocol = TurnStreamProtocol(self.engine, self.transport_name, self.limiter)
         protocol.factory = self
         return protocol

@@ -33,6 +33,7 @@ class Limits:
     channel_lifetime: int = 600
     reservation_lifetime: int = 30
     nonce_lifetime: int = 600
+    max_pending: int = 1000  # Allocates waiting for the pool's quota answer
 
 
 @dataclass

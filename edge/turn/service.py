@@ -23,13 +23,15 @@ from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_u
 from edge.pool.service import PoolMembership, describe_node
 from edge.pool.store import open_store
 from edge.turn.policy import Limits, PeerPolicy
+from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 from edge.turn.ports import PortPool
 
 
 def limits_from(config: Config) -> Limits:
     e = config.edge
     return Limits(max_allocations=e.max_allocations, max_allocations_per_user=e.max_allocations_per_user,
-                  bandwidth_bytes_per_second=e.allocation_bandwidth_kbps * 1000 // 8)
+                  bandwidth_bytes_per_second=e.allocation_bandwidth_kbps * 1000 // 8,
+                  max_pending=config.limits.max_pending_allocations)
 
 
 def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.time,  # type: ignore[no-untyped-def]
@@ -65,9 +67,9 @@ def pool_membership(config: Config, allocations: Callable[[], int],
                     local_counts: Callable[[], dict[str, int]]) -> PoolMembership:
     """This node's membership in the pool store of `[pool] store`."""
     e, p = config.edge, config.pool
-    host = e.external_address or e.listen_address
-    describe = describe_node(config.node.name, host, e.turn_udp_port, e.turn_tcp_port, e.turn_tls_port,
-                             allocations, e.max_allocations)
+    intranet = config.node.fqdn if e.listen_address in ("0.0.0.0", "::") else e.listen_address
+    describe = describe_node(config.node.name, e.external_address or intranet, intranet, e.external_address,
+                             e.turn_udp_port, e.turn_tcp_port, e.turn_tls_port, allocations, e.max_allocations)
     return PoolMembership(open_store(p.store, p.key_prefix), describe, p.heartbeat_interval, p.member_ttl,
                           local_counts)
 
@@ -140,10 +142,17 @@ class TurnService(service.MultiService):
         except CannotListenError:
             udp.close()
             raise
-        self._udp = UdpTurnListener(loop, udp, engine)
-        AdoptedStreamPort(tcp, TurnStreamFactory(engine, "tcp")).setServiceParent(self)
-        AdoptedStreamPort(tls_sock, TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
-                          ).setServiceParent(self)
+        lim = self.config.limits
+        limiter = RateLimiter(lim.stun_requests_per_second, lim.stun_burst)  # one bucket per source address
+        guard = ConnectionLimits(lim.connections_per_source, lim.max_connections, lim.handshake_timeout,
+                                 lim.idle_timeout)
+        self._udp = UdpTurnListener(loop, udp, engine, limiter)
+        # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
+        # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
+        self.guards = [ConnectionGuard(TurnStreamFactory(engine, "tcp"), guard, "TURN over TCP"),
+                       ConnectionGuard(TurnStreamFactory(engine, "tls"), guard, "TURN over TLS")]
+        AdoptedStreamPort(tcp, self.guards[0]).setServiceParent(self)
+        AdoptedStreamPort(tls_sock, TLSMemoryBIOFactory(options, False, self.guards[1])).setServiceParent(self)
         internet.TimerService(1.0, engine.tick).setServiceParent(self)
         super().startService()
 

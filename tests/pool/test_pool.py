@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
+import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +24,7 @@ from tests.pool.redis_server import RedisServer
 from tests.turn.test_turn_aioice import Collector
 
 SECRET = "pool-secret-0123456789"
+API_KEY = "pool-api-key-0123456789"
 HEARTBEAT, TTL = 0.3, 1.5
 
 
@@ -34,6 +38,7 @@ class Pool:
             files = write_config(directory / name if (directory / name).mkdir() is None else directory, {
                 "node": {"name": name},
                 "edge": {"auth_secrets": [SECRET], "max_allocations_per_user": 10, **extra},
+                "auth": {"api_keys": [API_KEY]},
                 "pool": {"store": self.redis.url, "heartbeat_interval": HEARTBEAT, "member_ttl": TTL}})
             self.nodes[name] = (files, ServeProcess(files.path, "--roles", "edge"))
         for _, process in self.nodes.values():
@@ -54,6 +59,18 @@ class Pool:
         while time.monotonic() < deadline and self.members() != expected:
             time.sleep(0.1)
         return self.members()
+
+    def token_relays(self, name: str) -> list[int]:
+        """The UDP relay ports a token from `name`'s HTTPS API names, in the order given."""
+        files, _ = self.nodes[name]
+        context = ssl.create_default_context(cafile=str(files.certs_dir / "ca.crt"))
+        context.check_hostname = False
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{files.port('auth', 'https_port')}/v1/credentials",
+            data=json.dumps({"identity": "sip:alice@example.test", "ttl": 60}).encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, context=context, timeout=5).read())
+        return [int(uri.split(":")[2].split("?")[0]) for uri in answer["uris"] if uri.endswith("transport=udp")]
 
     def close(self) -> None:
         for _, process in self.nodes.values():
@@ -82,6 +99,15 @@ async def try_allocate(port: int, identity: str) -> tuple[object | None, int | N
 
 def test_every_node_is_a_member(pool: Pool) -> None:
     assert pool.wait_members({"edge1", "edge2", "edge3"}) == {"edge1", "edge2", "edge3"}
+
+
+def test_every_token_response_lists_every_live_relay(pool: Pool) -> None:
+    everyone = {pool.port(name) for name in ("edge1", "edge2", "edge3")}
+    for name in ("edge1", "edge2", "edge3"):
+        deadline = time.monotonic() + 5
+        while set(pool.token_relays(name)) != everyone and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert set(pool.token_relays(name)) == everyone
 
 
 def test_per_user_quota_holds_across_the_pool(pool: Pool) -> None:
@@ -152,3 +178,5 @@ def test_a_killed_node_leaves_within_the_ttl(pool: Pool) -> None:
     started = time.monotonic()
     assert pool.wait_members({"edge1", "edge3"}, timeout=TTL + 2) == {"edge1", "edge3"}
     assert time.monotonic() - started <= TTL + 1
+    time.sleep(HEARTBEAT * 2)  # the survivors' next heartbeats read the new member list
+    assert set(pool.token_relays("edge1")) == {pool.port("edge1"), pool.port("edge3")}

@@ -108,6 +108,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from tests import support
+from tests.support import toml_value
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 REALM = "example.test"
@@ -150,14 +153,7 @@ def _bindable(port: int, kind: int) -> bool:
 
 def free_port(taken: set[int] | None = None) -> int:
     """A loopback port free for TCP and UDP, below the relay range, not in `taken`."""
-    taken = taken if taken is not None else set()
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((HOST, 0))
-            port = probe.getsockname()[1]
-        if port < RELAY_PORT_MIN - 10 and port not in taken and _bindable(port, socket.SOCK_DGRAM):
-            taken.add(port)
-            return port
+    return support.free_port(taken=taken)
 
 
 def free_udp_pair(taken: set[int] | None = None) -> int:
@@ -648,16 +644,6 @@ def make_self_signed_cert(directory: Path, name: str = "localhost") -> tuple[Pat
 # --------------------------------------------------------------------------- umedge (for scripts)
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return str(value)
-
-
 class UmedgeServer(_Managed):
     """`umedge serve --roles edge` on free loopback ports, for scripts that cannot use tests/conftest.py.
 
@@ -690,7 +676,7 @@ class UmedgeServer(_Managed):
     def start(self, timeout: float = 30) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join(
-            f"[{section}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in table.items()) + "\n"
+            f"[{section}]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in table.items()) + "\n"
             for section, table in self.values.items()))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([self.python, "-m", "edge.cli", "serve", "--config", str(self.config_path),

@@ -1,0 +1,1 @@
+"""Mediation server integration: discovery (static or DNS SRV), registration and keepalive."""

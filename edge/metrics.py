@@ -1,0 +1,108 @@
+"""Prometheus metrics, read from the running services at scrape time.
+
+Nothing is counted twice: the TURN engine, the token audit, the pool and
+the mediation service keep their own counters (plain ints, cheap on the
+packet path), and this collector turns them into metric families when
+/metrics is scraped. Labels take bounded values only (transports, methods,
+codes, reasons, configured servers), never usernames or peer addresses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from edge.auth import audit
+from edge.nodestate import NodeState
+
+# Other parts of the node (the UM worker, the SIP listeners) add their families here.
+EXTRA: list[Callable[[], Iterable[Metric]]] = []
+
+
+def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(list(label_values), value)
+    return family
+
+
+def _gauge(name: str, doc: str, value: float, labels: list[str] | None = None,
+           values: dict[tuple[str, ...], float] | None = None) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels or [])
+    if values is None:
+        family.add_metric([], value)
+    else:
+        for label_values, each in sorted(values.items()):
+            family.add_metric(list(label_values), each)
+    return family
+
+
+class NodeCollector:
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        state = self.state
+        engine = state.engine
+        stats: dict[str, int] = dict(engine.stats) if engine is not None else {}
+        allocations = state.allocations_by_transport()
+        yield _gauge("umedge_turn_allocations_active", "TURN allocations now, by client transport", 0,
+                     ["transport"], {(k,): v for k, v in allocations.items()})
+        yield _counter("umedge_turn_allocations_created", "TURN allocations created, by client transport",
+                       ["transport"], {(t,): stats.get(f"allocations_created_{t}", 0) for t in ("udp", "tcp", "tls")})
+        yield _counter("umedge_turn_allocations_expired", "TURN allocations that ran out of lifetime", [],
+                       {(): stats.get("allocations_expired", 0)})
+        traffic = engine.traffic() if engine is not None else {}
+        yield _counter("umedge_turn_relayed_datagrams", "Datagrams relayed, by direction", ["direction"],
+                       {("to_peer",): traffic.get("packets_to_peer", 0),
+                        ("to_client",): traffic.get("packets_to_client", 0)})
+        yield _counter("umedge_turn_relayed_bytes", "Payload bytes relayed, by direction", ["direction"],
+                       {("to_peer",): traffic.get("bytes_to_peer", 0),
+                        ("to_client",): traffic.get("bytes_to_client", 0)})
+        yield _counter("umedge_turn_auth_failures", "TURN requests failing authentication, by reason",
+                       ["reason"], {(k.removeprefix("auth_failed_"),): v for k, v in stats.items()
+                                    if k.startswith("auth_failed_")})
+        yield _counter("umedge_turn_requests_refused", "TURN requests refused, by STUN error code", ["code"],
+                       {(k.removeprefix("refused_"),): v for k, v in stats.items() if k.startswith("refused_")})
+        yield _counter("umedge_stun_rate_limited", "STUN requests dropped by the per-source rate limit", [],
+                       {(): stats.get("rate_limited", 0)})
+        guards = getattr(state.turn, "guards", [])
+        yield _counter("umedge_connections_refused", "Stream connections refused by the connection caps",
+                       ["listener"], {(g.name,): g.refused for g in guards})
+        yield _counter("umedge_connections_timed_out", "Stream connections cut by the handshake/idle timeouts",
+                       ["listener"], {(g.name,): g.timed_out for g in guards})
+        yield _counter("umedge_tokens_issued", "Media tokens issued, by path", ["path"],
+                       {(path,): audit.ISSUED.get(path, 0) for path in ("mras", "https", "cli")})
+        yield _gauge("umedge_calls_active", "Calls on the UM worker slots now", state.calls_active())
+        mediation = state.mediation.snapshot() if state.mediation is not None else []
+        yield _gauge("umedge_mediation_registered", "1 when registered at (or, in static mode, keepalive-ok "
+                     "with) the mediation server", 0, ["server"],
+                     {(str(s["address"]),): 1.0 if s["registration"] == "registered" or (
+                         s["mode"] == "static" and s["keepalive_ok"]) else 0.0 for s in mediation})
+        yield _counter("umedge_mediation_failures", "Failed keepalives and registrations per mediation server",
+                       ["server"], {(str(s["address"]),): s["failures"] for s in mediation})
+        pool = getattr(state.turn, "pool", None)
+        yield _gauge("umedge_pool_members", "Live members of the edge pool (this node included)",
+                     len(getattr(pool, "live", [])))
+        yield _gauge("umedge_pool_degraded", "1 while the pool store is unreachable",
+                     1.0 if getattr(pool, "degraded", False) else 0.0)
+        yield _gauge("umedge_event_loop_lag_seconds", "How late the event loop ran its last timer",
+                     state.loop_lag)
+        yield _gauge("umedge_draining", "1 while the node drains after SIGTERM", 1.0 if state.draining else 0.0)
+        for extra in EXTRA:
+            yield from extra()
+
+
+def registry_for(state: NodeState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(state))  # type: ignore[arg-type]
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+__all__ = ["EXTRA", "NodeCollector", "exposition", "registry_for"]

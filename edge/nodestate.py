@@ -1,0 +1,129 @@
+"""One view of what this node is doing now, for the status page, `umedge status` and /metrics.
+
+build() hands the running services to a NodeState; readers call snapshot()
+(plain JSON-able values) so the page, the CLI and the metrics can never
+disagree: they read the same numbers from the same place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import task
+
+from certs import pki
+from edge.config_schema import Config
+from edge.listeners import listeners
+
+HISTORY_SECONDS = 600
+SAMPLE_EVERY = 2.0
+
+
+class NodeState:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.turn: Any = None  # edge.turn.service.TurnService
+        self.mediation: Any = None  # edge.mediation.registration.MediationService
+        self.um: Any = None  # um.callrouter.UmRoles
+        self.draining = False
+        self.started = time.time()
+        self.loop_lag = 0.0  # seconds the event loop was late on its last timer
+        self._history: deque[tuple[float, float]] = deque(maxlen=int(HISTORY_SECONDS / SAMPLE_EVERY))
+        self._last_packets: tuple[float, int] | None = None
+
+    # --- what the services say ---------------------------------------------------------
+
+    @property
+    def engine(self) -> Any:
+        return getattr(self.turn, "engine", None)
+
+    def allocations_by_transport(self) -> dict[str, int]:
+        counts = {"udp": 0, "tcp": 0, "tls": 0}
+        engine = self.engine
+        for link in list(engine.allocations) if engine is not None else []:
+            counts[link.kind] = counts.get(link.kind, 0) + 1
+        return counts
+
+    def calls_active(self) -> int:
+        mailbox = getattr(self.um, "mailbox", None)
+        return sum(len(slot.calls) for slot in getattr(mailbox, "slots", []))
+
+    def relayed_packets(self) -> int:
+        engine = self.engine
+        if engine is None:
+            return 0
+        traffic = engine.traffic()
+        return traffic["packets_to_peer"] + traffic["packets_to_client"]
+
+    def sample(self) -> None:
+        """Every SAMPLE_EVERY seconds: relayed packets per second, for the 10-minute chart."""
+        now, packets = time.time(), self.relayed_packets()
+        if self._last_packets is not None:
+            then, before = self._last_packets
+            self._history.append((now, max(0, packets - before) / max(now - then, 1e-3)))
+        self._last_packets = (now, packets)
+
+    # --- the snapshot --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        config = self.config
+        engine = self.engine
+        pool = getattr(self.turn, "pool", None)
+        allocations = self.allocations_by_transport()
+        snapshot: dict[str, Any] = {
+            "node": config.node.name, "fqdn": config.node.fqdn, "roles": list(config.node.roles),
+            "uptime_seconds": round(time.time() - self.started, 1), "draining": self.draining,
+            "listeners": [row.as_dict() for row in listeners(config)],
+            "allocations": {"active": sum(allocations.values()), "by_transport": allocations},
+            "calls": {"active": self.calls_active()},
+            "relayed": engine.traffic() if engine is not None else {},
+            "relayed_pps_history": [[round(t, 1), round(v, 1)] for t, v in self._history],
+            "mediation": self.mediation.snapshot() if self.mediation is not None else [],
+            "pool": {
+                "store": "memory" if config.pool.store == "memory" else "redis",
+                "degraded": bool(getattr(pool, "degraded", False)),
+                "members": [{"name": m.name, "relay": f"{m.relay_host}:{m.udp_port}",
+                             "allocations": m.allocations, "load": round(m.load, 4)}
+                            for m in getattr(pool, "live", [])],
+            },
+            "certificates": [{"name": info.name, "subject": info.subject,
+                              "not_after": info.not_after.isoformat(), "days_left": info.days_left(),
+                              "expiring_soon": info.expiring_soon}
+                             for info in pki.inventory(config.node.certs_dir)],
+            "event_loop_lag_seconds": round(self.loop_lag, 4),
+        }
+        mailbox = getattr(self.um, "mailbox", None)
+        if mailbox is not None:
+            snapshot["worker_slots"] = mailbox.status()
+        return snapshot
+
+
+class StateSampler(service.Service):
+    """Samples the relayed packet rate for the chart and measures event-loop lag."""
+
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
+        self._loop: Any = None
+
+    def startService(self) -> None:
+        from twisted.internet import reactor
+
+        super().startService()
+        expected = [reactor.seconds() + SAMPLE_EVERY]
+
+        def tick() -> None:
+            now = reactor.seconds()
+            self.state.loop_lag = max(0.0, now - expected[0])
+            expected[0] = now + SAMPLE_EVERY
+            self.state.sample()
+
+        self._loop = task.LoopingCall(tick)
+        self._loop.start(SAMPLE_EVERY, now=False)
+
+    def stopService(self):  # type: ignore[no-untyped-def]
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()

@@ -1,0 +1,356 @@
+"""The mailbox UM service (5062/5063) and its two UM worker slots.
+
+The UM service accepts only call routers (a pool-CA certificate over MTLS,
+or a configured address over TCP) and answers their INVITE with a 302 to
+the active worker: `sip:` on the slot's TCP port, `sips:` on its MTLS port
+(the worker's startup mode decides which exist; a `sips:` Request-URI asks
+for a secured worker). OPTIONS answers liveness probes.
+
+Worker slots follow the seed's port pairs: slot 1 on sip_ports[0] (and
+sip_dual_tls_ports[0] in dual mode), slot 2 on sip_ports[1] / [1]. A
+recycle starts a fresh worker on the other slot, sends every new call
+there and lets the old worker finish its calls before it exits (or until
+the drain timeout). `umedge worker recycle` asks for one over SIP (a
+SERVICE request with an application/vnd.umedge.control+json body, from
+loopback or a pool certificate); `[mailbox].recycle_time` schedules one
+daily.
+
+The worker's own call handling (media, voicemail) is a later issue: for now
+a worker answers INVITE with 200 OK whose SDP answer declines every media
+stream (port 0, RFC 3264 §6), keeps the dialog, and ends it on BYE, so
+calls exist and a recycle can be seen to wait for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from um.sip.dialog import Dialog, DialogError, dialog_key
+from um.sip.message import Request, Response, make_response, new_tag
+from um.sip.stream import Peer
+
+SERVER = "umedge/0.1"
+CONTROL_TYPE = "application/vnd.umedge.control+json"
+KNOWN_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+                           "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "SERVICE"))
+log = Logger(namespace="umedge.mailbox")
+
+
+def refuse_method(request: Request, allow: str) -> Response:
+    """405 for a method SIP defines that this element does not do, 501 for one it does not know."""
+    if request.method in KNOWN_METHODS:
+        return make_response(request, 405, None, [("Allow", allow), ("Server", SERVER)])
+    return make_response(request, 501, None, [("Allow", allow), ("Server", SERVER)])
+
+
+def _networks(items: tuple[str, ...]) -> list[Any]:
+    return [ipaddress.ip_network(item, strict=False) for item in items]
+
+
+def _allowed(host: str, networks: list[Any]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+@dataclass
+class WorkerSlot:
+    """One UM worker process slot: its ports, its state and its calls."""
+
+    number: int               # 1 or 2
+    tcp_port: int | None      # unsecured SIP (None in tls mode)
+    tls_port: int | None      # MTLS SIP (None in tcp mode)
+    state: str = "idle"       # active / draining / idle
+    generation: int = 0
+    calls: dict[tuple[str, str | None, str | None], Dialog] = field(default_factory=dict)
+    redirects: int = 0
+    calls_total: int = 0
+    started: float | None = None
+    draining_since: float | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {"slot": self.number, "state": self.state, "generation": self.generation,
+                "tcp_port": self.tcp_port, "tls_port": self.tls_port, "calls": len(self.calls),
+                "calls_total": self.calls_total, "redirects": self.redirects}
+
+
+class MailboxService:
+    """UM service policy and worker slots of one mailbox server (sans sockets; uses a clock)."""
+
+    def __init__(self, host: str, startup_mode: str, sip_ports: tuple[int, int],
+                 dual_tls_ports: tuple[int, int], call_routers: tuple[str, ...] = ("127.0.0.1",),
+                 drain_timeout: float = 3600.0, clock: Any = None,
+                 control_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")) -> None:
+        self.host = host
+        self.mode = startup_mode
+        self.slots = []
+        for index in range(2):
+            tcp = sip_ports[index] if startup_mode in ("tcp", "dual") else None
+            tls = (sip_ports[index] if startup_mode == "tls"
+                   else dual_tls_ports[index] if startup_mode == "dual" else None)
+            self.slots.append(WorkerSlot(index + 1, tcp, tls))
+        self.call_routers = _networks(call_routers)
+        self.control_networks = _networks(control_networks)
+        self.drain_timeout = drain_timeout
+        self.clock = clock
+        self.on_exit: Callable[[WorkerSlot], None] | None = None
+        self._drain_timer: Any = None
+        self.active = self.slots[0]
+        self._start(self.active)
+
+    # --- worker slots ----------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.time()
+
+    def _start(self, slot: WorkerSlot) -> None:
+        slot.state, slot.generation = "active", slot.generation + 1
+        slot.started, slot.draining_since = self._now(), None
+        log.info("worker slot {slot} started (generation {gen}, ports tcp={tcp} tls={tls})", slot=slot.number,
+                 gen=slot.generation, tcp=slot.tcp_port, tls=slot.tls_port)
+
+    def recycle(self) -> dict[str, Any]:
+        """Start a fresh worker on the other slot; the old one drains. Raises RuntimeError if it can't."""
+        old = self.active
+        new = self.slots[1] if old is self.slots[0] else self.slots[0]
+        if new.state != "idle":
+            raise RuntimeError(f"worker slot {new.number} is still draining {len(new.calls)} call(s)")
+        self._start(new)
+        self.active = new
+        old.state, old.draining_since = "draining", self._now()
+        log.info("worker recycle: new calls go to slot {new}; slot {old} drains {n} call(s)", new=new.number,
+                 old=old.number, n=len(old.calls))
+        self._maybe_exit(old)
+        if old.state == "draining" and self.clock is not None:
+            self._drain_timer = self.clock.callLater(self.drain_timeout, self._drain_expired, old,
+                                                     old.generation)
+        return self.status()
+
+    def _maybe_exit(self, slot: WorkerSlot) -> None:
+        if slot.state == "draining" and not slot.calls:
+            slot.state = "idle"
+            log.info("worker slot {slot} (generation {gen}) finished its calls and exited", slot=slot.number,
+                     gen=slot.generation)
+            if self._drain_timer is not None and self._drain_timer.active():
+                self._drain_timer.cancel()
+            self._drain_timer = None
+            if self.on_exit is not None:
+                self.on_exit(slot)
+
+    def _drain_expired(self, slot: WorkerSlot, generation: int) -> None:
+        self._drain_timer = None
+        if slot.state != "draining" or slot.generation != generation:
+            return
+        log.warn("worker slot {slot}: drain timeout, ending {n} call(s)", slot=slot.number, n=len(slot.calls))
+        for dialog in list(slot.calls.values()):
+            connection = dialog.data.get("connection")
+            if connection is not None:
+                connection.send_request(dialog.create_request("BYE", f"{self.host}:{slot.tcp_port or slot.tls_port}",
+                                                              "TLS" if dialog.secure else "TCP"))
+        slot.calls.clear()
+        self._maybe_exit(slot)
+
+    def status(self) -> dict[str, Any]:
+        return {"active_slot": self.active.number, "slots": [s.status() for s in self.slots]}
+
+    def worker_contact(self, user: str | None, secure: bool) -> str | None:
+        """The active worker's URI for a new call (None: no worker serves that security)."""
+        slot = self.active
+        if slot.state != "active":
+            return None
+        user_part = f"{user}@" if user else ""
+        if secure:
+            if slot.tls_port is None:
+                return None
+            slot.redirects += 1
+            return f"sips:{user_part}{self.host}:{slot.tls_port}"
+        if slot.tcp_port is None:
+            return None
+        slot.redirects += 1
+        return f"sip:{user_part}{self.host}:{slot.tcp_port};transport=tcp"
+
+    # --- the UM service listener (5062/5063) -----------------------------------------------
+    def handle_um_service(self, request: Request, peer: Peer) -> Response | None:
+        method = request.method
+        if method == "ACK":
+            return None
+        if peer.transport != "tls" and not _allowed(peer.host, self.call_routers):
+            return make_response(request, 403, "Forbidden - not a call router of this pool", [("Server", SERVER)])
+        if method == "INVITE":
+            secure = request.ruri.scheme == "sips"
+            user = getattr(request.ruri, "user", None)
+            contact = self.worker_contact(user, secure)
+            if contact is None:
+                reason = "no secured worker" if secure else "no unsecured worker"
+                return make_response(request, 503, f"Service Unavailable - {reason}",
+                                     [("Retry-After", "30"), ("Server", SERVER)])
+            return make_response(request, 302, None, [("Contact", f"<{contact}>")])
+        if method == "OPTIONS":
+            return make_response(request, 200, None, [("Allow", "INVITE, ACK, CANCEL, OPTIONS, SERVICE"),
+                                                      ("Accept", "application/sdp"), ("Server", SERVER)])
+        if method == "SERVICE":
+            return self._control(request, peer)
+        if method == "CANCEL":
+            return make_response(request, 481, None, [("Server", SERVER)])
+        return refuse_method(request, "INVITE, ACK, CANCEL, OPTIONS, SERVICE")
+
+    def _control(self, request: Request, peer: Peer) -> Response:
+        if peer.transport != "tls" and not _allowed(peer.host, self.control_networks):
+            return make_response(request, 403, "Forbidden - control from loopback or the pool only")
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != CONTROL_TYPE:
+            return make_response(request, 415, None, [("Accept", CONTROL_TYPE)])
+        try:
+            command = json.loads(request.body or b"{}")
+            action = command.get("action")
+        except (ValueError, AttributeError):
+            return make_response(request, 400, "Bad Request - body is not a JSON object")
+        try:
+            if action == "recycle":
+                result = self.recycle()
+            elif action == "status":
+                result = self.status()
+            else:
+                return make_response(request, 400, "Bad Request - action must be recycle or status")
+        except RuntimeError as error:
+            return make_response(request, 503, f"Service Unavailable - {error}",
+                                 [("Retry-After", "60"), ("Content-Type", CONTROL_TYPE)],
+                                 json.dumps({"error": str(error), **self.status()}).encode())
+        return make_response(request, 200, None, [("Content-Type", CONTROL_TYPE)], json.dumps(result).encode())
+
+    # --- worker listeners (5065/5067, 5066/5068) -------------------------------------------
+    def worker_handler(self, slot_number: int) -> Callable[[Request, Peer], Response | None]:
+        slot = self.slots[slot_number - 1]
+
+        def handle(request: Request, peer: Peer) -> Response | None:
+            return self._handle_worker(slot, request, peer)
+
+        handle.slot = slot  # type: ignore[attr-defined]
+        return handle
+
+    def _handle_worker(self, slot: WorkerSlot, request: Request, peer: Peer) -> Response | None:
+        method = request.method
+        key = dialog_key(request)
+        if method == "OPTIONS":
+            return make_response(request, 200, None, [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
+                                                      ("Accept", "application/sdp"), ("Server", SERVER)])
+        dialog = slot.calls.get(key)
+        if method == "ACK":
+            if dialog is not None:
+                dialog.state = "confirmed"
+            return None
+        if method == "BYE":
+            if dialog is None:
+                return make_response(request, 481)
+            try:
+                dialog.check_request(request)
+            except DialogError as error:
+                return make_response(request, error.status, error.reason)
+            del slot.calls[key]
+            dialog.state = "terminated"
+            self._maybe_exit(slot)
+            return make_response(request, 200, None, [("Server", SERVER)])
+        if method == "INVITE":
+            if key[1] is not None:  # a re-INVITE
+                if dialog is None:
+                    return make_response(request, 481)
+                return self._answer(slot, request, peer, dialog)
+            if slot.state == "idle":
+                return make_response(request, 480, "Temporarily Unavailable - worker slot not running",
+                                     [("Retry-After", "5")])
+            return self._answer(slot, request, peer, None)
+        if method == "CANCEL":
+            return make_response(request, 481)
+        return refuse_method(request, "INVITE, ACK, BYE, CANCEL, OPTIONS")
+
+    def _answer(self, slot: WorkerSlot, request: Request, peer: Peer, dialog: Dialog | None) -> Response:
+        accept = request.headers.get("Accept")
+        if accept is not None and "application/sdp" not in accept.lower() and accept.strip():
+            return make_response(request, 406, None, [("Accept", "application/sdp")])
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not request.body or content_type != "application/sdp":
+            return make_response(request, 488, "Not Acceptable Here - an SDP offer is required",
+                                 [("Accept", "application/sdp")])
+        if dialog is None:
+            try:
+                dialog = Dialog.uas(request, new_tag())
+            except (DialogError, ValueError) as error:
+                return make_response(request, 400, f"Bad Request - {error}")
+            dialog.secure = peer.transport == "tls"
+            dialog.data["connection"] = peer.connection
+            slot.calls[dialog.id] = dialog
+            slot.calls_total += 1
+        scheme = "sips" if dialog.secure else "sip"
+        port = slot.tls_port if dialog.secure else slot.tcp_port
+        contact = f"<{scheme}:worker{slot.number}@{self.host}:{port}>"
+        return make_response(request, 200, None, [("Contact", contact), ("Content-Type", "application/sdp"),
+                                                  ("Server", SERVER)], decline_all(request.body, self.host),
+                             to_tag=dialog.local_tag)
+
+
+def decline_all(offer: bytes, host: str) -> bytes:
+    """An SDP answer declining every offered stream (RFC 3264 §6: port 0, same order)."""
+    lines = ["v=0", f"o=umedge {secrets.randbelow(2**31)} 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0"]
+    for line in offer.decode("utf-8", "replace").splitlines():
+        if line.startswith("m="):
+            parts = line[2:].split()
+            if len(parts) >= 4:
+                lines.append(f"m={parts[0]} 0 {parts[2]} {parts[3]}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def next_daily(at: str, now: dt.datetime | None = None) -> float:
+    """Seconds from `now` (local time) until the next HH:MM."""
+    now = now or dt.datetime.now()
+    hour, minute = (int(x) for x in at.split(":"))
+    target = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if target <= now:
+        target += dt.timedelta(days=1)
+    return (target - now).total_seconds()
+
+
+def control(host: str, port: int, action: str, ssl_context: Any = None, server_hostname: str | None = None,
+            timeout: float = 10.0) -> tuple[int, str, dict[str, Any]]:
+    """Ask a UM service for `action` ("recycle" or "status") over SIP; blocking (for the CLI).
+
+    Returns (status, reason, JSON body). Over TLS pass an ssl.SSLContext with
+    a pool certificate; over TCP connect from loopback.
+    """
+    import socket
+
+    from um.sip.parser import StreamParser
+    from um.sip.transaction import make_request
+
+    body = json.dumps({"action": action}).encode()
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = ssl_context.wrap_socket(raw, server_hostname=server_hostname or host) if ssl_context else raw
+        local = sock.getsockname()
+        transport = "TLS" if ssl_context else "TCP"
+        scheme = "sips" if ssl_context else "sip"
+        request = make_request("SERVICE", f"{scheme}:umservice@{host}:{port}",
+                               via_host=f"{local[0]}:{local[1]}", transport=transport,
+                               from_uri=f"sip:cli@{local[0]}", to_uri=f"{scheme}:umservice@{host}",
+                               extra=[("Content-Type", CONTROL_TYPE)], body=body)
+        sock.sendall(request.encode())
+        parser = StreamParser()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("the UM service closed the connection without an answer")
+            for event in parser.feed(data):
+                message = event.message
+                if isinstance(message, Response) and message.status >= 200:
+                    try:
+                        result = json.loads(message.body) if message.body else {}
+                    except ValueError:
+                        result = {}
+                    return message.status, message.reason, result

@@ -1,0 +1,94 @@
+"""Dialogs (RFC 3261 §12), sans-I/O: the UAS side the UM worker keeps per call.
+
+A dialog is created from an INVITE and the 2xx the UAS sends; it matches
+in-dialog requests by Call-ID and tags, checks their CSeq order and builds
+the requests the UAS sends itself (BYE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from um.sip.message import Headers, Request, new_tag
+from um.sip.transaction import new_branch
+from um.sip.uri import parse_name_addr
+from um.sip.headers import parse_addresses
+
+
+class DialogError(ValueError):
+    """An in-dialog request does not fit the dialog: `status` says how to answer it."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class Dialog:
+    call_id: str
+    local_tag: str
+    remote_tag: str | None
+    local_uri: str          # our To value (without tag) as the UAS
+    remote_uri: str         # the caller's From value (without tag)
+    remote_target: str      # the caller's Contact URI
+    route_set: list[str] = field(default_factory=list)
+    remote_seq: int | None = None
+    local_seq: int = 0
+    secure: bool = False
+    state: str = "early"    # early/confirmed/terminated
+    data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def id(self) -> tuple[str, str, str | None]:
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    @classmethod
+    def uas(cls, invite: Request, local_tag: str | None = None) -> "Dialog":
+        """The UAS dialog state of RFC 3261 §12.1.1 for `invite` (answered with our tag)."""
+        headers = invite.headers
+        contacts = parse_addresses(headers.get("Contact") or "")
+        if len(contacts) != 1:
+            raise DialogError(400, "Bad Request - INVITE needs exactly one Contact")
+        record_route = [v for value in headers.get_all("Record-Route") for v in value.split(",")]
+        from_addr = invite.from_addr or parse_name_addr(headers.get("From") or "")
+        to_value = headers.get("To") or ""
+        return cls(
+            call_id=headers.get("Call-ID") or "",
+            local_tag=local_tag or new_tag(),
+            remote_tag=from_addr.tag,
+            local_uri=to_value.split(";tag=")[0],
+            remote_uri=(headers.get("From") or "").split(";tag=")[0],
+            remote_target=str(contacts[0].uri),
+            route_set=[r.strip() for r in record_route],
+            remote_seq=invite.cseq_number,
+            secure=bool(invite.ruri is not None and invite.ruri.scheme == "sips"),
+        )
+
+    def check_request(self, request: Request) -> None:
+        """RFC 3261 §12.2.2: CSeq must grow; a lower one gets 500."""
+        number = request.cseq_number
+        if request.method in ("ACK", "CANCEL"):
+            return
+        if self.remote_seq is not None and number is not None and number <= self.remote_seq:
+            raise DialogError(500, "Server Internal Error - CSeq out of order")
+        self.remote_seq = number
+
+    def create_request(self, method: str, via_host: str, transport: str) -> Request:
+        """A request inside the dialog (BYE, re-INVITE...), §12.2.1.1."""
+        self.local_seq += 1
+        items = [("Via", f"SIP/2.0/{transport.upper()} {via_host};branch={new_branch()};rport"),
+                 ("Max-Forwards", "70"),
+                 ("From", f"{self.local_uri};tag={self.local_tag}"),
+                 ("To", self.remote_uri + (f";tag={self.remote_tag}" if self.remote_tag else "")),
+                 ("Call-ID", self.call_id),
+                 ("CSeq", f"{self.local_seq} {method}")]
+        items.extend(("Route", route) for route in self.route_set)
+        return Request(method, self.remote_target, Headers(items))
+
+
+def dialog_key(request: Request) -> tuple[str, str | None, str | None]:
+    """(Call-ID, our tag = To tag, their tag = From tag) of an in-dialog request to a UAS."""
+    to_addr = request.to_addr
+    from_addr = request.from_addr
+    return (request.headers.get("Call-ID") or "", to_addr.tag if to_addr else None,
+            from_addr.tag if from_addr else None)

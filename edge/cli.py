@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from certs import pki
@@ -132,6 +133,47 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_voicemail(args: argparse.Namespace) -> int:
+    """`voicemail list|export|pin-reset`: the voicemail store under [node] state_dir (um.worker.store)."""
+    from pathlib import Path
+
+    from um.worker.pins import PinPolicy, PinPolicyError, PinStore
+    from um.worker.store import StoreError, VoicemailStore
+
+    config = _load(args)
+    store = VoicemailStore(config.node.state_dir)
+    try:
+        if args.action == "list":
+            messages = store.messages(args.mailbox)
+            if args.json:
+                print(json.dumps([m.as_dict() for m in messages], indent=1))
+                return EXIT_OK
+            print(f"{'id':<26} {'mailbox':<8} {'caller':<32} {'time (UTC)':<25} {'duration':>8} codec  new")
+            for m in messages:
+                print(f"{m.id:<26} {m.mailbox:<8} {(m.caller_name or m.caller)[:32]:<32} {m.time:<25} "
+                      f"{m.duration:>7.2f}s {m.codec:<6} {'no' if m.read else 'yes'}")
+            return EXIT_OK
+        if args.action == "export":
+            if not args.id or not args.file:
+                return _fail("voicemail export needs ID and FILE.wav", EXIT_CONFIG)
+            message = store.export(args.id, Path(args.file), pcm16=args.pcm)
+            print(f"exported {message.id} ({message.duration:.2f}s {'16-bit PCM' if args.pcm else message.codec}) "
+                  f"to {args.file}")
+            return EXIT_OK
+        if not args.id:
+            return _fail("voicemail pin-reset needs the mailbox extension", EXIT_CONFIG)
+        w = config.worker
+        pins = PinStore(config.node.state_dir, PinPolicy(min_length=w.pin_min_length,
+                                                         max_failures=w.pin_max_failures))
+        pin = pins.reset(args.id, args.pin)
+        print(json.dumps({"mailbox": args.id, "locked": False, **({} if args.pin else {"pin": pin})}))
+        return EXIT_OK
+    except (StoreError, PinPolicyError) as error:
+        return _fail(str(error), EXIT_CONFIG)
+    except OSError as error:
+        return _fail(str(error))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """`worker recycle|status`: ask this node's mailbox UM service over SIP (loopback TCP, else MTLS)."""
     import ssl
@@ -208,6 +250,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """`probe`: check from here that media can cross the edge (exit 0 only if it can)."""
+    import asyncio
+
+    from edge.probe import probe
+
+    config = _load(args)
+    e = config.edge
+
+    def read(path: str | None) -> str | None:
+        if not path:
+            return None
+        try:
+            return Path(path).read_text().strip()
+        except OSError as error:
+            raise SystemExit(_fail(f"cannot read {path}: {error.strerror}", EXIT_CONFIG)) from None
+
+    if args.ca and not Path(args.ca).is_file():
+        return _fail(f"--ca {args.ca}: no such file", EXIT_CONFIG)
+    report = asyncio.run(probe(
+        args.edge, args.udp_port or e.turn_udp_port, args.tcp_port or e.turn_tcp_port,
+        args.tls_port or e.turn_tls_port, args.realm or e.realm, args.timeout, args.ca,
+        read(args.secret_file), args.token_from, read(args.api_key_file),
+        args.identity or f"sip:probe@{config.node.domain}"))
+    print(json.dumps(report.as_dict(), indent=1) if args.json else report.text())
+    return EXIT_OK if report.media_ok else EXIT_FAILURE
+
+
 def cmd_mediation(args: argparse.Namespace) -> int:
     """`mediation status`: what the running node last recorded about each mediation server."""
     import time
@@ -278,6 +348,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
+    probe = with_config(sub.add_parser("probe", help="check that media can cross an edge from here"))
+    probe.add_argument("--edge", required=True, metavar="HOST", help="the edge's TURN address or name")
+    probe.add_argument("--udp-port", type=int, help="TURN UDP port (default: [edge].turn_udp_port)")
+    probe.add_argument("--tcp-port", type=int, help="TURN TCP port (default: [edge].turn_tcp_port)")
+    probe.add_argument("--tls-port", type=int, help="TURN TLS port (default: [edge].turn_tls_port)")
+    probe.add_argument("--realm", help="TURN realm (default: [edge].realm)")
+    probe.add_argument("--token-from", metavar="URL", help="token API, e.g. https://EDGE:4443/v1/credentials")
+    probe.add_argument("--api-key-file", metavar="FILE", help="bearer key for --token-from")
+    probe.add_argument("--secret-file", metavar="FILE", help="mint the token from this shared secret")
+    probe.add_argument("--identity", metavar="URI", help="token identity (default: sip:probe@[node].domain)")
+    probe.add_argument("--ca", metavar="FILE", help="CA to trust for TLS (the pool's ca.crt)")
+    probe.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    probe.add_argument("--json", action="store_true")
+    probe.set_defaults(func=cmd_probe)
+
     mediation = with_config(sub.add_parser("mediation", help="mediation server association"))
     mediation.add_argument("action", choices=("status",))
     mediation.add_argument("--json", action="store_true")
@@ -293,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker = with_config(sub.add_parser("worker", help="UM worker slots: recycle now, or show their state"))
     worker.add_argument("action", choices=("recycle", "status"))
     worker.set_defaults(func=cmd_worker)
+
+    voicemail = with_config(sub.add_parser("voicemail", help="voicemail messages: list, export, PIN reset"))
+    voicemail.add_argument("action", choices=("list", "export", "pin-reset"))
+    voicemail.add_argument("id", nargs="?", metavar="ID|EXT", help="message id (export) or mailbox (pin-reset)")
+    voicemail.add_argument("file", nargs="?", metavar="FILE.wav", help="where export writes the message")
+    voicemail.add_argument("--mailbox", metavar="EXT", help="list only this mailbox")
+    voicemail.add_argument("--json", action="store_true", help="list as JSON")
+    voicemail.add_argument("--pcm", action="store_true", help="export as 16-bit PCM instead of the stored G.711")
+    voicemail.add_argument("--pin", metavar="DIGITS", help="pin-reset: this PIN instead of a generated one")
+    voicemail.set_defaults(func=cmd_voicemail)
     return parser
 
 

@@ -196,6 +196,7 @@ class NodeConfig:
     listen_address: str = key(ip_address)
     state_dir: str = key(path)
     certs_dir: str = key(path)
+    drain_seconds: float = key(lambda v: 0.0 if v == 0 and not isinstance(v, bool) else seconds(v))
 
     @property
     def fqdn(self) -> str:
@@ -287,6 +288,41 @@ class MailboxConfig:
     drain_timeout: float = key(seconds)
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid("true or false")
+    return value
+
+
+def optional_host_port(value: Any) -> str:
+    """"" or "HOST:PORT" ("[v6]:PORT" for IPv6)."""
+    allowed = '"" or "HOST:PORT" such as "192.0.2.5:5060" ("[2001:db8::5]:5060" for IPv6)'
+    if value == "":
+        return value
+    if not isinstance(value, str) or ":" not in value:
+        raise Invalid(allowed)
+    host, _, port_text = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise Invalid(allowed)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        hostname(host)
+    return value
+
+
+def bounded(lo: float, hi: float, what: str, integer: bool = False) -> Validator:
+    allowed = f"{'an integer' if integer else 'a number'} {lo:g}-{hi:g} ({what})"
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not lo <= value <= hi:
+            raise Invalid(allowed)
+        return value
+
+    return check
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     startup_mode: str = key(choice(*STARTUP_MODES))
@@ -294,6 +330,19 @@ class WorkerConfig:
     sip_dual_tls_ports: tuple[int, int] = key(port_pair)
     rtp_port_min: int = key(rtp_port)
     rtp_port_max: int = key(rtp_port)
+    media_via_edge: bool = key(boolean)
+    edge_mras: str = key(optional_host_port)
+    edge_https: str = key(optional_host_port)
+    greeting_dir: str = key(optional_path)
+    prompt_dir: str = key(optional_path)
+    max_message_seconds: float = key(bounded(5, 3600, "seconds"))
+    min_message_seconds: float = key(bounded(0, 60, "seconds"))
+    silence_timeout: float = key(bounded(0, 600, "seconds; 0 never ends a message on silence"))
+    jitter_buffer_ms: int = key(bounded(0, 500, "milliseconds", integer=True))
+    media_timeout: float = key(bounded(0, 3600, "seconds; 0 never"))
+    pin_min_length: int = key(bounded(4, 24, "digits", integer=True))
+    pin_max_failures: int = key(bounded(1, 100, "wrong PINs in a row before the mailbox locks", integer=True))
+    outbound_gateway: str = key(optional_host_port)
 
 
 @dataclass(frozen=True)
@@ -347,12 +396,6 @@ def store_spec(value: Any) -> str:
             parsed.path not in ("", "/") and not parsed.path[1:].isdigit()):
         raise Invalid(allowed)
     return value
-
-
-def seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 3600:
-        raise Invalid("a number of seconds 0.1-3600")
-    return float(value)
 
 
 @dataclass(frozen=True)

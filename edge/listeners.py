@@ -129,7 +129,8 @@ def listeners(config: Config, roles: tuple[str, ...] | None = None) -> list[List
         rows += _edge(config)
     if "web" in roles:
         rows.append(Listener("web", "Status page and UM web services", "HTTP", "tcp",
-                             config.web.http_port, None, node_address, "no", UMEDGE_ONLY,
+                             config.web.http_port, None, node_address,
+                             "HTTP or TLS (UM web services: TLS + client cert or API key)", UMEDGE_ONLY,
                              "UMWeb (TCP-In)", "[web].http_port"))
     return rows
 

@@ -12,9 +12,15 @@ import sys
 import time
 from typing import IO, Any
 
-from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel,
-                            LogLevelFilterPredicate, Logger, formatEvent,
-                            globalLogBeginner)
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+)
 from zope.interface import implementer
 
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,

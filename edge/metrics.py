@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from edge.auth import audit
 from edge.nodestate import NodeState
+from um.sip import stream as sip_stats
 
 # Other parts of the node (the UM worker, the SIP listeners) add their families here.
 EXTRA: list[Callable[[], Iterable[Metric]]] = []
@@ -68,11 +69,17 @@ class NodeCollector:
                        {(k.removeprefix("refused_"),): v for k, v in stats.items() if k.startswith("refused_")})
         yield _counter("umedge_stun_rate_limited", "STUN requests dropped by the per-source rate limit", [],
                        {(): stats.get("rate_limited", 0)})
-        guards = getattr(state.turn, "guards", [])
+        guards = [*getattr(state.turn, "guards", []), *state.guards]
         yield _counter("umedge_connections_refused", "Stream connections refused by the connection caps",
                        ["listener"], {(g.name,): g.refused for g in guards})
         yield _counter("umedge_connections_timed_out", "Stream connections cut by the handshake/idle timeouts",
                        ["listener"], {(g.name,): g.timed_out for g in guards})
+        yield _counter("umedge_sip_requests", "SIP requests received, by method", ["method"],
+                       {(m,): n for m, n in sip_stats.STATS.requests.items()})
+        yield _counter("umedge_sip_responses", "SIP responses sent, by status code", ["code"],
+                       {(c,): n for c, n in sip_stats.STATS.responses.items()})
+        yield _counter("umedge_sip_rate_limited", "SIP requests answered 503 by the per-source rate limit", [],
+                       {(): sip_stats.STATS.rate_limited})
         yield _counter("umedge_tokens_issued", "Media tokens issued, by path", ["path"],
                        {(path,): audit.ISSUED.get(path, 0) for path in ("mras", "https", "cli")})
         yield _gauge("umedge_calls_active", "Calls on the UM worker slots now", state.calls_active())

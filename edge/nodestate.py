@@ -28,11 +28,42 @@ class NodeState:
         self.turn: Any = None  # edge.turn.service.TurnService
         self.mediation: Any = None  # edge.mediation.registration.MediationService
         self.um: Any = None  # um.callrouter.UmRoles
+        self.issuer: Any = None  # edge.auth.issuer.TokenIssuer shared by the MRAS and HTTPS paths
+        self.sip_limiter: Any = None  # um.netguard.RateLimiter shared by the SIP listeners
+        self.guards: list[Any] = []  # um.netguard.ConnectionGuard of each SIP listener
         self.draining = False
         self.started = time.time()
         self.loop_lag = 0.0  # seconds the event loop was late on its last timer
         self._history: deque[tuple[float, float]] = deque(maxlen=int(HISTORY_SECONDS / SAMPLE_EVERY))
         self._last_packets: tuple[float, int] | None = None
+
+    # --- SIGHUP and SIGTERM ---------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: secrets (rotation), token policy, gateways, hunt groups and the directory."""
+        from edge.node_identity import auth_secrets
+
+        self.config = config
+        if self.engine is not None:
+            secrets = auth_secrets(config)
+            self.engine.auth.use_secrets(lambda: secrets)
+        if self.issuer is not None:
+            self.issuer.reconfigure(config)
+        if self.um is not None:
+            self.um.reconfigure(config)
+
+    def start_drain(self) -> None:
+        """SIGTERM: take no new allocations or calls; what is active runs on."""
+        self.draining = True
+        if self.engine is not None:
+            self.engine.accepting = False
+        mailbox = getattr(self.um, "mailbox", None)
+        if mailbox is not None:
+            mailbox.draining = True
+
+    def busy(self) -> int:
+        """Calls plus allocations still active (the drain waits for these)."""
+        return self.calls_active() + sum(self.allocations_by_transport().values())
 
     # --- what the services say ---------------------------------------------------------
 

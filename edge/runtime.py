@@ -8,12 +8,13 @@ after install_reactor().
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from edge import logsetup
+from edge import logsetup, signals
 from edge.config_schema import Config
 
 log = Logger(namespace="umedge.runtime")
@@ -97,11 +98,20 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
         return defer.maybeDeferred(tree.stopService).addTimeout(STOP_TIMEOUT, reactor)
 
     reactor.addSystemEventTrigger("before", "shutdown", stop_tree)
-    # Announce readiness only once running: by then SIGTERM/SIGINT handlers are installed.
-    if turn_worker is None:
-        reactor.callWhenRunning(_announce, config)
-    else:
-        reactor.callWhenRunning(lambda: print(READY_LINE, flush=True))
+
+    def forward_reload() -> None:
+        if workers is not None:
+            workers.signal(signal.SIGHUP)  # each relay process reloads its own copy
+
+    def running() -> None:
+        # Twisted has installed its SIGINT/SIGTERM handlers by now; ours replace SIGTERM (drain).
+        signals.install(reactor, tree.state, config_path, drain=turn_worker is None, on_reload=forward_reload)
+        if turn_worker is None:
+            _announce(config)  # only now: readiness means the signal handlers are in place
+        else:
+            print(READY_LINE, flush=True)
+
+    reactor.callWhenRunning(running)
     reactor.run(installSignalHandlers=True)
     log.info("stopped")
     return 0

@@ -40,7 +40,7 @@ class NodeFiles:
 
     @property
     def certs_dir(self) -> Path:
-        return self.path.parent / "certs"
+        return self.path.parent / str(self.values.get("node", {}).get("certs_dir", "certs"))
 
 
 def write_config(directory: Path, overrides: dict[str, dict[str, object]] | None = None,
@@ -80,12 +80,13 @@ def umedge(*args: str, timeout: float = 60, input: str | None = None) -> subproc
 class ServeProcess:
     """`umedge serve` as a child process; waits until its listener table is printed."""
 
-    def __init__(self, config: Path, *extra: str) -> None:
+    def __init__(self, config: Path, *extra: str, prefix: tuple[str, ...] = ()) -> None:
+        """`prefix` runs it under another command (`ip netns exec NS` in the NAT lab)."""
         self.config = config
         self.log_path = config.parent / f"serve-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve", "--config", str(config),
-                                      *extra], stdout=subprocess.PIPE, stderr=self._log, text=True,
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "edge.cli", "serve", "--config",
+                                      str(config), *extra], stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      cwd=ROOT)
         self.stdout_lines: list[str] = []
 

@@ -20,7 +20,7 @@ Per INVITE (RFC 3261 §8.2 order: method, then header inspection, then policy):
 
 OPTIONS from a gateway gets 200 (keepalive). The directory (dial plans,
 mailboxes, servers; from the config and the file it names) is reloaded
-every `reload_interval` seconds and on SIGHUP.
+every `reload_interval` seconds and on SIGHUP (edge.runtime calls reconfigure).
 """
 
 from __future__ import annotations
@@ -423,6 +423,14 @@ class UmRoles(service.Service):
             servers += file_servers
         return Directory({p.name: p for p in cr.dial_plans}, tuple(mailboxes), {s.name: s for s in servers})
 
+    def reconfigure(self, config: Any) -> None:
+        """SIGHUP (from edge.runtime): take the new gateways, hunt groups and directory from `config`."""
+        self.config = config
+        if self.router is not None:
+            self.router.gateways = GatewayTable(config.callrouter.gateways)
+            self.router.set_directory(self.router.state.directory, config.callrouter.hunt_groups)
+        self.reload()
+
     def reload(self) -> None:
         """Re-read the directory file and re-resolve gateway FQDNs (timer and SIGHUP)."""
         if self.router is None:
@@ -503,22 +511,10 @@ class UmRoles(service.Service):
             reload.start(config.callrouter.directory_reload_interval, now=False)
             self._timers += [probe, reload]
             self._resolve_gateways()
-            self._install_sighup()
         if self.mailbox is not None:
             self.mailbox.clock = reactor
             if config.mailbox.recycle_time and "mailbox" in config.node.roles:
                 self._schedule_recycle()
-
-    def _install_sighup(self) -> None:
-        import asyncio
-        import signal
-
-        try:
-            loop = asyncio.get_event_loop()
-            loop.add_signal_handler(signal.SIGHUP, lambda: (log.info("SIGHUP: reloading the directory"),
-                                                             self.reload()))
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
 
     def _schedule_recycle(self) -> None:
         from twisted.internet import reactor
@@ -543,11 +539,4 @@ class UmRoles(service.Service):
             self._recycle_call.cancel()
         if self.client is not None:
             self.client.close()
-        try:
-            import asyncio
-            import signal
-
-            asyncio.get_event_loop().remove_signal_handler(signal.SIGHUP)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
         return service.Service.stopService(self)

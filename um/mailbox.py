@@ -15,10 +15,12 @@ SERVICE request with an application/vnd.umedge.control+json body, from
 loopback or a pool certificate); `[mailbox].recycle_time` schedules one
 daily.
 
-The worker's own call handling (media, voicemail) is a later issue: for now
-a worker answers INVITE with 200 OK whose SDP answer declines every media
-stream (port 0, RFC 3264 §6), keeps the dialog, and ends it on BYE, so
-calls exist and a recycle can be seen to wait for them.
+The worker's calls (media, voicemail, subscriber access) are um.worker's:
+the worker role sets `call_handler`, which gets INVITE, ACK, BYE, CANCEL,
+UPDATE and INFO of the slots and keeps each live call's dialog in its
+slot's `calls`. Without it (a MailboxService on its own, as in unit tests)
+a worker answers INVITE with 200 OK whose SDP declines every media stream
+(port 0, RFC 3264 §6), keeps the dialog, and ends it on BYE.
 """
 
 from __future__ import annotations
@@ -104,7 +106,11 @@ class MailboxService:
         self.drain_timeout = drain_timeout
         self.clock = clock
         self.on_exit: Callable[[WorkerSlot], None] | None = None
+        self.draining = False  # the node drains (SIGTERM): new calls get 503, active ones run on
         self._drain_timer: Any = None
+        # The worker's call handler (um.worker.calls.WorkerCalls, plugged in by the worker role);
+        # None keeps the placeholder answer below (port-0 SDP), as unit tests without media use.
+        self.call_handler: Any = None
         self.active = self.slots[0]
         self._start(self.active)
 
@@ -151,6 +157,9 @@ class MailboxService:
         if slot.state != "draining" or slot.generation != generation:
             return
         log.warn("worker slot {slot}: drain timeout, ending {n} call(s)", slot=slot.number, n=len(slot.calls))
+        if self.call_handler is not None:
+            self.call_handler.end_all(slot, "drain-timeout")  # each call leaves slot.calls as it ends
+            return
         for dialog in list(slot.calls.values()):
             connection = dialog.data.get("connection")
             if connection is not None:
@@ -165,7 +174,7 @@ class MailboxService:
     def worker_contact(self, user: str | None, secure: bool) -> str | None:
         """The active worker's URI for a new call (None: no worker serves that security)."""
         slot = self.active
-        if slot.state != "active":
+        if slot.state != "active" or self.draining:
             return None
         user_part = f"{user}@" if user else ""
         if secure:
@@ -243,6 +252,9 @@ class MailboxService:
         if method == "OPTIONS":
             return make_response(request, 200, None, [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
                                                       ("Accept", "application/sdp"), ("Server", SERVER)])
+        handler = self.call_handler
+        if handler is not None and method in handler.METHODS:
+            return handler.handle(self, slot, request, peer)  # calls, media and voicemail: um.worker
         dialog = slot.calls.get(key)
         if method == "ACK":
             if dialog is not None:
@@ -267,6 +279,8 @@ class MailboxService:
             if slot.state == "idle":
                 return make_response(request, 480, "Temporarily Unavailable - worker slot not running",
                                      [("Retry-After", "5")])
+            if self.draining:
+                return make_response(request, 503, "Service Unavailable - node draining", [("Retry-After", "30")])
             return self._answer(slot, request, peer, None)
         if method == "CANCEL":
             return make_response(request, 481)

@@ -74,6 +74,12 @@ class ConnectionLimits:
     first_data_timeout: float  # TLS handshake plus the first bytes (slowloris)
     idle_timeout: float
 
+    @classmethod
+    def of(cls, limits: Any) -> "ConnectionLimits":
+        """From the config's [limits] section."""
+        return cls(limits.connections_per_source, limits.max_connections, limits.handshake_timeout,
+                   limits.idle_timeout)
+
 
 class _Guarded(ProtocolWrapper):
     """Counts the connection, closes it when it idles; first data must come quickly."""

@@ -61,6 +61,11 @@ class TokenIssuer:
         domains = frozenset((config.node.domain, *config.auth.served_domains))
         return cls(auth_secrets(config)[0], config.auth.max_token_lifetime * 60, domains, clock)
 
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: sign with the (possibly rotated) first secret; take the new lifetime cap and domains."""
+        fresh = TokenIssuer.from_config(config, self._clock)
+        self._secret, self.max_lifetime, self.domains = fresh._secret, fresh.max_lifetime, fresh.domains
+
     def check(self, identity: str) -> None:
         """IdentityError unless `identity` may get a token here."""
         domain = identity_domain(identity)

@@ -16,6 +16,7 @@ from edge.auth.mras_sip import MrasHandler
 from edge.auth.relays import Members, pool_media_relays, pool_turn_uris
 from edge.config_schema import Config
 from edge.listeners import Listener
+from um.netguard import ConnectionGuard, ConnectionLimits
 from um.sip.stream import SipStreamFactory
 
 
@@ -24,8 +25,8 @@ def mras_service(row: Listener, config: Config, issuer: TokenIssuer | None = Non
     handler = MrasHandler(issuer or TokenIssuer.from_config(config), pool_media_relays(config, members),
                           config.edge.realm)
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="required")
-    return internet.SSLServer(row.port, SipStreamFactory(handler, "tls", row.role), options,
-                              interface=row.address)
+    factory = ConnectionGuard(SipStreamFactory(handler, "tls", row.role), ConnectionLimits.of(config.limits), "MRAS")
+    return internet.SSLServer(row.port, factory, options, interface=row.address)
 
 
 def https_service(row: Listener, config: Config, issuer: TokenIssuer | None = None,
@@ -34,5 +35,6 @@ def https_service(row: Listener, config: Config, issuer: TokenIssuer | None = No
                                    pool_turn_uris(config, members))
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="optional",
                                  alpn=(b"http/1.1",))
-    return internet.SSLServer(row.port, credentials_site(config.node.name, endpoint), options,
-                              interface=row.address)
+    factory = ConnectionGuard(credentials_site(config.node.name, endpoint), ConnectionLimits.of(config.limits), "token HTTPS")
+    return internet.SSLServer(row.port, factory, options, interface=row.address)
+

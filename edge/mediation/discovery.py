@@ -18,7 +18,13 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from edge.mediation.targets import DEFAULT_PORTS, SRV_SERVICES, Target, parse_uri, rfc2782_order
+from edge.mediation.targets import (
+    DEFAULT_PORTS,
+    SRV_SERVICES,
+    Target,
+    parse_uri,
+    rfc2782_order,
+)
 
 MIN_TTL, MAX_TTL = 5.0, 3600.0
 

@@ -9,7 +9,11 @@ from typing import Any, Callable
 from certs import tls
 from edge.config_schema import Config
 from edge.mediation.discovery import Discovery, make_resolver
-from edge.mediation.registration import MediationService, RegistrationSettings, instance_id
+from edge.mediation.registration import (
+    MediationService,
+    RegistrationSettings,
+    instance_id,
+)
 
 STATUS_FILE = "mediation.json"
 

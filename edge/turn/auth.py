@@ -17,10 +17,20 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from edge.stun.attributes import (decode_password_algorithm, decode_password_algorithms,
-                                  encode_nonce, encode_password_algorithms, encode_realm)
+from edge.stun.attributes import (
+    decode_password_algorithm,
+    decode_password_algorithms,
+    encode_nonce,
+    encode_password_algorithms,
+    encode_realm,
+)
 from edge.stun.constants import Attr, PasswordAlgorithm, SecurityFeature
-from edge.stun.credentials import long_term_key, nonce_features, nonce_with_features, userhash
+from edge.stun.credentials import (
+    long_term_key,
+    nonce_features,
+    nonce_with_features,
+    userhash,
+)
 from edge.stun.message import Message
 from edge.stun.responses import make_error
 from edge.tokens import TokenError, candidate_passwords
@@ -56,6 +66,10 @@ class Authenticator:
         self._nonce_key = nonce_key
         self._nonce_lifetime = nonce_lifetime
         self._clock = clock
+
+    def use_secrets(self, secrets: Callable[[], Sequence[str]]) -> None:
+        """SIGHUP: validate against a new secret list (nonces stay valid: their key is kept)."""
+        self._secrets = secrets
 
     # --- nonces -----------------------------------------------------------------
 

@@ -172,7 +172,8 @@ class TurnEngine:
             return
         peer = (peer[0], peer[1])
         relay = allocation.relays.get(6 if ":" in peer[0] else 4)
-        if relay is None or not allocation.permitted(peer[0], self.now) or not self._spend(allocation, len(payload)):
+        if relay is None or not allocation.permitted(peer[0], self.now) or not self.policy.permits_port(*peer) \
+                or not self._spend(allocation, len(payload)):
             self.stats["dropped_send"] += 1
             return
         if relay.sendto(payload, peer):
@@ -509,7 +510,7 @@ class TurnEngine:
         host, port = stun.decode_xor_address(value, request.transaction_id)[:2]
         if (6 if ":" in host else 4) not in allocation.relays:
             raise _Refusal(443)
-        if not self.policy.permits(host):
+        if not self.policy.permits(host) or (port and not self.policy.permits_port(host, port)):
             self.stats["peer_denied"] += 1
             raise _Refusal(403, "Forbidden: peer address not allowed")
         return host, port

@@ -38,19 +38,31 @@ class Limits:
 
 @dataclass
 class PeerPolicy:
+    """Peer address policy. `own_addresses`: the node's listener addresses (refused outright);
+    `own_services`: every (address, port) the node listens on, relay addresses included, so a relay
+    can reach another relay of this edge (two clients of one edge) but never the edge's own services."""
+
     allowed: tuple[IPNetwork, ...] = ()
     denied: tuple[IPNetwork, ...] = ()
     own_addresses: frozenset[str] = field(default_factory=frozenset)
+    own_services: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
     @classmethod
-    def from_config(cls, allowed: tuple[str, ...], denied: tuple[str, ...],
-                    own_addresses: set[str]) -> "PeerPolicy":
+    def from_config(cls, allowed: tuple[str, ...], denied: tuple[str, ...], listener_addresses: set[str],
+                    relay_addresses: set[str] = frozenset(), listener_ports: set[int] = frozenset()
+                    ) -> "PeerPolicy":  # type: ignore[assignment]
+        everything = set(listener_addresses) | set(relay_addresses)
         return cls(tuple(ipaddress.ip_network(n) for n in allowed),
                    tuple(ipaddress.ip_network(n) for n in denied),
-                   frozenset(own_addresses))
+                   frozenset(set(listener_addresses) - set(relay_addresses)),
+                   frozenset((address, port) for address in everything for port in listener_ports))
 
     def permits(self, host: str) -> bool:
         return _permits(self, host)
+
+    def permits_port(self, host: str, port: int) -> bool:
+        """False for one of this node's own services (its TURN, SIP, token and web ports)."""
+        return (host, port) not in self.own_services
 
     def __hash__(self) -> int:
         return id(self)

@@ -15,16 +15,23 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from certs import tls
-from edge.config_schema import Config
+from edge.config_schema import ROLES, Config
+from edge.listeners import listeners
 from edge.node_identity import auth_secrets
-from edge.turn.auth import Authenticator
-from edge.turn.engine import RelayAddresses, TurnEngine
-from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_udp, relay_binder
 from edge.pool.service import PoolMembership, describe_node
 from edge.pool.store import open_store
+from edge.turn.auth import Authenticator
+from edge.turn.engine import RelayAddresses, TurnEngine
+from edge.turn.io import (
+    TurnStreamFactory,
+    UdpTurnListener,
+    bind_stream,
+    bind_udp,
+    relay_binder,
+)
 from edge.turn.policy import Limits, PeerPolicy
-from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 from edge.turn.ports import PortPool
+from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
 
 def limits_from(config: Config) -> Limits:
@@ -42,9 +49,12 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.tim
     nonce_key = hmac.new(secrets[0].encode(), b"umedge turn nonce key", hashlib.sha256).digest()
     limits = limits_from(config)
     authenticator = Authenticator(e.realm, lambda: secrets, nonce_key, limits.nonce_lifetime, clock)
-    own = {a for a in (e.listen_address, e.relay_address, e.relay_address_v6, e.external_address,
-                       config.node.listen_address) if a and a not in ("0.0.0.0", "::")}
-    policy = PeerPolicy.from_config(e.allowed_peer_networks, e.denied_peer_networks, own)
+    specific = lambda *addresses: {a for a in addresses if a and a not in ("0.0.0.0", "::")}  # noqa: E731
+    listener_ports = {row.port for row in listeners(config, ROLES) if not row.is_range}
+    policy = PeerPolicy.from_config(
+        e.allowed_peer_networks, e.denied_peer_networks,
+        specific(e.listen_address, config.node.listen_address),
+        specific(e.relay_address, e.relay_address_v6, e.external_address), listener_ports)
     bind = {4: e.relay_address} if ":" not in e.relay_address else {6: e.relay_address}
     if e.relay_address_v6:
         bind[6] = e.relay_address_v6
@@ -144,8 +154,7 @@ class TurnService(service.MultiService):
             raise
         lim = self.config.limits
         limiter = RateLimiter(lim.stun_requests_per_second, lim.stun_burst)  # one bucket per source address
-        guard = ConnectionLimits(lim.connections_per_source, lim.max_connections, lim.handshake_timeout,
-                                 lim.idle_timeout)
+        guard = ConnectionLimits.of(self.config.limits)
         self._udp = UdpTurnListener(loop, udp, engine, limiter)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.

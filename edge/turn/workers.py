@@ -48,6 +48,11 @@ class RelayWorkers:
                 problems.append(f"TURN worker {index} did not start (exit {process.poll()})")
         return problems
 
+    def signal(self, number: int) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(number)
+
     def stop(self, timeout: float = 3.0) -> None:
         for process in self.processes:
             if process.poll() is None:

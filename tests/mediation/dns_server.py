@@ -1,6 +1,6 @@
 """A test DNS server on 127.0.0.1 (twisted.names): SRV and A records from a JSON zone file.
 
-Run: python -m tests.mediation.dns_server PORT ZONE.json; it prints "ready" once listening. The
+Run: python -m tests.mediation.dns_server PORT ZONE.json [ADDRESS...]; it prints "ready" once listening. The
 zone file is re-read on every query, so tests can change answers while it runs.
 """
 
@@ -41,10 +41,12 @@ class JsonZone:
 
 def main() -> None:
     port, zone = int(sys.argv[1]), Path(sys.argv[2])
+    interfaces = sys.argv[3:] or ["127.0.0.1"]  # the NAT lab serves its namespaces' addresses
     factory = server.DNSServerFactory(authorities=[JsonZone(zone)])
     factory.noisy = False
-    reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-    reactor.listenTCP(port, factory, interface="127.0.0.1")
+    for interface in interfaces:
+        reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=interface)
+        reactor.listenTCP(port, factory, interface=interface)
     reactor.callWhenRunning(lambda: print("ready", flush=True))
     reactor.run()
 

@@ -80,7 +80,8 @@ class Harness:
         auth = Authenticator(REALM, lambda: [SECRET], b"k" * 32, 600, self.clock)
         bind_addresses = {4: "198.51.100.1", **({6: "2001:db8::1"} if v6 else {})}
         self.engine = TurnEngine(
-            auth, limits or Limits(), PeerPolicy.from_config(allowed, (), {"198.51.100.1"}),
+            auth, limits or Limits(),
+            PeerPolicy.from_config(allowed, (), {"198.51.100.2"}, {"198.51.100.1"}, {3478, 5349}),
             RelayAddresses(bind_addresses, {4: advertise} if advertise else {}),
             PortPool(50000, 50099), bind, self.clock, alternates)
         self.link = FakeLink()
@@ -283,8 +284,11 @@ def test_another_username_on_the_allocation_gets_441() -> None:
 def test_peer_policy() -> None:
     h = Harness()
     h.allocate()
-    for denied in ("127.0.0.1", "0.1.2.3", "169.254.1.1", "224.0.0.5", "255.255.255.255", "198.51.100.1"):
+    for denied in ("127.0.0.1", "0.1.2.3", "169.254.1.1", "224.0.0.5", "255.255.255.255", "198.51.100.2"):
         assert code(h.permission(denied)) == 403, denied
+    assert h.permission("198.51.100.1").msg_class == stun.SUCCESS  # another relay of this edge
+    assert code(h.bind_channel(0x4005, "198.51.100.1", 3478)) == 403  # but not the edge's own TURN port
+    assert h.bind_channel(0x4006, "198.51.100.1", 50001).msg_class == stun.SUCCESS
     assert code(h.permission("2001:db8::5")) == 443
     assert h.permission("203.0.113.5").msg_class == stun.SUCCESS
     assert code(h.request(stun.CREATE_PERMISSION, [])) == 400

@@ -15,6 +15,7 @@ the client asked for it.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,9 +23,15 @@ from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from um.sip.message import Request, Response, make_response
 from um.sip.headers import parse_cseq, parse_via
-from um.sip.parser import MAX_MESSAGE_BYTES, SipParseError, StreamParser, validate_request, validate_response
+from um.sip.message import Request, Response, make_response
+from um.sip.parser import (
+    MAX_MESSAGE_BYTES,
+    SipParseError,
+    StreamParser,
+    validate_request,
+    validate_response,
+)
 from um.sip.transaction import RELIABLE, TransactionLayer
 
 
@@ -75,6 +82,28 @@ def fix_via(request: Request, peer: Peer) -> None:
     headers = request.headers
     rest = (headers.get("Via") or "").split(",", 1)
     headers.replace_first("Via", str(via) + ("," + rest[1] if len(rest) > 1 else ""))
+
+
+KNOWN_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+                           "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "SERVICE"))
+
+
+class SipStats:
+    """Requests by method and responses by code, process-wide (bounded labels for /metrics)."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.responses: Counter[str] = Counter()
+        self.rate_limited = 0
+
+    def request(self, method: str) -> None:
+        self.requests[method if method in KNOWN_METHODS else "other"] += 1
+
+    def response(self, status: int) -> None:
+        self.responses[str(status) if 100 <= status <= 699 else "other"] += 1
+
+
+STATS = SipStats()
 
 
 class SipStreamProtocol(Protocol):
@@ -185,6 +214,21 @@ class SipStreamProtocol(Protocol):
         if kind == "ack":
             return
         txn = event.transaction
+        STATS.request(request.method)
+        limiter = getattr(self.factory, "limiter", None)
+        if limiter is not None and not limiter.allow(peer.host):
+            STATS.rate_limited += 1
+            if limiter.should_log(peer.host):
+                self.log.warn("{role}: SIP requests from {host} exceed {rate}/s: answering 503",
+                              role=self._role, host=peer.host, rate=limiter.rate)
+            if request.method != "ACK":
+                busy = make_response(request, 503, "Service Unavailable - request rate exceeded",
+                                     [("Retry-After", "5")])
+                if txn is not None:
+                    self._send(txn, busy, now)
+                else:
+                    self._write(busy)
+            return
         try:
             result = self._handler(request, peer)
         except Exception:  # noqa: BLE001
@@ -200,7 +244,7 @@ class SipStreamProtocol(Protocol):
             if txn is not None:
                 self._send(txn, result, now)
             else:
-                self.transport.write(result.encode())
+                self._write(result)
 
     def _handler_failed(self, failure: Any, request: Request, peer: Peer) -> Response:
         self.log.failure("handler failed for {method} from {host}", failure, method=request.method,
@@ -213,10 +257,15 @@ class SipStreamProtocol(Protocol):
         if txn is not None:
             self._send(txn, response, time.monotonic())
         else:
-            self.transport.write(response.encode())
+            self._write(response)
 
     def _send(self, txn: Any, response: Response, now: float) -> None:
+        STATS.response(response.status)
         self.transport.write(self._transactions.send_response(txn, response, now))
+
+    def _write(self, response: Response) -> None:
+        STATS.response(response.status)
+        self.transport.write(response.encode())
 
     def send_request(self, request: Request) -> None:
         """Send a request on this connection (an in-dialog BYE, for example), outside any transaction."""
@@ -229,7 +278,7 @@ class SipStreamProtocol(Protocol):
                       host=peer.host, status=error.status, reason=error.reason)
         request = error.partial
         if request is not None and request.method != "ACK" and request.headers.get("Via"):
-            self.transport.write(make_response(request, error.status, error.reason).encode())
+            self._write(make_response(request, error.status, error.reason))
         if error.fatal:
             self._closing = True
             self.transport.loseConnection()
@@ -247,9 +296,10 @@ class SipStreamFactory(Factory):
     tick_interval = 1.0
 
     def __init__(self, handler: Handler, transport_name: str, role: str,
-                 max_message: int = MAX_MESSAGE_BYTES) -> None:
+                 max_message: int = MAX_MESSAGE_BYTES, limiter: Any = None) -> None:
         self.handler, self.transport_name, self.role = handler, transport_name, role
         self.max_message = max_message
+        self.limiter = limiter  # um.netguard.RateLimiter: requests per source address (None: unlimited)
         self.transactions = TransactionLayer(RELIABLE)
         self._ticker: task.LoopingCall | None = None
 

@@ -1,0 +1,283 @@
+"""The voicemail store under `[node] state_dir`/voicemail: one WAV and one JSON per message.
+
+    voicemail/.tmp/                 recordings in progress (emptied when a worker starts)
+    voicemail/<mailbox>/<id>.wav    G.711 audio as received (WAVE_FORMAT_MULAW/ALAW)
+    voicemail/<mailbox>/<id>.json   caller, called mailbox, time, duration, codec, size, SHA-256, read
+
+Crash safety: audio is written to a temp file in .tmp (same file system),
+the header is completed, the file fsynced and renamed to <id>.wav; then the
+JSON is written the same way (temp, fsync, rename) and the directory
+fsynced. A message exists only once its JSON does, and the JSON only
+exists for a complete WAV, so a crash at any point leaves no message or a
+whole one. Orphans (a WAV whose JSON never came, temp files) are removed by
+`recover()` when a worker starts, and are never listed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from um.worker import wav
+
+ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
+MAILBOX_PATTERN = re.compile(r"^[0-9A-Za-z+][0-9A-Za-z+._-]{0,63}$")
+
+
+class StoreError(Exception):
+    pass
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, mode: int = 0o640) -> None:
+    """Write `data` to a temp file, fsync it, rename it over `path`, fsync the directory."""
+    tmp_dir = tmp_dir or path.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def check_mailbox(mailbox: str) -> str:
+    if not isinstance(mailbox, str) or not MAILBOX_PATTERN.match(mailbox):
+        raise StoreError(f"mailbox {mailbox!r}: allowed digits, letters, '+', '.', '_', '-' (1-64)")
+    return mailbox
+
+
+def check_id(message_id: str) -> str:
+    if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
+        raise StoreError(f"message id {message_id!r}: allowed YYYYMMDDTHHMMSSZ-xxxxxxxx")
+    return message_id
+
+
+@dataclass
+class Message:
+    id: str
+    mailbox: str
+    caller: str
+    caller_name: str
+    time: str          # ISO 8601, UTC
+    timestamp: float
+    duration: float    # seconds
+    codec: str         # PCMU or PCMA
+    bytes: int         # audio bytes (one per sample)
+    sha256: str        # of the WAV file
+    call_id: str = ""
+    read: bool = False
+    reason: str = ""   # what ended the recording: bye, hash, silence, max-length
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Recording:
+    """One message being recorded: audio appended to a temp file; commit() makes it a message."""
+
+    def __init__(self, store: "VoicemailStore", mailbox: str, codec: str, caller: str = "", caller_name: str = "",
+                 call_id: str = "") -> None:
+        self.store, self.mailbox, self.codec = store, check_mailbox(mailbox), codec
+        self.caller, self.caller_name, self.call_id = caller, caller_name, call_id
+        self.started = time.time()
+        self.id = dt.datetime.fromtimestamp(self.started, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + \
+            "-" + secrets.token_hex(4)
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = store.tmp_dir / f"{self.id}.wav.part"
+        self._file: BinaryIO | None = open(self.tmp_path, "wb")
+        self._file.write(wav.header(codec, 0))  # completed at commit
+        self.samples = 0
+        self.closed = False
+
+    @property
+    def duration(self) -> float:
+        return self.samples / wav.RATE
+
+    def write(self, audio: bytes) -> None:
+        if self._file is not None:
+            self._file.write(audio)
+            self.samples += len(audio)
+
+    def abort(self) -> None:
+        """Drop the recording (too short, or the worker is stopping)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.closed = True
+        try:
+            self.tmp_path.unlink()
+        except OSError:
+            pass
+
+    def commit(self, reason: str = "", keep: int | None = None) -> Message:
+        """Complete the WAV (first `keep` samples), fsync, rename; then the JSON the same way. Blocking."""
+        handle = self._file
+        if handle is None:
+            raise StoreError("recording already closed")
+        self._file = None
+        self.closed = True
+        try:
+            if keep is not None and 0 <= keep < self.samples:
+                handle.flush()
+                handle.truncate(wav.HEADER_BYTES + keep)
+                handle.seek(0, 2)
+                self.samples = keep
+            if self.samples & 1:
+                handle.write(b"\x00")  # RIFF chunks are word aligned
+            handle.seek(0)
+            handle.write(wav.header(self.codec, self.samples))
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            digest = hashlib.sha256(self.tmp_path.read_bytes()).hexdigest()
+            folder = self.store.mailbox_dir(self.mailbox)
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp_path, folder / f"{self.id}.wav")
+            fsync_dir(folder)
+            message = Message(self.id, self.mailbox, self.caller, self.caller_name,
+                              dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+                              self.started, round(self.duration, 3), self.codec, self.samples, digest, self.call_id,
+                              False, reason)
+            atomic_write(folder / f"{self.id}.json", json.dumps(message.as_dict(), indent=1).encode(),
+                         self.store.tmp_dir)
+            return message
+        except BaseException:
+            handle.close()
+            try:
+                self.tmp_path.unlink()
+            except OSError:
+                pass
+            raise
+
+
+class VoicemailStore:
+    def __init__(self, state_dir: str | Path) -> None:
+        self.root = Path(state_dir) / "voicemail"
+        self.tmp_dir = self.root / ".tmp"
+
+    def mailbox_dir(self, mailbox: str) -> Path:
+        return self.root / check_mailbox(mailbox)
+
+    def recover(self) -> list[str]:
+        """Remove what a crash left: temp files and WAVs without their JSON. Returns what was removed."""
+        removed = []
+        if self.tmp_dir.is_dir():
+            for path in self.tmp_dir.iterdir():
+                path.unlink(missing_ok=True)
+                removed.append(str(path))
+        if self.root.is_dir():
+            for folder in self.root.iterdir():
+                if not folder.is_dir() or folder.name.startswith("."):
+                    continue
+                for path in folder.glob("*.wav"):
+                    if not path.with_suffix(".json").exists():
+                        path.unlink(missing_ok=True)
+                        removed.append(str(path))
+                for path in folder.glob(".*.tmp"):
+                    path.unlink(missing_ok=True)
+                    removed.append(str(path))
+        return removed
+
+    def start(self, mailbox: str, codec: str, caller: str = "", caller_name: str = "",
+              call_id: str = "") -> Recording:
+        return Recording(self, mailbox, codec, caller, caller_name, call_id)
+
+    def _load(self, path: Path) -> Message | None:
+        try:
+            data = json.loads(path.read_text())
+            message = Message(**{k: data[k] for k in Message.__dataclass_fields__ if k in data})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return message if path.with_suffix(".wav").exists() else None
+
+    def messages(self, mailbox: str | None = None) -> list[Message]:
+        """Every whole message (of one mailbox), oldest first."""
+        if not self.root.is_dir():
+            return []
+        folders = [self.mailbox_dir(mailbox)] if mailbox else [
+            f for f in self.root.iterdir() if f.is_dir() and not f.name.startswith(".")]
+        found = []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("*.json"):
+                if ID_PATTERN.match(path.stem):
+                    message = self._load(path)
+                    if message is not None:
+                        found.append(message)
+        return sorted(found, key=lambda m: (m.timestamp, m.id))
+
+    def counts(self, mailbox: str) -> tuple[int, int]:
+        """(new, total) messages of a mailbox."""
+        messages = self.messages(mailbox)
+        return sum(1 for m in messages if not m.read), len(messages)
+
+    def find(self, message_id: str) -> Message:
+        check_id(message_id)
+        if self.root.is_dir():
+            for path in self.root.glob(f"*/{message_id}.json"):
+                message = self._load(path)
+                if message is not None:
+                    return message
+        raise StoreError(f"no message {message_id}")
+
+    def wav_path(self, message: Message) -> Path:
+        return self.mailbox_dir(message.mailbox) / f"{message.id}.wav"
+
+    def audio(self, message: Message) -> wav.Wav:
+        return wav.read(self.wav_path(message))
+
+    def verify(self, message: Message) -> bool:
+        """The WAV is whole: its SHA-256 matches and its data chunk holds `bytes` samples."""
+        blob = self.wav_path(message).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != message.sha256:
+            return False
+        return len(wav.decode(blob).data) == message.bytes
+
+    def mark_read(self, message: Message, read: bool = True) -> None:
+        message.read = read
+        atomic_write(self.mailbox_dir(message.mailbox) / f"{message.id}.json",
+                     json.dumps(message.as_dict(), indent=1).encode(), self.tmp_dir)
+
+    def delete(self, message: Message) -> None:
+        folder = self.mailbox_dir(message.mailbox)
+        (folder / f"{message.id}.json").unlink(missing_ok=True)
+        (folder / f"{message.id}.wav").unlink(missing_ok=True)
+        fsync_dir(folder)
+
+    def export(self, message_id: str, target: Path, pcm16: bool = False) -> Message:
+        """Copy a message's WAV to `target` (as stored, or decoded to 16-bit PCM), atomically."""
+        message = self.find(message_id)
+        audio = self.audio(message)
+        blob = wav.encode("L16", audio.as_pcm16()) if pcm16 else wav.encode(audio.codec, audio.data)
+        atomic_write(target.resolve(), blob)
+        return message
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.messages())

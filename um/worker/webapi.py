@@ -1,0 +1,271 @@
+"""UM web services on `[web] http_port`: play-on-phone and PIN reset (HTTPS only), worker status.
+
+    POST /v1/play-on-phone  {"number": "+15551234", "message": "<id>", "gateway"?: "HOST:PORT", "wait"?: bool}
+        the worker calls `number` through a gateway and plays the message;
+        202 {"status": "calling", ...} at once, or with "wait": true 200 with the outcome
+    POST /v1/pin-reset      {"mailbox": "1001", "pin"?: "246813"}
+        a new PIN (the one given, or a generated one, returned) and the lockout cleared
+    GET  /v1/voicemail[?mailbox=EXT]   the messages (id, mailbox, caller, time, duration, codec)
+    GET  /v1/worker                    calls, media and token counters (no authentication, like /v1/status)
+
+The web port speaks plain HTTP and HTTPS (node certificate, optional client
+certificate) on the same socket: the first byte of a connection (0x16, a TLS
+handshake) says which. The status page answers on both; the UM web services
+only over HTTPS, authenticated like the token service: a pool-CA client
+certificate, or `Authorization: Bearer KEY` with a key of `[auth] api_keys`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import urllib.parse
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web import resource, server
+
+from um.worker.pins import PinPolicyError
+from um.worker.store import StoreError, VoicemailStore, check_mailbox
+
+log = Logger(namespace="umedge.worker.web")
+MAX_BODY = 8 * 1024
+
+
+class _Sniffer(Protocol):
+    """Reads the first byte, then hands the connection to the TLS or the plain factory's protocol."""
+
+    def __init__(self, plain: Factory, tls: Factory | None, addr: Any) -> None:
+        self.plain, self.tls, self.addr = plain, tls, addr
+
+    def dataReceived(self, data: bytes) -> None:
+        factory = self.tls if (data[:1] == b"\x16" and self.tls is not None) else self.plain
+        protocol = factory.buildProtocol(self.addr)
+        if protocol is None:
+            self.transport.loseConnection()
+            return
+        self.transport.protocol = protocol
+        protocol.makeConnection(self.transport)
+        protocol.dataReceived(data)
+
+
+class SniffingFactory(Factory):
+    noisy = False
+
+    def __init__(self, plain: Factory, tls: Factory | None) -> None:
+        self.plain, self.tls = plain, tls
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return _Sniffer(self.plain, self.tls, addr)
+
+    def doStart(self) -> None:
+        self.plain.doStart()
+        if self.tls is not None:
+            self.tls.doStart()
+        super().doStart()
+
+    def doStop(self) -> None:
+        self.plain.doStop()
+        if self.tls is not None:
+            self.tls.doStop()
+        super().doStop()
+
+
+def _json(request: server.Request, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, indent=1).encode() + b"\n"
+
+
+class ApiKeyMatcher:
+    """[auth] api_keys, compared by SHA-256 in constant time; a key is named by "key-" + 8 hex digits."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._digests = [(hashlib.sha256(k.encode()).digest(), "key-" + hashlib.sha256(k.encode()).hexdigest()[:8])
+                         for k in keys]
+
+    def match(self, presented: str) -> str | None:
+        digest = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
+        found = None
+        for candidate, ident in self._digests:
+            if hmac.compare_digest(candidate, digest):
+                found = ident
+        return found
+
+
+class UmWebServices(resource.Resource):
+    """/v1/play-on-phone, /v1/pin-reset, /v1/voicemail, /v1/worker; everything else goes to `fallback`."""
+
+    isLeaf = True
+    PATHS = (b"/v1/play-on-phone", b"/v1/pin-reset", b"/v1/voicemail", b"/v1/worker")
+
+    def __init__(self, fallback: resource.Resource, worker: Callable[[], Any], keys: ApiKeyMatcher,
+                 state_dir: str) -> None:
+        super().__init__()
+        self.fallback, self.worker, self.keys = fallback, worker, keys
+        self.store = VoicemailStore(state_dir)
+
+    def render(self, request: server.Request) -> Any:
+        path = request.path
+        if path not in self.PATHS:
+            return self.fallback.render(request)
+        service = self.worker()
+        if path == b"/v1/worker" and request.method == b"GET":
+            if service is None:
+                return _json(request, 503, {"error": "the worker role does not run in this process"})
+            return _json(request, 200, service.context.status())
+        if not request.isSecure():
+            return _json(request, 403, {"error": "UM web services need HTTPS (same port, TLS)"})
+        requester, status, error = self._authenticate(request)
+        if requester is None:
+            if status == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
+            return _json(request, status, {"error": error})
+        allowed = {b"/v1/play-on-phone": b"POST", b"/v1/pin-reset": b"POST", b"/v1/voicemail": b"GET"}[path]
+        if request.method != allowed:
+            request.setHeader(b"allow", allowed)
+            return _json(request, 405, {"error": "method not allowed"})
+        if path == b"/v1/voicemail":
+            return self._voicemail(request)
+        body, problem = self._body(request)
+        if problem is not None:
+            return _json(request, *problem)
+        if service is None:
+            return _json(request, 503, {"error": "the worker role does not run in this process"})
+        if path == b"/v1/pin-reset":
+            return self._pin_reset(request, service, body, requester)
+        return self._play_on_phone(request, service, body, requester)
+
+    def _authenticate(self, request: server.Request) -> tuple[str | None, int, str]:
+        transport = getattr(request.channel, "transport", None)
+        get_cert = getattr(transport, "getPeerCertificate", None)
+        cert = get_cert() if get_cert is not None else None
+        peer = request.getClientAddress()
+        where = f"{getattr(peer, 'host', '-')}:{getattr(peer, 'port', '-')}"
+        if cert is not None:  # verified against the pool CA in the handshake
+            return f"cert:{cert.get_subject().commonName}@{where}", 200, ""
+        header = request.getHeader("authorization")
+        if header is None:
+            return None, 401, "authentication required: a pool-CA client certificate or Authorization: Bearer <API key>"
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, 401, "Authorization must be Bearer <API key>"
+        ident = self.keys.match(token.strip())
+        if ident is None:
+            return None, 403, "API key not accepted"
+        return f"apikey:{ident}@{where}", 200, ""
+
+    @staticmethod
+    def _body(request: server.Request) -> tuple[dict[str, Any], tuple[int, Any] | None]:
+        content_type = (request.getHeader("content-type") or "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return {}, (415, {"error": "Content-Type must be application/json", "field": "body"})
+        data = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(data) > MAX_BODY:
+            return {}, (413, {"error": f"body larger than {MAX_BODY} bytes", "field": "body"})
+        try:
+            body = json.loads(data or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return {}, (400, {"error": "body is not valid JSON", "field": "body"})
+        if not isinstance(body, dict):
+            return {}, (400, {"error": "body must be a JSON object", "field": "body"})
+        return body, None
+
+    def _voicemail(self, request: server.Request) -> bytes:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.uri.decode("latin-1")).query)
+        mailbox = (query.get("mailbox") or [None])[0]
+        try:
+            messages = self.store.messages(mailbox)
+        except StoreError as error:
+            return _json(request, 400, {"error": str(error), "field": "mailbox"})
+        return _json(request, 200, [m.as_dict() for m in messages])
+
+    def _pin_reset(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> bytes:
+        unknown = sorted(set(body) - {"mailbox", "pin"})
+        if unknown:
+            return _json(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: mailbox, pin",
+                                        "field": unknown[0]})
+        mailbox, pin = body.get("mailbox"), body.get("pin")
+        try:
+            check_mailbox(mailbox)  # type: ignore[arg-type]
+        except StoreError as error:
+            return _json(request, 400, {"error": str(error), "field": "mailbox"})
+        context = service.context
+        if context.directory.plans and not context.directory.known(mailbox):
+            return _json(request, 404, {"error": f"no mailbox {mailbox}", "field": "mailbox"})
+        if pin is not None and not isinstance(pin, str):
+            return _json(request, 400, {"error": "pin must be a string of digits", "field": "pin"})
+        try:
+            new_pin = context.pins.reset(mailbox, pin)
+        except PinPolicyError as error:
+            return _json(request, 400, {"error": str(error), "field": "pin"})
+        log.info("PIN of mailbox {mailbox} reset by {who}", mailbox=mailbox, who=requester)
+        answer: dict[str, Any] = {"mailbox": mailbox, "locked": False}
+        if pin is None:
+            answer["pin"] = new_pin  # generated: the caller must learn it
+        return _json(request, 200, answer)
+
+    def _play_on_phone(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> Any:
+        from um.worker.calls import _hostport, play_on_phone
+
+        unknown = sorted(set(body) - {"number", "message", "gateway", "wait"})
+        if unknown:
+            return _json(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: number, message, "
+                                                 "gateway, wait", "field": unknown[0]})
+        number = body.get("number")
+        if not isinstance(number, str) or not number.lstrip("+").isdigit() or len(number) > 32:
+            return _json(request, 400, {"error": "number must be digits with an optional '+'", "field": "number"})
+        try:
+            message = self.store.find(body.get("message"))  # type: ignore[arg-type]
+        except StoreError as error:
+            return _json(request, 404 if "no message" in str(error) else 400, {"error": str(error),
+                                                                                "field": "message"})
+        gateway = None
+        if body.get("gateway") is not None:
+            try:
+                gateway = _hostport(str(body["gateway"]))
+            except ValueError:
+                return _json(request, 400, {"error": "gateway must be HOST:PORT", "field": "gateway"})
+        log.info("play-on-phone: {who} asks to play {message} to {number}", who=requester, message=message.id,
+                 number=number)
+        task = asyncio.ensure_future(play_on_phone(service.context, number, message, gateway=gateway))
+        if not body.get("wait"):
+            task.add_done_callback(lambda t: t.exception() and log.warn("play-on-phone failed: {e!r}",
+                                                                        e=t.exception()))
+            return _json(request, 202, {"status": "calling", "number": number, "message": message.id})
+
+        def done(result: dict[str, Any]) -> None:
+            request.write(_json(request, 200, {"status": "done", **result}))
+            request.finish()
+
+        def failed(failure: Any) -> None:
+            request.write(_json(request, 502, {"status": "failed", "error": failure.getErrorMessage()}))
+            request.finish()
+
+        defer.Deferred.fromFuture(task).addCallbacks(done, failed)
+        return server.NOT_DONE_YET
+
+
+def web_factory(site: server.Site, config: Any, state: Any) -> Factory:
+    """The web listener: the status site plus the UM web services, HTTP and HTTPS on one port."""
+    from certs import tls
+
+    services = UmWebServices(site.resource, lambda: getattr(state, "worker", None),
+                             ApiKeyMatcher(tuple(config.auth.api_keys)), config.node.state_dir)
+    combined = server.Site(services)
+    combined.displayTracebacks = False
+    combined.noisy = False
+    try:
+        options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="optional",
+                                     alpn=(b"http/1.1",))
+        secure: Factory | None = TLSMemoryBIOFactory(options, False, combined)
+    except Exception as error:  # noqa: BLE001 - no certificate yet: HTTP only
+        log.warn("web: HTTPS not available ({error}); UM web services are off", error=error)
+        secure = None
+    return SniffingFactory(combined, secure)

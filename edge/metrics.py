@@ -83,6 +83,12 @@ class NodeCollector:
         yield _counter("umedge_tokens_issued", "Media tokens issued, by path", ["path"],
                        {(path,): audit.ISSUED.get(path, 0) for path in ("mras", "https", "cli")})
         yield _gauge("umedge_calls_active", "Calls on the UM worker slots now", state.calls_active())
+        worker = getattr(getattr(state, "worker", None), "context", None)
+        counters: dict[str, int] = dict(getattr(worker, "counters", {}) or {})
+        yield _counter("umedge_voicemails_stored", "Voicemail messages stored whole", [],
+                       {(): counters.get("messages", 0)})
+        yield _counter("umedge_worker_calls", "Calls the UM worker answered, by outcome", ["outcome"],
+                       {(k,): counters.get(k, 0) for k in ("answered", "rejected", "messages_discarded")})
         mediation = state.mediation.snapshot() if state.mediation is not None else []
         yield _gauge("umedge_mediation_registered", "1 when registered at (or, in static mode, keepalive-ok "
                      "with) the mediation server", 0, ["server"],

@@ -29,6 +29,7 @@ class NodeState:
         self.mediation: Any = None  # edge.mediation.registration.MediationService
         self.um: Any = None  # um.callrouter.UmRoles
         self.issuer: Any = None  # edge.auth.issuer.TokenIssuer shared by the MRAS and HTTPS paths
+        self.worker: Any = None  # um.worker.service.WorkerService
         self.sip_limiter: Any = None  # um.netguard.RateLimiter shared by the SIP listeners
         self.guards: list[Any] = []  # um.netguard.ConnectionGuard of each SIP listener
         self.draining = False

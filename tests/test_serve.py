@@ -188,6 +188,7 @@ def test_web_and_https_endpoints(serve: ServeProcess, node: NodeFiles) -> None:
     assert len(ports) == 16
     metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
     assert 'umedge_turn_allocations_active{transport="udp"} 0.0' in metrics
+    assert "umedge_voicemails_stored_total 0.0" in metrics and "umedge_sip_requests_total" in metrics
     https = f"https://127.0.0.1:{node.port('auth', 'https_port')}/healthz"
     context = tls_context(node.certs_dir)
     context.check_hostname = False  # the URL names the IP; the CA check still applies

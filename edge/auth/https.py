@@ -21,9 +21,9 @@ from typing import Any, Callable
 from twisted.web import server
 
 from edge.auth import audit
-from edge.auth.apikeys import ApiKeys, bearer
 from edge.auth.issuer import IdentityError, TokenIssuer
 from edge.web import JsonRoutes
+from um.apikeys import ApiKeys, bearer
 
 MAX_BODY = 8 * 1024
 FIELDS = ("identity", "ttl")

@@ -9,13 +9,13 @@ from __future__ import annotations
 from twisted.application import internet, service
 
 from certs import tls
-from edge.auth.apikeys import ApiKeys
 from edge.auth.https import CredentialsEndpoint, credentials_site
 from edge.auth.issuer import TokenIssuer
 from edge.auth.mras_sip import MrasHandler
 from edge.auth.relays import Members, pool_media_relays, pool_turn_uris
 from edge.config_schema import Config
 from edge.listeners import Listener
+from um.apikeys import ApiKeys
 from um.netguard import ConnectionGuard, ConnectionLimits
 from um.sip.stream import SipStreamFactory
 

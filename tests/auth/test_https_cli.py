@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 from aioice import stun
 
-from tests.auth.conftest import (API_KEY, OLD_SECRET, SECRET, EdgeNode, allocate, allocate_at,
-                                 https_connection, https_post)
+from tests.auth.conftest import (
+    API_KEY,
+    OLD_SECRET,
+    SECRET,
+    EdgeNode,
+    allocate,
+    allocate_at,
+    https_connection,
+    https_post,
+)
 from tests.conftest import ServeProcess, umedge, write_config
 
 

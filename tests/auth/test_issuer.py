@@ -8,13 +8,13 @@ from typing import Any, Iterator
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
-from edge.auth.apikeys import ApiKeys, bearer, key_id
 from edge.auth.issuer import IdentityError, TokenIssuer, identity_domain
 from edge.auth.mras_sip import MrasHandler
 from edge.auth.relays import for_location, media_relays, turn_uris
 from edge.config import load
 from edge.tokens import password_for
 from tests.auth.test_mras_codec import LYNC_REQUEST, request_with
+from um.apikeys import ApiKeys, bearer, key_id
 from um.mras import codec
 
 SECRET = "unit-test-secret-0123456789"

@@ -9,8 +9,17 @@ import time
 import pytest
 from aioice import stun
 
-from tests.auth.conftest import (CONTENT_TYPE, EdgeNode, allocate, process_cpu, read_sip, sip_exchange,
-                                 sip_request, tls_connect, tls_context)
+from tests.auth.conftest import (
+    CONTENT_TYPE,
+    EdgeNode,
+    allocate,
+    process_cpu,
+    read_sip,
+    sip_exchange,
+    sip_request,
+    tls_connect,
+    tls_context,
+)
 from tests.auth.test_mras_codec import BILLION_LAUGHS, LYNC_REQUEST, request_with
 from um.mras import codec
 from um.mras.client import MrasClient, MrasRefused, MrasSipError, client_ssl_context

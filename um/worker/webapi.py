@@ -18,8 +18,6 @@ certificate, or `Authorization: Bearer KEY` with a key of `[auth] api_keys`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import urllib.parse
 from typing import Any, Callable
@@ -30,6 +28,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 
+from um.apikeys import ApiKeys
 from um.worker.pins import PinPolicyError
 from um.worker.store import StoreError, VoicemailStore, check_mailbox
 
@@ -83,29 +82,13 @@ def _json(request: server.Request, status: int, body: Any) -> bytes:
     return json.dumps(body, indent=1).encode() + b"\n"
 
 
-class ApiKeyMatcher:
-    """[auth] api_keys, compared by SHA-256 in constant time; a key is named by "key-" + 8 hex digits."""
-
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self._digests = [(hashlib.sha256(k.encode()).digest(), "key-" + hashlib.sha256(k.encode()).hexdigest()[:8])
-                         for k in keys]
-
-    def match(self, presented: str) -> str | None:
-        digest = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
-        found = None
-        for candidate, ident in self._digests:
-            if hmac.compare_digest(candidate, digest):
-                found = ident
-        return found
-
-
 class UmWebServices(resource.Resource):
     """/v1/play-on-phone, /v1/pin-reset, /v1/voicemail, /v1/worker; everything else goes to `fallback`."""
 
     isLeaf = True
     PATHS = (b"/v1/play-on-phone", b"/v1/pin-reset", b"/v1/voicemail", b"/v1/worker")
 
-    def __init__(self, fallback: resource.Resource, worker: Callable[[], Any], keys: ApiKeyMatcher,
+    def __init__(self, fallback: resource.Resource, worker: Callable[[], Any], keys: ApiKeys,
                  state_dir: str) -> None:
         super().__init__()
         self.fallback, self.worker, self.keys = fallback, worker, keys
@@ -257,7 +240,7 @@ def web_factory(site: server.Site, config: Any, state: Any) -> Factory:
     from certs import tls
 
     services = UmWebServices(site.resource, lambda: getattr(state, "worker", None),
-                             ApiKeyMatcher(tuple(config.auth.api_keys)), config.node.state_dir)
+                             ApiKeys(tuple(config.auth.api_keys)), config.node.state_dir)
     combined = server.Site(services)
     combined.displayTracebacks = False
     combined.noisy = False

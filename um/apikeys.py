@@ -1,4 +1,6 @@
-"""Bearer API keys for the HTTPS token endpoint ([auth].api_keys), compared in constant time.
+"""Bearer API keys ([auth].api_keys) for the HTTPS token API and the UM web services, compared in constant time.
+
+In um/ (the lower layer) so the worker's web services and the edge's token API share one implementation.
 
 A key is never logged or echoed; logs name it by its id, "key-" plus the
 first 8 hex digits of its SHA-256, which an operator computes with

@@ -365,6 +365,7 @@ class EdgeConfig:
     allocation_bandwidth_kbps: int = key(bandwidth)
     alternate_servers: tuple[tuple[str, int], ...] = key(host_port_list)
     workers: int = key(worker_count)
+    ms_turn: bool = key(boolean)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,10 @@ class Authenticator:
         self._nonce_lifetime = nonce_lifetime
         self._clock = clock
 
+    def secrets(self) -> Sequence[str]:
+        """The secrets tokens are validated against now (the first signs)."""
+        return self._secrets()
+
     def use_secrets(self, secrets: Callable[[], Sequence[str]]) -> None:
         """SIGHUP: validate against a new secret list (nonces stay valid: their key is kept)."""
         self._secrets = secrets

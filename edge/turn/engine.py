@@ -15,7 +15,7 @@ import secrets
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from twisted.logger import Logger
 
@@ -25,6 +25,9 @@ from edge.turn.allocation import Address, Allocation, ClientLink, RelayEndpoint
 from edge.turn.auth import Authenticator, Credentials, Rejection
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
+
+if TYPE_CHECKING:
+    from edge.msturn.server import MsTurnServer
 
 log = Logger(namespace="umedge.turn")
 SOFTWARE = stun.encode_software("umedge 0.1")
@@ -66,7 +69,7 @@ class TurnEngine:
     def __init__(self, authenticator: Authenticator, limits: Limits, policy: PeerPolicy,
                  relay_addresses: RelayAddresses, ports: PortPool, bind_relay: RelayBinder,
                  clock: Callable[[], float], alternates: Sequence[Address] | Callable[[], Sequence[Address]] = (),
-                 quota: "QuotaGate | None" = None) -> None:
+                 quota: "QuotaGate | None" = None, ms_turn: bool = True) -> None:
         self.auth = authenticator
         self.limits = limits
         self.policy = policy
@@ -85,6 +88,12 @@ class TurnEngine:
         self._finished_traffic: Counter[str] = Counter({name: 0 for name in _TRAFFIC})
         self.now = clock()
         self.accepting = True  # False while draining: no new allocations
+        # Lync's TURN dialect ([MS-TURN]) on the same ports, through the hooks below
+        self.ms_turn: MsTurnServer | None = None
+        if ms_turn:
+            from edge.msturn.server import MsTurnServer
+
+            self.ms_turn = MsTurnServer(self)
 
     # --- entry points from the I/O layer -------------------------------------------
 
@@ -96,7 +105,8 @@ class TurnEngine:
         try:
             message = stun.decode(data)
         except stun.StunDecodeError:
-            self.stats["malformed"] += 1
+            if self.ms_turn is None or not self.ms_turn.from_client(link, data):
+                self.stats["malformed"] += 1
             return
         if message.msg_class == stun.REQUEST:
             self._request(link, message)
@@ -170,18 +180,15 @@ class TurnEngine:
             peer = stun.decode_xor_address(peer_value, message.transaction_id)
         except stun.StunDecodeError:
             return
-        peer = (peer[0], peer[1])
-        relay = allocation.relays.get(6 if ":" in peer[0] else 4)
-        if relay is None or not allocation.permitted(peer[0], self.now) or not self.policy.permits_port(*peer) \
-                or not self._spend(allocation, len(payload)):
+        if not self.relay_to_peer(allocation, payload, (peer[0], peer[1])):
             self.stats["dropped_send"] += 1
-            return
-        if relay.sendto(payload, peer):
-            allocation.packets_to_peer += 1
-            allocation.bytes_to_peer += len(payload)
 
-    def from_peer(self, allocation: Allocation, data: bytes, peer: Address) -> None:
-        """A datagram arrived on one of `allocation`'s relays from `peer`."""
+    def from_peer(self, allocation: Allocation, data: bytes, peer: Address,
+                  data_indication: Callable[[bytes, Address], bytes] | None = None) -> None:
+        """A datagram arrived on one of `allocation`'s relays from `peer`.
+
+        `data_indication` frames it for a client of another dialect ([MS-TURN]).
+        """
         permission = allocation.permissions.get(peer[0])
         if permission is None or permission < self.now:
             self.stats["dropped_from_peer"] += 1
@@ -195,6 +202,8 @@ class TurnEngine:
             frame = _CHANNEL_HEADER.pack(number, size) + data
             if size & 3 and client.stream:
                 frame += b"\x00" * (4 - (size & 3))
+        elif data_indication is not None:
+            frame = data_indication(data, peer)
         else:
             tid = secrets.token_bytes(12)
             frame = stun.Message(stun.DATA, stun.INDICATION, tid, [
@@ -310,17 +319,9 @@ class TurnEngine:
         family, additional = self._families(request)
         if family not in self.relay_addresses.bind:
             raise _Refusal(440)
-        if self.per_identity[creds.identity] >= self.limits.max_allocations_per_user:
-            raise _Refusal(486)
-        if len(self.allocations) >= self.limits.max_allocations:
-            raise _Refusal(*self._capacity_refusal("allocation limit"))
-        if link in self._pending:
+        decision = self.admit(link, creds.identity)
+        if decision is None:
             return None  # a retransmission while the pool quota is being checked
-        if len(self._pending) >= self.limits.max_pending:
-            raise _Refusal(508, "Insufficient Capacity: too many allocations waiting for the pool")
-        decision = self.quota.acquire(creds.identity) if self.quota is not None else True
-        if decision is False:
-            raise _Refusal(486)
         if decision is True:
             return self._commit_allocate(link, request, creds, family, additional, even, token)
         self._pending[link] = request.transaction_id
@@ -332,10 +333,7 @@ class TurnEngine:
     def _resume_allocate(self, link: ClientLink, request: stun.Message, creds: Credentials, granted: bool,
                          commit: Callable[[], list[tuple[int, bytes]]]) -> None:
         """The pool answered the quota question for a pending Allocate."""
-        self._pending.pop(link, None)
-        if not getattr(link, "connected", True):
-            if granted and self.quota is not None:
-                self.quota.release(creds.identity)
+        if not self._quota_settled(link, creds.identity, granted):
             return
 
         def work() -> list[tuple[int, bytes]]:
@@ -394,19 +392,7 @@ class TurnEngine:
                 self._close_relay(self._reserved.pop(reservation)[0])
             raise
         lifetime = self._lifetime(request)
-        allocation = Allocation(link, creds.username, creds.identity, creds.key, creds.sha256, relays,
-                                self.now + lifetime, request.transaction_id,
-                                budget=self.limits.bandwidth_bytes_per_second, reservation=reservation)
-        for relay in relays.values():
-            relay.receiver = self._receiver(allocation)  # type: ignore[attr-defined]
-        self.allocations[link] = allocation
-        link.allocation = allocation
-        self.per_identity[creds.identity] += 1
-        self.stats["allocations_created"] += 1
-        self.stats[f"allocations_created_{link.kind}"] += 1
-        log.info("allocated {relays} for {identity} via {transport} (lifetime {lifetime}s, pid {pid})",
-                 relays=",".join(f"{r.address[0]}:{r.address[1]}" for r in relays.values()),
-                 identity=creds.identity, transport=link.kind, lifetime=lifetime, pid=os.getpid())
+        self.install_allocation(link, creds, relays, lifetime, request.transaction_id, reservation)
         attributes = [(Attr.XOR_RELAYED_ADDRESS, stun.encode_xor_address(
             *self.relay_addresses.advertised(f, relay.address[1]), request.transaction_id))
             for f, relay in relays.items()]
@@ -417,6 +403,102 @@ class TurnEngine:
             attributes.append((Attr.RESERVATION_TOKEN, stun.encode_reservation_token(reservation)))
         return attributes + address_error
 
+    # --- hooks for other dialects (edge.msturn.server): one set of rules ------------
+
+    Refusal = _Refusal
+
+    def admit(self, link: ClientLink, identity: str) -> bool | asyncio.Future[bool] | None:
+        """An Allocate's quota checks: True, a future (the pool decides), None (already waiting).
+
+        Raises Refusal (486, 508 or 300) when the node or the identity is full.
+        """
+        if self.per_identity[identity] >= self.limits.max_allocations_per_user:
+            raise _Refusal(486)
+        if len(self.allocations) >= self.limits.max_allocations:
+            raise _Refusal(*self._capacity_refusal("allocation limit"))
+        if link in self._pending:
+            return None
+        if len(self._pending) >= self.limits.max_pending:
+            raise _Refusal(508, "Insufficient Capacity: too many allocations waiting for the pool")
+        decision = self.quota.acquire(identity) if self.quota is not None else True
+        if decision is False:
+            raise _Refusal(486)
+        return decision
+
+    def wait_for_quota(self, link: ClientLink, transaction_id: bytes, identity: str,
+                       decision: asyncio.Future[bool], then: Callable[[bool], None]) -> None:
+        """Park an admitted Allocate until the pool answers; `then(granted)` if the link is still there."""
+        self._pending[link] = transaction_id
+        decision.add_done_callback(
+            lambda done: self._quota_settled(link, identity, done.result()) and then(done.result()))
+
+    def _quota_settled(self, link: ClientLink, identity: str, granted: bool) -> bool:
+        self._pending.pop(link, None)
+        if not getattr(link, "connected", True):
+            if granted and self.quota is not None:
+                self.quota.release(identity)
+            return False
+        return True
+
+    def release_quota(self, identity: str) -> None:
+        """Give back a pool quota granted by admit() that no allocation took."""
+        if self.quota is not None:
+            self.quota.release(identity)
+
+    def bind_relay(self, family: int) -> RelayEndpoint:
+        """A relay on any free port of `family`; Refusal (508/300) if none."""
+        if family not in self.relay_addresses.bind:
+            raise _Refusal(440)
+        return self._bind_any(family, False)
+
+    def install_allocation(self, link: ClientLink, creds: Credentials, relays: dict[int, RelayEndpoint],
+                           lifetime: int, created_by: bytes, reservation: bytes | None = None,
+                           data_indication: Callable[[Allocation], Callable[[bytes, Address], bytes]] | None
+                           = None) -> Allocation:
+        """Register a new allocation over bound relays (quota already granted)."""
+        allocation = Allocation(link, creds.username, creds.identity, creds.key, creds.sha256, relays,
+                                self.now + lifetime, created_by,
+                                budget=self.limits.bandwidth_bytes_per_second, reservation=reservation)
+        framer = data_indication(allocation) if data_indication is not None else None
+        for relay in relays.values():
+            relay.receiver = self._receiver(allocation, framer)  # type: ignore[attr-defined]
+        self.allocations[link] = allocation
+        link.allocation = allocation
+        self.per_identity[creds.identity] += 1
+        self.stats["allocations_created"] += 1
+        self.stats[f"allocations_created_{link.kind}"] += 1
+        log.info("allocated {relays} for {identity} via {transport} (lifetime {lifetime}s, pid {pid})",
+                 relays=",".join(f"{r.address[0]}:{r.address[1]}" for r in relays.values()),
+                 identity=creds.identity, transport=link.kind, lifetime=lifetime, pid=os.getpid())
+        return allocation
+
+    def delete_allocation(self, allocation: Allocation, why: str) -> None:
+        self._delete(allocation, why)
+
+    def clamp_lifetime(self, asked: int | None) -> int:
+        """A requested lifetime within the limits (None: the default), as Allocate/Refresh do."""
+        if asked is None:
+            return self.limits.default_lifetime
+        return max(self.limits.default_lifetime, min(asked, self.limits.max_lifetime))
+
+    def check_peer(self, host: str, port: int) -> bool:
+        """May a relay of this node send to (host, port)? (the peer policy of CreatePermission)"""
+        if not self.policy.permits(host) or (port and not self.policy.permits_port(host, port)):
+            self.stats["peer_denied"] += 1
+            return False
+        return True
+
+    def relay_to_peer(self, allocation: Allocation, payload: bytes, peer: Address) -> bool:
+        """Send `payload` from the allocation's relay (permission, port policy and bandwidth checked)."""
+        relay = allocation.relays.get(6 if ":" in peer[0] else 4)
+        if relay is None or not allocation.permitted(peer[0], self.now) or not self.policy.permits_port(*peer) \
+                or not self._spend(allocation, len(payload)):
+            return False
+        if relay.sendto(payload, peer):
+            allocation.packets_to_peer += 1
+            allocation.bytes_to_peer += len(payload)
+        return True
+
     def _capacity_refusal(self, why: str) -> tuple[int, str | None, list[tuple[int, bytes]]]:
         alternates = self._alternates()
         if alternates:
@@ -424,8 +506,14 @@ class TurnEngine:
             return 300, None, [(Attr.ALTERNATE_SERVER, stun.encode_address(host, port))]
         return 508, f"Insufficient Capacity: {why}", []
 
-    def _receiver(self, allocation: Allocation) -> Callable[[bytes, Address], None]:
+    def _receiver(self, allocation: Allocation, data_indication: Callable[[bytes, Address], bytes] | None = None
+                  ) -> Callable[[bytes, Address], None]:
         from_peer = self.from_peer
+        if data_indication is not None:
+            def receive_framed(data: bytes, peer: Address) -> None:
+                from_peer(allocation, data, peer, data_indication)
+
+            return receive_framed
 
         def receive(data: bytes, peer: Address) -> None:
             from_peer(allocation, data, peer)

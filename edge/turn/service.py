@@ -70,7 +70,8 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.tim
 
     return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
                       PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
-                      alternates=alternates_now if pool is not None else alternates, quota=quota)
+                      alternates=alternates_now if pool is not None else alternates, quota=quota,
+                      ms_turn=e.ms_turn)
 
 
 def pool_membership(config: Config, allocations: Callable[[], int],

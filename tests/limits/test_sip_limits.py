@@ -77,3 +77,35 @@ def test_sip_rate_caps_and_timeouts(tmp_path: Path) -> None:
             assert 0.8 < time.monotonic() - started < 3
     finally:
         process.kill()
+
+
+def test_total_connection_cap_and_idle_timeout(tmp_path: Path) -> None:
+    files = write_config(tmp_path, {"limits": {"max_connections": 5, "idle_timeout": 1, "handshake_timeout": 5}})
+    process = ServeProcess(files.path, "--roles", "callrouter")
+    port = files.port("callrouter", "sip_tcp_port")
+    try:
+        process.wait_ready()
+        # five sources, one connection each, fill the listener; a sixth source is refused
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.1.{i}", 0))
+                for i in range(1, 6)]
+        with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.1.9", 0)) as extra:
+            extra.settimeout(2)
+            try:
+                assert extra.recv(10) == b""  # closed at once: the listener is full
+            except ConnectionResetError:
+                pass
+        # a connection that talks once, then idles, is closed after idle_timeout
+        talker = held[0]
+        talker.sendall(options(port, 1))
+        assert read_statuses(talker, 1) == [403]  # no gateway configured for 127.0.1.1; it still answers
+        started = time.monotonic()
+        talker.settimeout(5)
+        try:
+            assert talker.recv(10) == b""
+        except ConnectionResetError:
+            pass
+        assert 0.8 < time.monotonic() - started < 3
+        for sock in held:
+            sock.close()
+    finally:
+        process.kill()

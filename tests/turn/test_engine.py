@@ -471,3 +471,33 @@ def test_garbage_never_raises() -> None:
     h = Harness()
     for data in (b"", b"\x00", b"\x40\x01", b"\x40\x01\xff\xff", b"\x01\x01\x00\x00" + b"\x00" * 16, b"\xff" * 40):
         h.engine.from_client(h.link, data)
+
+
+def test_pending_pool_answers_are_capped() -> None:
+    import asyncio
+
+    class SlowPool:
+        """A pool store that never answers: every Allocate waits for it."""
+
+        def __init__(self) -> None:
+            self.loop = asyncio.new_event_loop()
+
+        def acquire(self, identity: str) -> "asyncio.Future[bool]":
+            return self.loop.create_future()
+
+        def release(self, identity: str) -> None:
+            pass
+
+    h = Harness(Limits(max_pending=2))
+    pool = SlowPool()
+    h.engine.quota = pool
+    answers = []
+    for index in range(3):
+        link = FakeLink(address=("192.0.2.10", 3000 + index))
+        h.nonce = b""
+        h.allocate(link=link)
+        answers.append(link.last() if link.inbox else None)
+    assert [code(a) if a is not None else None for a in answers[:2]] == [401, 401]  # challenges only
+    assert len(h.engine._pending) == 2
+    assert code(answers[2]) == 508  # the third waits for nothing: refused
+    pool.loop.close()

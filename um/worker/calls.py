@@ -703,7 +703,10 @@ class WorkerCalls:
                                  to_tag=call.dialog.local_tag)
         except Exception as error:  # noqa: BLE001 - no port, no token, no allocation
             context.counters["rejected"] += 1
-            log.error("call {call_id}: media setup failed: {error}", call_id=call.dialog.call_id, error=repr(error))
+            why = ("no answer within 15 s from the edge (token service or TURN relay unreachable)"
+                   if isinstance(error, asyncio.TimeoutError) else str(error) or repr(error))
+            log.error("call {call_id}: media setup failed, call refused with 503: {why}",
+                      call_id=call.dialog.call_id, why=why)
             await call.end("media-setup")
             return make_response(request, 503, "Service Unavailable - media setup failed",
                                  [("Retry-After", "10"), ("Server", SERVER)], to_tag=call.dialog.local_tag)

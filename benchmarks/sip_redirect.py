@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
 from tests.conftest import ServeProcess, free_port  # noqa: E402
 from tests.sip.sipp_tools import run_sipp, write_scenario  # noqa: E402
 from tests.sip.um_nodes import um_config  # noqa: E402
+from tests.support import process_tree_cpu  # noqa: E402
 
 CONTACT_RE = r"^\s*<sip:5000@127\.0\.0\.1:[0-9]+;transport=tcp>\s*$"
 KAMAILIO_CFG = """#!KAMAILIO
@@ -88,35 +89,12 @@ class Measurement:
     redirects_per_cpu_s: float = 0.0
 
 
-def tree_cpu(pid: int) -> float:
-    """utime + stime (seconds) of `pid` and every descendant alive now."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ppid = int(fields[1])
-        children.setdefault(ppid, []).append(int(entry))
-        stats[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
-    total, stack = 0.0, [pid]
-    while stack:
-        current = stack.pop()
-        total += stats.get(current, 0.0)
-        stack += children.get(current, [])
-    return total
-
-
 def measure(name: str, pid: int, port: int, workdir: Path, calls: int, rate: int, timeout: float) -> Measurement:
     scenario = write_scenario(workdir / f"{name}.xml", contact_re=CONTACT_RE)
     run_sipp(scenario, port, calls=min(500, calls), rate=min(rate, 1000), timeout=30)  # warm-up
-    before = tree_cpu(pid)
+    before = process_tree_cpu(pid)
     result = run_sipp(scenario, port, calls=calls, rate=rate, timeout=timeout)
-    cpu = tree_cpu(pid) - before
+    cpu = process_tree_cpu(pid) - before
     m = Measurement(name, calls=calls, successful=result.successful, failed=result.failed,
                     elapsed_s=round(result.elapsed, 3), cpu_s=round(cpu, 3))
     m.ok = result.failed == 0 and result.successful == calls

@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from certs import pki  # noqa: E402
 from tests.conftest import ServeProcess, write_config  # noqa: E402
+from tests.support import process_tree_cpu  # noqa: E402
 from um.mras import codec  # noqa: E402
 from um.mras.client import MrasClient, client_ssl_context  # noqa: E402
 
@@ -62,21 +63,15 @@ class Result:
     error: str = ""
 
 
-def server_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(mode: str, pid: int, run) -> Result:  # type: ignore[no-untyped-def]
     result = Result(mode)
-    cpu0, client0, t0 = server_cpu(pid), time.process_time(), time.monotonic()
+    cpu0, client0, t0 = process_tree_cpu(pid), time.process_time(), time.monotonic()
     try:
         result.requests, result.tokens = run()
     except Exception as error:  # noqa: BLE001 - reported, the other modes still run
         result.ok, result.error = False, f"{type(error).__name__}: {error}"
     result.wall_s = time.monotonic() - t0
-    result.server_cpu_s = server_cpu(pid) - cpu0
+    result.server_cpu_s = process_tree_cpu(pid) - cpu0
     result.client_cpu_s = time.process_time() - client0
     result.tokens_per_s = result.tokens / result.wall_s if result.wall_s else 0.0
     result.tokens_per_server_cpu_s = result.tokens / result.server_cpu_s if result.server_cpu_s else 0.0

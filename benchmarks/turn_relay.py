@@ -42,11 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.support import process_tree_cpu  # noqa: E402
 from tests.turn.coturn_tools import (  # noqa: E402
     CoturnServer,
     EchoPeer,
     UmedgeServer,
-    process_tree_cpu,
     uclient_command,
 )
 

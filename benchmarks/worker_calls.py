@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket  # noqa: E402
 
 from tests.conftest import ServeProcess, write_config  # noqa: E402
+from tests.support import process_tree_cpu  # noqa: E402
 from tests.worker.caller import sdp_offer, sine_payloads  # noqa: E402
 from um.sip.message import Response  # noqa: E402
 from um.sip.parser import StreamParser  # noqa: E402
@@ -150,11 +151,6 @@ def _in_dialog(leg: Leg, method: str, cseq: int, host: str, port: int) -> bytes:
             f"Call-ID: {leg.call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode()
 
 
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: int) -> dict[str, Any]:
     legs = [Leg(i) for i in range(n)]
     gate = asyncio.Semaphore(40)
@@ -170,7 +166,7 @@ async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: 
     if failed:
         return {"calls": n, "setup_failed": len(failed), "error": repr(failed[0])}
     loop = asyncio.get_running_loop()
-    cpu0, wall0 = process_cpu(pid), time.monotonic()
+    cpu0, wall0 = process_tree_cpu(pid), time.monotonic()
     total_frames = int(seconds * 50)
     start = loop.time() + 0.02
     late = 0.0
@@ -183,7 +179,7 @@ async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: 
         payload = frames[tick % len(frames)]
         for leg in legs:
             leg.send(payload)
-    cpu = (process_cpu(pid) - cpu0) / max(1e-6, time.monotonic() - wall0)
+    cpu = (process_tree_cpu(pid) - cpu0) / max(1e-6, time.monotonic() - wall0)
     await asyncio.sleep(0.2)
     for leg in legs:
         host, local = leg.local  # type: ignore[attr-defined]

@@ -14,12 +14,15 @@ declare -A tools=(
   [kamailio]=kamailio
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [tshark]=tshark
 )
 missing=()
 for tool in "${!tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
 done
 apt_install "${missing[@]}"
+# libnice's GObject bindings for the system Python (tests/msturn/test_libnice.py): no command to look for.
+/usr/bin/python3 -c "import gi; gi.require_version('Nice', '0.1')" >/dev/null 2>&1 || apt_install gir1.2-nice-0.1 python3-gi
 # Packages may start their daemons on systemd machines; the tests start their own on free ports.
 stop_services kamailio coturn redis-server
 

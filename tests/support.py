@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 RELAY_PORT_MIN = 50000  # the default relay range starts here; test listeners stay below it
 
@@ -40,3 +42,36 @@ def toml_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat fields from "state" (the 3rd) on; None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of `pid`, its reaped children and its live descendants (benchmarks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields:
+                stats[int(entry)] = fields
+                parents[int(entry)] = int(fields[1])
+    if pid not in stats:
+        return 0.0
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    # utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after "state".
+    return sum(sum(int(stats[p][i]) for i in (11, 12, 13, 14)) for p in tree if p in stats) / ticks

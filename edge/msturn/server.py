@@ -18,8 +18,12 @@ What is served:
   permission for the destination (MS-TURN has no CreatePermission), if the
   peer policy allows it, and relays DATA.  No response on success.
 * **Set Active Destination** (0x0006) with DESTINATION-ADDRESS: checked and
-  answered, the destination is remembered and permitted.  Data from it is
-  still framed as Data indications (unframed forwarding is not done).
+  answered, the destination is remembered and permitted.  From then on any
+  datagram from that client which is not an [MS-TURN] message is data for
+  the active destination, relayed as it is (libnice's OC2007 socket sends
+  unframed once the destination is set; STUN connectivity checks and
+  anything starting like ChannelData included).  Data from peers is still
+  framed as Data indications (libnice accepts them either way).
 * **Data indications** (0x0115) with REMOTE-ADDRESS and DATA for datagrams
   from permitted peers.
 
@@ -109,8 +113,16 @@ class MsTurnServer:
         self._state: weakref.WeakKeyDictionary[Allocation, _MsState] = (
             weakref.WeakKeyDictionary()
         )
+        # Unframed data after Set Active Destination must be seen before the
+        # engine's own parsing (it may look like STUN or ChannelData), so the
+        # engine's entry point is wrapped on this engine instance.
 
-    # --- entry point -----------------------------------------------------------------
+    # --- entry points ----------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether any allocation has an active destination (the engine checks this per datagram)."""
+        return bool(self._state)
 
     def from_client(self, link: ClientLink, data: bytes) -> bool:
         """Serve one datagram; False if it is not [MS-TURN] (the engine counts it malformed)."""
@@ -459,6 +471,23 @@ class MsTurnServer:
             return
         state.active_destination = peer
         self._answer(link, request, [], key, sha256)
+
+    def raw_to_destination(self, link: ClientLink, data: bytes) -> bool:
+        """Relay a non-[MS-TURN] datagram to the link's active destination; False if there is none."""
+        allocation = link.allocation
+        if allocation is None:
+            return False
+        state = self._state.get(allocation)
+        if state is None or state.active_destination is None or is_ms_turn(data):
+            return False
+        peer = state.active_destination
+        if self._permit(allocation, peer) and self.engine.relay_to_peer(
+            allocation, data, peer
+        ):
+            self.stats["ms_turn_unframed_to_peer"] += 1
+        else:
+            self.stats["ms_turn_dropped_send"] += 1
+        return True
 
     def _framer(self, allocation: Allocation) -> Callable[[bytes, Address], bytes]:
         """The engine's from_peer frames datagrams for this allocation with this."""

@@ -99,6 +99,9 @@ class TurnEngine:
 
     def from_client(self, link: ClientLink, data: bytes) -> None:
         """One datagram (UDP) or one frame (TCP/TLS) from a client."""
+        ms_turn = self.ms_turn
+        if ms_turn is not None and ms_turn.active and ms_turn.raw_to_destination(link, data):
+            return  # [MS-TURN]: after Set Active Destination, data goes to the peer unframed
         if data and 0x40 <= data[0] < 0x80:  # ChannelData, RFC 8656 and RFC 5766 ranges
             self._channel_data_from_client(link, data)
             return

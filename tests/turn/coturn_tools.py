@@ -203,40 +203,6 @@ def tcp_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()  # fields from "state" (3rd) on
-
-
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of `pid`, its reaped children and its live descendants."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields:
-                stats[int(entry)] = fields
-                parents[int(entry)] = int(fields[1])
-    if pid not in stats:
-        return 0.0
-    tree = {pid}
-    grew = True
-    while grew:
-        grew = False
-        for child, parent in parents.items():
-            if parent in tree and child not in tree:
-                tree.add(child)
-                grew = True
-    # utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after "state".
-    total = sum(sum(int(stats[p][i]) for i in (11, 12, 13, 14)) for p in tree if p in stats)
-    return total / ticks
-
-
 # --------------------------------------------------------------------------- uclient
 
 _PROGRESS = re.compile(r"^(\d+): : start_mclient: msz=(\d+), tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")

@@ -14,6 +14,12 @@ address; no SDP is a session refresh answered with the current SDP). BYE
 ends a call either way. SIP INFO with application/dtmf-relay carries digits
 too.
 
+Lync's offers (um.worker.multipart, [MS-SIPRE] 3.15.4.1): an INVITE with a multipart/alternative
+body (ICEv6 part with ms-proxy-2007fallback first, ICEv19/MS-ICE2 part last) is answered from the
+last part the worker can do, with a single application/sdp. An offer whose only ICE is the legacy
+ICEv6 gets 488 with a Warning (399) when the worker needs ICE (media via the edge); with direct
+media the worker runs no ICE and answers its c=/m= address.
+
 `OutboundCall` is the UAC used by play-on-phone: INVITE through a gateway,
 ACK, play, BYE.
 """
@@ -37,7 +43,7 @@ from um.sip.message import Headers, Request, Response, make_response, new_tag
 from um.sip.parser import StreamParser
 from um.sip.stream import Peer
 from um.sip.transaction import make_request, new_branch
-from um.worker import dialogs, sdp
+from um.worker import dialogs, multipart, sdp
 from um.worker.g711 import PCMA, PCMU
 from um.worker.media import MediaClock, MediaSession, Recorder
 from um.worker.pins import PinPolicy, PinStore
@@ -49,6 +55,7 @@ from um.worker.transport import DirectTransport, IceTransport, MediaTransport, P
 log = Logger(namespace="umedge.worker")
 SERVER = "umedge/0.1"
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+ACCEPT = "application/sdp, multipart/alternative"  # Lync's ICEv6/ICEv19 alternatives: um.worker.multipart
 ACK_TIMEOUT = 32.0
 
 
@@ -632,10 +639,10 @@ class WorkerCalls:
         accept = request.headers.get("Accept")
         if accept is not None and accept.strip() and "application/sdp" not in accept.lower():
             return make_response(request, 406, None, [("Accept", "application/sdp")])
-        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if not request.body or content_type != "application/sdp":
+        content_type = multipart.media_type(request.headers.get("Content-Type") or "")
+        if not request.body or content_type not in ("application/sdp",) + multipart.MULTIPART_TYPES:
             return make_response(request, 488, "Not Acceptable Here - an SDP offer is required",
-                                 [("Accept", "application/sdp")])
+                                 [("Accept", ACCEPT)])
         directory = context.directory
         ruri = request.ruri
         pilot = getattr(ruri, "user", None)
@@ -664,9 +671,15 @@ class WorkerCalls:
                 context.counters["rejected"] += 1
                 return make_response(request, 404, "Not Found - no mailbox for this extension")
         try:
-            offer = sdp.parse(request.body)
+            offer = self._offer(request)
+        except multipart.MultipartError as error:
+            return make_response(request, 400, f"Bad Request - {error}")
         except sdp.SdpError as error:
-            return make_response(request, error.status, error.reason)
+            if error.warning:
+                context.counters["rejected"] += 1
+                log.info("call {call_id}: refused with {status}: {why}", call_id=request.headers.get("Call-ID"),
+                         status=error.status, why=error.warning)
+            return make_response(request, error.status, error.reason, self._warning(error))
         try:
             dialog = Dialog.uas(request, new_tag())
         except (DialogError, ValueError) as error:
@@ -682,6 +695,28 @@ class WorkerCalls:
         task = asyncio.ensure_future(self._answer(call, request, offer, pending_key))
         self._pending[pending_key] = task
         return defer.Deferred.fromFuture(task)
+
+    def _acceptable(self) -> tuple[str, ...]:
+        """The ICE flavours the worker answers (um.worker.sdp.ice_flavour): via the edge it runs RFC 8445
+        ICE (MS-ICE2 / ICEv19) or none; the legacy ICEv6 only where it uses no ICE at all (direct media)."""
+        return ("ice19", "none") if self.context.settings.media_via_edge else ("ice19", "none", "ice6")
+
+    def _offer(self, request: Request) -> sdp.Session:
+        """The offer to answer: the body, or the chosen part of Lync's multipart/alternative body."""
+        content_type = request.headers.get("Content-Type") or ""
+        acceptable = self._acceptable()
+        if multipart.is_multipart(content_type):
+            return multipart.choose(content_type, request.body, acceptable).offer
+        offer = sdp.parse(request.body)
+        if sdp.ice_flavour(offer) not in acceptable:
+            raise sdp.SdpError(488, "Not Acceptable Here - ICE version not supported", warning=sdp.ICE6_WARNING)
+        return offer
+
+    def _warning(self, error: sdp.SdpError) -> list[tuple[str, str]]:
+        if not error.warning:
+            return []
+        text = error.warning.replace('"', "'")
+        return [("Warning", f'399 {_host(self.context.settings.advertise)} "{text}"'), ("Accept", ACCEPT)]
 
     @staticmethod
     def _pending_key(request: Request) -> tuple[str, str | None, int | None]:
@@ -735,8 +770,16 @@ class WorkerCalls:
 
     # --- in-dialog ------------------------------------------------------------------------------
     async def _reoffer(self, call: Call, request: Request) -> Response:
-        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        content_type = multipart.media_type(request.headers.get("Content-Type") or "")
         body = request.body if content_type == "application/sdp" else b""
+        if request.body and content_type in multipart.MULTIPART_TYPES:
+            try:
+                body = multipart.choose(request.headers.get("Content-Type") or "", request.body,
+                                        self._acceptable()).body
+            except (multipart.MultipartError, sdp.SdpError) as error:
+                refusal = error if isinstance(error, sdp.SdpError) else sdp.SdpError(400, f"Bad Request - {error}")
+                return make_response(request, refusal.status, refusal.reason,
+                                     self._warning(refusal) + [("Server", SERVER)])
         if not body and request.method == "UPDATE":  # a session refresh (RFC 4028) without an offer
             return make_response(request, 200, None, [("Contact", self._contact(call.slot, call.dialog.secure)),
                                                       ("Server", SERVER)])

@@ -5,6 +5,24 @@ Audio only: G.711 PCMU and PCMA, telephone-event (RFC 4733), SDES keys
 (RFC 3605), direction attributes and the RFC 2543 hold (c=0.0.0.0). An
 answer keeps the offer's m-lines in order and declines (port 0) what it
 cannot take (RFC 3264 §6); no acceptable audio stream is a 488.
+
+Lync's dialect ([MS-SDPEXT], [MS-ICE2]; the multipart offer is um.worker.multipart's):
+
+* ICE flavours (`ice_flavour`): "ice19" is [IETFDRAFT-ICENAT-19]/[MS-ICE2]/RFC 8839 (a=ice-ufrag,
+  a=ice-pwd, ``a=candidate:1 1 UDP 2130706431 192.0.2.1 50000 typ host``); "ice6" is the legacy
+  [IETFDRAFT-ICENAT-06] form Lync puts in its ms-proxy-2007fallback part
+  (``a=candidate:<username> 1 <password> UDP 0.830 192.0.2.1 50000``, no typ, no a=ice-ufrag), which
+  the worker cannot run (its checks are not RFC 5389 STUN); "none" has no ICE.
+* [MS-ICE2] candidates carry the transports UDP, TCP-ACT and TCP-PASS ([MS-SDPEXT] 3.1.5.22.2:
+  no passive TCP host candidates for audio) and typ host/srflx/relay with raddr/rport. All are
+  parsed; only UDP candidates of component 1 are used (the worker's media run over UDP through the
+  edge's relay), TCP ones are ignored, not refused.
+* [MS-SDPEXT] 3.1.5.21.1/.2: a UA without IPv6 "SHOULD ignore an a=candidate attribute containing an
+  IPv6 connection-address" but "MUST accept ... an IPv4 connection-address field with an IPv6
+  rel-addr"; IPv6 candidates may come in ``a=x-candidate-ipv6`` (same syntax as a=candidate). The
+  worker's media are IPv4: both are parsed (`ipv6_candidates`) and left out of ICE.
+* RFC 5245 §9.1.2.2: ``a=remote-candidates`` (in the offer that follows a completed ICE) names the
+  pairs the offerer selected; parsed (`remote_candidates`), the answer needs nothing from it.
 """
 
 from __future__ import annotations
@@ -25,9 +43,14 @@ DEFAULT_DTMF_PT = 101
 class SdpError(ValueError):
     """The SDP cannot be used: `status` is the SIP answer (400 malformed, 488 nothing acceptable)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, warning: str | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+        self.warning = warning  # text for a Warning header (RFC 3261 §20.43, code 399), if any
+
+
+ICE6_WARNING = ("ICE version 6 (draft-ietf-mmusic-ice-06, MS-ICE) is not supported: "
+                "offer ICE version 19 (MS-ICE2) or no ICE")
 
 
 @dataclass
@@ -260,20 +283,57 @@ def _dtmf_pt(media: Media) -> int | None:
     return None
 
 
+def _is_ipv6(host: str) -> bool:
+    return ":" in host
+
+
+def candidates(media: Media, name: str = "candidate") -> list[IceCandidate]:
+    """Every well-formed RFC 8839 / MS-ICE2 candidate of `media` (UDP, TCP-ACT, TCP-PASS...)."""
+    found = []
+    for value in media.attrs(name):
+        try:
+            found.append(IceCandidate.parse(value))
+        except (SdpError, ValueError, IndexError):
+            continue
+    return found
+
+
+def ipv6_candidates(media: Media) -> list[IceCandidate]:
+    """The [MS-SDPEXT] a=x-candidate-ipv6 candidates (kept, not used: the worker's media are IPv4)."""
+    return candidates(media, "x-candidate-ipv6")
+
+
+def remote_candidates(media: Media) -> list[tuple[int, str, int]]:
+    """a=remote-candidates (RFC 5245 §15.2): (component, address, port) of each selected pair."""
+    found = []
+    for value in media.attrs("remote-candidates"):
+        bits = value.split()
+        for index in range(0, len(bits) - 2, 3):
+            if bits[index].isdigit() and bits[index + 2].isdigit():
+                found.append((int(bits[index]), bits[index + 1], int(bits[index + 2])))
+    return found
+
+
+def ice_flavour(session: Session) -> str:
+    """The ICE flavour of an offer: "ice19" (RFC 8839 / MS-ICE2), "ice6" (draft-06 candidates) or "none"."""
+    if session.attr("ice-ufrag") is not None or any(m.attr("ice-ufrag") for m in session.media):
+        return "ice19"
+    for media in session.media:
+        for value in media.attrs("candidate"):
+            bits = value.split()
+            if len(bits) >= 7 and "typ" not in bits:  # <username> <component> <password> UDP <q> <ip> <port>
+                return "ice6"
+    return "none"
+
+
 def _ice(media: Media, session: Session) -> IceParams | None:
     ufrag = media.attr("ice-ufrag") or session.attr("ice-ufrag")
     pwd = media.attr("ice-pwd") or session.attr("ice-pwd")
     if not ufrag or not pwd:
         return None
-    candidates = []
-    for value in media.attrs("candidate"):
-        try:
-            candidate = IceCandidate.parse(value)
-        except (SdpError, ValueError):
-            continue
-        if candidate.transport == "udp" and candidate.component == 1:
-            candidates.append(candidate)
-    return IceParams(ufrag, pwd, candidates, lite=session.attr("ice-lite") is not None)
+    candidates_ = [c for c in candidates(media)
+                   if c.transport == "udp" and c.component == 1 and not _is_ipv6(c.host)]
+    return IceParams(ufrag, pwd, candidates_, lite=session.attr("ice-lite") is not None)
 
 
 def _remote_rtcp(media: Media, address: str, port: int, mux: bool) -> tuple[str, int]:

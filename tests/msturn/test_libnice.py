@@ -6,7 +6,7 @@ TURN-UDP relay on `umedge serve --roles edge`, only relay candidates
 One run uses Nice.Compatibility.OC2007R2 ([MS-TURN] on the TURN UDP port), the
 other RFC5245 (RFC TURN), both at the same time against the same port.
 
-Credentials: a TURN REST token minted with the edge's secret, i.e. what the MRAS
+Credentials: fetched from the edge's A/V authentication service over MRAS (MTLS SIP SERVICE), i.e. what the MRAS
 service hands out in <username>/<password>. libnice's OC2007 TURN socket
 base64-decodes both (socket/udp-turn.c), so for OC2007R2 the username is given
 base64-encoded (it decodes to the token username the edge reads as text) and the
@@ -16,11 +16,13 @@ forms the edge keys with). RFC5245 gets the texts unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,8 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.tokens import mint
-from tests.conftest import REQUIRE_TOOLS, ServeProcess, write_config
+from certs import pki
+from tests.conftest import REQUIRE_TOOLS, NodeFiles, ServeProcess, write_config
+from um.mras.client import MrasClient
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 DRIVER = Path(__file__).with_name("libnice_agent.py")
@@ -72,24 +75,41 @@ def _report(proc: subprocess.Popen[str]) -> tuple[dict[str, object], str]:
 
 
 @contextmanager
-def _edge(directory: Path) -> Iterator[tuple[int, ServeProcess]]:
+def _edge(directory: Path) -> Iterator[tuple[int, ServeProcess, NodeFiles]]:
     files = write_config(directory, {"edge": {"auth_secrets": [SECRET],
                                               "allowed_peer_networks": ["127.0.0.0/8"]}})
     server = ServeProcess(files.path, "--roles", "edge")
     try:
         server.wait_ready()
-        yield files.port("edge", "turn_udp_port"), server
+        yield files.port("edge", "turn_udp_port"), server, files
     finally:
         server.kill()
 
 
-def _run_both(port: int) -> dict[str, tuple[dict[str, object], str]]:
+def _mras_credentials(files: NodeFiles) -> tuple[str, str]:
+    """A token as Lync gets one: MRAS SIP SERVICE over MTLS to the edge's A/V authentication service."""
+    pki.issue(files.certs_dir, "lync-client", [])
+    context = ssl.create_default_context(cafile=str(files.certs_dir / "ca.crt"))
+    context.load_cert_chain(str(files.certs_dir / "lync-client.crt"), str(files.certs_dir / "lync-client.key"))
+
+    async def fetch() -> tuple[str, str]:
+        client = await MrasClient.connect("127.0.0.1", files.port("auth", "mras_tls_port"), context,
+                                          server_hostname="127.0.0.1")
+        try:
+            answer = await client.request_credentials("sip:alice@example.test", location="intranet")
+        finally:
+            await client.close()
+        return answer.credentials.username, answer.credentials.password
+
+    return asyncio.run(fetch())
+
+
+def _run_both(port: int, files: NodeFiles) -> dict[str, tuple[dict[str, object], str]]:
     """OC2007R2 and RFC5245 at the same time on `port`: compat -> (report, stderr)."""
-    token = mint(SECRET, "sip:alice@example.test", 600, time.time())
+    username, password = _mras_credentials(files)
     runs = {
-        "oc2007r2": _start(port, base64.b64encode(token.username.encode()).decode(),
-                           token.password, "oc2007r2"),
-        "rfc5245": _start(port, token.username, token.password, "rfc5245"),
+        "oc2007r2": _start(port, base64.b64encode(username.encode()).decode(), password, "oc2007r2"),
+        "rfc5245": _start(port, username, password, "rfc5245"),
     }
     return {compat: _report(proc) for compat, proc in runs.items()}
 
@@ -113,8 +133,8 @@ def _check(reports: dict[str, tuple[dict[str, object], str]], server: ServeProce
 
 def test_libnice_oc2007r2_and_rfc5245_relay_data_through_the_edge(tmp_path: Path) -> None:
     assert not _missing, _missing
-    with _edge(tmp_path) as (port, server):
-        reports = _run_both(port)
+    with _edge(tmp_path) as (port, server, files):
+        reports = _run_both(port, files)
     _check(reports, server)
 
 
@@ -130,7 +150,7 @@ def test_tshark_decodes_the_exchanges_without_malformed_packets(tmp_path: Path) 
     assert not _missing, _missing
     assert shutil.which("tshark"), "tshark missing (apt-get install tshark)"
     capture = tmp_path / "turn.pcapng"
-    with _edge(tmp_path) as (port, server):
+    with _edge(tmp_path) as (port, server, files):
         tshark = subprocess.Popen(
             ["tshark", "-q", "-i", "lo", "-f", f"udp port {port}", "-a", "duration:40", "-w", str(capture)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -146,7 +166,7 @@ def test_tshark_decodes_the_exchanges_without_malformed_packets(tmp_path: Path) 
             if "Capturing on" not in started:
                 tshark.kill()
                 pytest.skip(f"cannot capture on lo here: {started.strip()[-300:]}")
-            reports = _run_both(port)
+            reports = _run_both(port, files)
             time.sleep(0.5)  # the last datagrams reach the capture file
         finally:
             tshark.send_signal(signal.SIGINT)

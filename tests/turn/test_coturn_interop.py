@@ -142,7 +142,10 @@ def test_relays_without_loss(name: str, lossless_runs: dict[str, UclientResult],
     assert result.sent == clients * int(options["messages"]), why  # type: ignore[arg-type]
     assert result.received == result.sent, why
     assert result.lost == 0 and result.lost_percent == 0.0 and result.send_dropped == 0, why
-    assert result.error_codes == [], why
+    # A loaded host can delay an Allocate's answer past uclient's timer; uclient then sends a new Allocate
+    # (a new transaction) on the 5-tuple that already has its allocation, gets 437 as RFC 8656 §7.2 says
+    # (coturn answers the same) and carries on. Any other error code is a failure.
+    assert set(result.error_codes) <= {437}, why
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

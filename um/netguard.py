@@ -88,6 +88,7 @@ class _Guarded(ProtocolWrapper):
         super().__init__(factory, wrapped)
         self._timer: Any = None
         self._source = ""
+        self._settled = False
 
     def makeConnection(self, transport: Any) -> None:
         self._source = transport.getPeer().host
@@ -107,8 +108,15 @@ class _Guarded(ProtocolWrapper):
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self._arm(self.factory.limits.idle_timeout)
+        if self._settled or self.factory.settle_on_data:
+            self._arm(self.factory.limits.idle_timeout)
         super().dataReceived(data)
+
+    def settle(self) -> None:
+        """The protocol inside has its first whole message: from now on only the idle timeout applies."""
+        if not self._settled:
+            self._settled = True
+            self._arm(self.factory.limits.idle_timeout)
 
     def connectionLost(self, reason: Any) -> None:
         if self._timer is not None and self._timer.active():
@@ -122,9 +130,12 @@ class ConnectionGuard(WrappingFactory):
     protocol = _Guarded
     noisy = False
 
-    def __init__(self, wrapped: Factory, limits: ConnectionLimits, name: str) -> None:
+    def __init__(self, wrapped: Factory, limits: ConnectionLimits, name: str, settle_on_data: bool = True) -> None:
+        """`settle_on_data=False`: raw bytes (a TLS handshake dripping in) do not end the first-data
+        timeout; the protocol inside calls settle_connection() once it has a whole message."""
         super().__init__(wrapped)
         self.limits, self.name = limits, name
+        self.settle_on_data = settle_on_data
         self.per_source: Counter[str] = Counter()
         self.refused = 0
         self.timed_out = 0
@@ -149,3 +160,14 @@ class ConnectionGuard(WrappingFactory):
         else:
             self.per_source.pop(source, None)
         super().unregisterProtocol(protocol)
+
+
+def settle_connection(protocol: Protocol) -> None:
+    """Tell the ConnectionGuard below `protocol` (through TLS and other wrappers) that it settled."""
+    transport, hops = getattr(protocol, "transport", None), 0
+    while transport is not None and hops < 6:
+        settle = getattr(transport, "settle", None)
+        if callable(settle):
+            settle()
+            return
+        transport, hops = getattr(transport, "transport", None), hops + 1

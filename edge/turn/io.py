@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from edge.stun import StunDecodeError, next_frame_length
 from edge.turn.allocation import Address
 from edge.turn.engine import TurnEngine
-from um.netguard import RateLimiter
+from um.netguard import RateLimiter, settle_connection
 
 log = Logger(namespace="umedge.turn")
 READ_BATCH = 64  # datagrams per readiness callback, so one busy socket cannot starve the rest
@@ -215,6 +215,7 @@ class TurnStreamProtocol(Protocol):
         self._limiter = limiter
         self.kind = transport_name
         self._buffer = bytearray()
+        self._settled = False
         self.allocation = None
         self.address: Address = ("", 0)
 
@@ -244,6 +245,9 @@ class TurnStreamProtocol(Protocol):
                 return
             frame = bytes(buffer[:size])
             del buffer[:size]
+            if not self._settled:
+                self._settled = True
+                settle_connection(self)  # a whole frame: the handshake/first-data timeout is over
             if frame[0] >= 0x40 or admit(self._limiter, self.address[0], self._engine, self.kind):
                 self._engine.from_client(self, frame)
 

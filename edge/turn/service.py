@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from certs import tls
 from edge.config_schema import ROLES, Config
 from edge.listeners import listeners
+from edge.msturn.pseudotls import PseudoTlsFactory
 from edge.node_identity import auth_secrets
 from edge.pool.service import PoolMembership, describe_node
 from edge.pool.store import open_store
@@ -159,10 +160,12 @@ class TurnService(service.MultiService):
         self._udp = UdpTurnListener(loop, udp, engine, limiter)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
+        # The TLS port also takes [MS-TURN]'s fixed pseudo-TLS handshake (edge.msturn.pseudotls).
+        tls_port = PseudoTlsFactory(TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls")), engine)
         self.guards = [ConnectionGuard(TurnStreamFactory(engine, "tcp"), guard, "TURN over TCP"),
-                       ConnectionGuard(TurnStreamFactory(engine, "tls"), guard, "TURN over TLS")]
+                       ConnectionGuard(tls_port, guard, "TURN over TLS", settle_on_data=False)]
         AdoptedStreamPort(tcp, self.guards[0]).setServiceParent(self)
-        AdoptedStreamPort(tls_sock, TLSMemoryBIOFactory(options, False, self.guards[1])).setServiceParent(self)
+        AdoptedStreamPort(tls_sock, self.guards[1]).setServiceParent(self)
         internet.TimerService(1.0, engine.tick).setServiceParent(self)
         super().startService()
 

@@ -221,7 +221,7 @@ def test_mailbox_service_recycle_and_drain() -> None:
     service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), clock=clock, drain_timeout=100)
     worker1 = service.worker_handler(1)
     sdp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
-    call = invite(extra=f"Content-Type: application/sdp\r\n").encode().replace(b"Content-Length: 0", b"Content-Length: %d" % len(sdp)) + sdp
+    call = invite(extra="Content-Type: application/sdp\r\n").encode().replace(b"Content-Length: 0", b"Content-Length: %d" % len(sdp)) + sdp
     answered = worker1(parse_datagram(call), GW)
     assert answered.status == 200 and b"m=audio 0 RTP/AVP 0" in answered.body
     assert len(service.slots[0].calls) == 1

@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 
 from um.sip.dialog import Dialog, DialogError
 from um.sip.digest import Challenge, DigestServer, authorize, compute, parse_challenges
-from um.sip.message import Headers, Request, Response, make_response
+from um.sip.message import Headers, Response, make_response
 from um.sip.parser import StreamParser, parse_datagram
 from um.sip.responder import OptionsResponder
 from um.sip.stream import Peer, SipStreamFactory, fix_via

@@ -79,32 +79,28 @@ def path(value: Any) -> str:
     return value
 
 
-def ip_address(value: Any) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except (TypeError, ValueError):
-        raise Invalid("an IPv4 or IPv6 address (\"0.0.0.0\" or \"::\" for all)") from None
-
-
-def optional_ip_address(value: Any) -> str:
-    if value == "":
-        return ""
-    try:
-        return str(ipaddress.ip_address(value))
-    except (TypeError, ValueError):
-        raise Invalid('an IPv4 or IPv6 address, or "" for none') from None
-
-
-def optional_ipv6_address(value: Any) -> str:
-    if value == "":
+def _address(value: Any, allowed: str, versions: tuple[int, ...] = (4, 6), empty: bool = False) -> str:
+    if empty and value == "":
         return ""
     try:
         address = ipaddress.ip_address(value)
     except (TypeError, ValueError):
-        address = None
-    if not isinstance(address, ipaddress.IPv6Address):
-        raise Invalid('an IPv6 address, or "" for no IPv6 relays')
+        raise Invalid(allowed) from None
+    if address.version not in versions:
+        raise Invalid(allowed)
     return str(address)
+
+
+def ip_address(value: Any) -> str:
+    return _address(value, 'an IPv4 or IPv6 address ("0.0.0.0" or "::" for all)')
+
+
+def optional_ip_address(value: Any) -> str:
+    return _address(value, 'an IPv4 or IPv6 address, or "" for none', empty=True)
+
+
+def optional_ipv6_address(value: Any) -> str:
+    return _address(value, 'an IPv6 address, or "" for no IPv6 relays', versions=(6,), empty=True)
 
 
 def count(value: Any) -> int:

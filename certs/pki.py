@@ -40,7 +40,7 @@ class CertInfo:
     is_ca: bool
 
     def days_left(self, now: dt.datetime | None = None) -> int:
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         return (self.not_after - now).days
 
     @property
@@ -108,7 +108,7 @@ def init_ca(certs_dir: str | Path, common_name: str) -> Path:
     key = _new_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "umedge pool CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -148,7 +148,7 @@ def issue(certs_dir: str | Path, name: str, sans: list[str], days: int = NODE_DA
     ca_crt_path, ca_key_path = paths(certs_dir, CA_NAME)
     ca_cert, ca_key = load_certificate(ca_crt_path), load_key(ca_key_path)
     key = _new_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from certs import pki
 from edge import firewall
@@ -179,7 +179,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import ssl
 
     from certs.pki import CA_NAME, paths
-    from um.mailbox import control
+    from um.control import control
 
     config = _load(args)
     m, address = config.mailbox, config.node.listen_address

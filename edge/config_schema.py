@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 ROLES = ("callrouter", "mailbox", "worker", "edge", "web")
 STARTUP_MODES = ("tcp", "tls", "dual")

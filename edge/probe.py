@@ -98,7 +98,7 @@ async def _udp_request(transport: asyncio.DatagramTransport, queue: asyncio.Queu
                     continue
                 if reply.transaction_id == message.transaction_id:
                     return reply
-        except asyncio.TimeoutError:
+        except TimeoutError:
             wait = min(wait * 2, 2.0)  # retransmit, as RFC 8489 §6.2.1 backs off
     raise ProbeError("timeout: no answer (UDP port blocked or edge down)")
 
@@ -111,7 +111,7 @@ async def _stream_binding(host: str, port: int, context: ssl.SSLContext | None, 
             timeout)
     except ssl.SSLCertVerificationError as error:
         raise ProbeError(f"certificate untrusted ({error.verify_message})") from None
-    except (ConnectionRefusedError, asyncio.TimeoutError, OSError) as error:
+    except (TimeoutError, ConnectionRefusedError, OSError) as error:
         raise ProbeError(f"port blocked or closed ({type(error).__name__})") from None
     try:
         request = stun.Message(stun.BINDING, stun.REQUEST)
@@ -119,7 +119,7 @@ async def _stream_binding(host: str, port: int, context: ssl.SSLContext | None, 
         header = await asyncio.wait_for(reader.readexactly(20), timeout)
         body = await asyncio.wait_for(reader.readexactly(int.from_bytes(header[2:4], "big")), timeout)
         return stun.decode(header + body)
-    except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError) as error:
+    except (TimeoutError, asyncio.IncompleteReadError, OSError) as error:
         raise ProbeError(f"no STUN answer ({type(error).__name__})") from None
     finally:
         writer.close()
@@ -257,7 +257,7 @@ async def _round_trip(client: Any, queue: asyncio.Queue, echo: Any, echo_queue: 
                 indication = stun.decode(answer)
                 if indication.method == stun.DATA and indication.get(Attr.DATA) == payload:
                     break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ProbeError("timeout: datagrams did not come back through the relay "
                              "(relay ports blocked, or a firewall drops them)") from None
         except stun.StunDecodeError:

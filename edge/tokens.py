@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 MAX_USERNAME_BYTES = 508  # RFC 8489 §14.3
 

@@ -7,8 +7,9 @@ works on an isolated management network.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.web import resource, server

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer

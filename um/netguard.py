@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -75,7 +76,7 @@ class ConnectionLimits:
     idle_timeout: float
 
     @classmethod
-    def of(cls, limits: Any) -> "ConnectionLimits":
+    def of(cls, limits: Any) -> ConnectionLimits:
         """From the config's [limits] section."""
         return cls(limits.connections_per_source, limits.max_connections, limits.handshake_timeout,
                    limits.idle_timeout)
@@ -84,7 +85,7 @@ class ConnectionLimits:
 class _Guarded(ProtocolWrapper):
     """Counts the connection, closes it when it idles; first data must come quickly."""
 
-    def __init__(self, factory: "ConnectionGuard", wrapped: Protocol) -> None:
+    def __init__(self, factory: ConnectionGuard, wrapped: Protocol) -> None:
         super().__init__(factory, wrapped)
         self._timer: Any = None
         self._source = ""

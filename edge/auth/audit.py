@@ -18,7 +18,7 @@ ISSUED: Counter[str] = Counter()  # tokens issued by path (mras, https, cli): fo
 
 
 def _iso(unix: int) -> str:
-    return dt.datetime.fromtimestamp(unix, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def issued(identity: str, requester: str, path: str, ttl: int, expiry: int) -> None:

@@ -16,7 +16,8 @@ error is a JSON object {"error": ...}; request errors name the field
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.web import server
 

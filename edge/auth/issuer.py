@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from edge.auth import audit
 from edge.config_schema import Config
@@ -55,7 +55,7 @@ class TokenIssuer:
         self._clock = clock
 
     @classmethod
-    def from_config(cls, config: Config, clock: Callable[[], float] = time.time) -> "TokenIssuer":
+    def from_config(cls, config: Config, clock: Callable[[], float] = time.time) -> TokenIssuer:
         from edge.node_identity import auth_secrets
 
         domains = frozenset((config.node.domain, *config.auth.served_domains))

@@ -14,7 +14,7 @@ pool member; its certificate name is the requester in the audit log.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.logger import Logger
 

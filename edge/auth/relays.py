@@ -12,7 +12,7 @@ first, from the pool's membership (edge.pool); a node that knows no members
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from edge.config_schema import Config
 from edge.pool.members import Member

@@ -10,7 +10,7 @@ the next target without a DNS round trip.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 import dns.exception

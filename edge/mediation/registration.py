@@ -18,9 +18,10 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
@@ -239,7 +240,7 @@ class MediationService(service.Service):
             response = await asyncio.wait_for(deferred.asFuture(asyncio.get_event_loop()),
                                               self.settings.timeout + 1)
             return response, None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None, "timeout"
         except Exception as error:  # noqa: BLE001 - connect errors, TLS failures, SIP timeouts
             return None, str(error) or type(error).__name__

@@ -27,7 +27,7 @@ class Member:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Member | None":
+    def from_json(cls, text: str | bytes) -> Member | None:
         try:
             data = json.loads(text)
             return cls(**{k: data[k] for k in cls.__dataclass_fields__})

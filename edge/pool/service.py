@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -95,7 +95,7 @@ class PoolMembership(service.Service):
 
     # --- the quota gate (edge.turn.engine.QuotaGate) -----------------------------------
 
-    def quota_gate(self, node: str, limit: int) -> "PoolQuota":
+    def quota_gate(self, node: str, limit: int) -> PoolQuota:
         return PoolQuota(self, node, limit)
 
 
@@ -105,7 +105,7 @@ class PoolQuota:
     def __init__(self, membership: PoolMembership, node: str, limit: int) -> None:
         self._membership, self._node, self._limit = membership, node, limit
 
-    def acquire(self, identity: str) -> "bool | asyncio.Future[bool]":
+    def acquire(self, identity: str) -> bool | asyncio.Future[bool]:
         membership = self._membership
         if not membership.store.shared or membership.degraded:
             return True  # the engine's own per-identity count already said yes

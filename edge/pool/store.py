@@ -10,7 +10,7 @@ StoreUnavailable; the caller degrades to local state.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from edge.pool.members import Member
 

@@ -8,9 +8,10 @@ logs read well, and every member compares equal to its plain ``int``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 __all__ = [
     "MAGIC_COOKIE",

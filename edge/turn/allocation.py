@@ -6,8 +6,9 @@ engine clock's seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 Address = tuple[str, int]
 
@@ -15,7 +16,7 @@ Address = tuple[str, int]
 class ClientLink(Protocol):
     """How the engine reaches a client: a UDP source address or a TCP/TLS connection."""
 
-    allocation: "Allocation | None"  # the link's allocation: the 5-tuple owns at most one
+    allocation: Allocation | None  # the link's allocation: the 5-tuple owns at most one
     address: Address
     kind: str  # "udp", "tcp" or "tls"
     stream: bool
@@ -28,7 +29,7 @@ class RelayEndpoint(Protocol):
 
     address: Address
     family: int
-    receiver: "Callable[[bytes, Address], None] | None"
+    receiver: Callable[[bytes, Address], None] | None
 
     def sendto(self, data: bytes, address: Address) -> bool: ...
     def set_dont_fragment(self) -> bool: ...

@@ -14,8 +14,8 @@ import base64
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from edge.stun.attributes import (
     decode_password_algorithm,

@@ -14,8 +14,9 @@ import os
 import secrets
 import struct
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.logger import Logger
 
@@ -53,7 +54,7 @@ class RelayAddresses:
 class QuotaGate(Protocol):
     """Pool-wide per-identity quota: True/False now, or a future that says later."""
 
-    def acquire(self, identity: str) -> "bool | asyncio.Future[bool]": ...
+    def acquire(self, identity: str) -> bool | asyncio.Future[bool]: ...
     def release(self, identity: str) -> None: ...
 
 
@@ -69,7 +70,7 @@ class TurnEngine:
     def __init__(self, authenticator: Authenticator, limits: Limits, policy: PeerPolicy,
                  relay_addresses: RelayAddresses, ports: PortPool, bind_relay: RelayBinder,
                  clock: Callable[[], float], alternates: Sequence[Address] | Callable[[], Sequence[Address]] = (),
-                 quota: "QuotaGate | None" = None, ms_turn: bool = True) -> None:
+                 quota: QuotaGate | None = None, ms_turn: bool = True) -> None:
         self.auth = authenticator
         self.limits = limits
         self.policy = policy

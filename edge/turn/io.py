@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -106,7 +106,7 @@ class UdpClientLink:
     kind = "udp"
     stream = False
 
-    def __init__(self, listener: "UdpTurnListener", address: Address) -> None:
+    def __init__(self, listener: UdpTurnListener, address: Address) -> None:
         self.allocation = None
         self.address = address
         self._sock = listener.sock

@@ -50,7 +50,7 @@ class PeerPolicy:
     @classmethod
     def from_config(cls, allowed: tuple[str, ...], denied: tuple[str, ...], listener_addresses: set[str],
                     relay_addresses: set[str] = frozenset(), listener_ports: set[int] = frozenset()
-                    ) -> "PeerPolicy":  # type: ignore[assignment]
+                    ) -> PeerPolicy:  # type: ignore[assignment]
         everything = set(listener_addresses) | set(relay_addresses)
         return cls(tuple(ipaddress.ip_network(n) for n in allowed),
                    tuple(ipaddress.ip_network(n) for n in denied),

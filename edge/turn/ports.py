@@ -8,7 +8,7 @@ process has it) is simply skipped.
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class PortPool:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application import internet, service
 from twisted.internet.error import CannotListenError

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
 
 PREFIX = "umlab-"
 HOSTS = ("sw", "mbx", "fw", "edge", "cnat", "caller")
@@ -113,7 +113,7 @@ table inet umlab_cnat {{
 class Lab:
     """Build with Lab().build(); always call destroy() (the fixture does)."""
 
-    def build(self) -> "Lab":
+    def build(self) -> Lab:
         destroy()
         for host in HOSTS:
             run("ip", "netns", "add", ns(host))

@@ -61,7 +61,7 @@ async def main(sip_host: str, turn_host: str, turn_port: int, secret: str, mailb
             result["bye"] = (await caller.bye()).status
             result["sent"] = b"".join(caller.sent_payloads).hex()
             result["received"] = len(caller.received)
-    except (AssertionError, asyncio.TimeoutError, OSError) as error:
+    except (TimeoutError, AssertionError, OSError) as error:
         result["status"], result["reason"] = 0, f"{type(error).__name__}: {error}"
     finally:
         await caller.close()

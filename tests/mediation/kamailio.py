@@ -67,7 +67,7 @@ class Kamailio:
             algorithm=algorithm, password=password, username=username))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Kamailio":
+    def start(self) -> Kamailio:
         binary = shutil.which("kamailio")
         assert binary, "kamailio missing (apt-get install kamailio)"
         log = open(self.log_path, "ab")

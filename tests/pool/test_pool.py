@@ -9,8 +9,8 @@ import socket
 import ssl
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis

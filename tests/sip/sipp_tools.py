@@ -132,7 +132,7 @@ class TlsTunnel:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.AbstractServer | None = None
 
-    def __enter__(self) -> "TlsTunnel":
+    def __enter__(self) -> TlsTunnel:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("TLS tunnel did not start")

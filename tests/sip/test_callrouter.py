@@ -6,8 +6,17 @@ import pytest
 from twisted.internet import defer, task
 
 from um.callrouter import CallRouter, GatewayTable, ProbeSettings, diverting_user
-from um.directory import (Directory, DirectoryError, MailboxServer, load_file, parse_dial_plans,
-                          parse_gateways, parse_hunt_groups, parse_mailboxes, parse_servers)
+from um.directory import (
+    Directory,
+    DirectoryError,
+    MailboxServer,
+    load_file,
+    parse_dial_plans,
+    parse_gateways,
+    parse_hunt_groups,
+    parse_mailboxes,
+    parse_servers,
+)
 from um.mailbox import MailboxService
 from um.sip.message import Headers, Request, Response
 from um.sip.parser import parse_datagram

@@ -104,9 +104,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from tests import support
 from tests.support import toml_value
@@ -414,7 +414,7 @@ class _Managed:
     proc: subprocess.Popen[bytes] | None = None
     name = "process"
 
-    def __enter__(self):  # noqa: ANN204 - subclasses return themselves
+    def __enter__(self):
         self.start()
         return self
 
@@ -589,7 +589,7 @@ def make_self_signed_cert(directory: Path, name: str = "localhost") -> tuple[Pat
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))

@@ -13,10 +13,10 @@ server, which keeps the file near 35 s: every uclient run lasts at least ~6 s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 

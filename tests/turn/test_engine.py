@@ -482,7 +482,7 @@ def test_pending_pool_answers_are_capped() -> None:
         def __init__(self) -> None:
             self.loop = asyncio.new_event_loop()
 
-        def acquire(self, identity: str) -> "asyncio.Future[bool]":
+        def acquire(self, identity: str) -> asyncio.Future[bool]:
             return self.loop.create_future()
 
         def release(self, identity: str) -> None:

@@ -27,7 +27,7 @@ class LoopbackUdp:
         except (OSError, AttributeError):
             return False
 
-    def __enter__(self) -> "LoopbackUdp":
+    def __enter__(self) -> LoopbackUdp:
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._sock.bind(("lo", 0))
         self._sock.settimeout(0.2)
@@ -40,7 +40,7 @@ class LoopbackUdp:
         while not self._stop.is_set():
             try:
                 frame, info = self._sock.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -9,8 +9,8 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -11,7 +11,8 @@ import secrets
 import ssl
 import time
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiortc.rtp import RtpPacket

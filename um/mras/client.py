@@ -21,8 +21,16 @@ import ssl
 from pathlib import Path
 
 from certs.pki import CA_NAME, paths
-from um.mras.codec import (CONTENT_TYPE, CredentialsRequest, CredentialsResponse, MrasError, Request,
-                           Response, decode_response, encode_request)
+from um.mras.codec import (
+    CONTENT_TYPE,
+    CredentialsRequest,
+    CredentialsResponse,
+    MrasError,
+    Request,
+    Response,
+    decode_response,
+    encode_request,
+)
 from um.sip.message import Headers
 from um.sip.message import Request as SipRequest
 from um.sip.message import Response as SipResponse
@@ -115,7 +123,7 @@ class MrasClient:
     @classmethod
     async def connect(cls, host: str, port: int, context: ssl.SSLContext, *,
                       server_hostname: str | None = None, user: str = "sip:umworker@localhost",
-                      timeout: float = DEFAULT_TIMEOUT) -> "MrasClient":
+                      timeout: float = DEFAULT_TIMEOUT) -> MrasClient:
         """Open the MTLS connection; `server_hostname` is the name the edge's certificate must carry."""
         loop = asyncio.get_running_loop()
         transport, protocol = await asyncio.wait_for(loop.create_connection(
@@ -181,11 +189,11 @@ class MrasClient:
             transport.close()
         try:
             await asyncio.wait_for(asyncio.shield(self._protocol.closed), 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if transport is not None:
                 transport.abort()
 
-    async def __aenter__(self) -> "MrasClient":
+    async def __aenter__(self) -> MrasClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

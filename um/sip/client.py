@@ -10,7 +10,8 @@ asking a mailbox server's UM service for its worker) and by tests.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
@@ -29,7 +30,7 @@ class SipTimeout(Exception):
 class _ClientProtocol(Protocol):
     log = Logger(namespace="umedge.sip.client")
 
-    def __init__(self, client: "SipClient", key: tuple[str, int, str]) -> None:
+    def __init__(self, client: SipClient, key: tuple[str, int, str]) -> None:
         self.client, self.key = client, key
         self.parser = StreamParser()
         self.pending: set[Any] = set()

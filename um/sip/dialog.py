@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from um.sip.headers import parse_addresses
 from um.sip.message import Headers, Request, new_tag
 from um.sip.transaction import new_branch
 from um.sip.uri import parse_name_addr
-from um.sip.headers import parse_addresses
 
 
 class DialogError(ValueError):
@@ -43,7 +43,7 @@ class Dialog:
         return (self.call_id, self.local_tag, self.remote_tag)
 
     @classmethod
-    def uas(cls, invite: Request, local_tag: str | None = None) -> "Dialog":
+    def uas(cls, invite: Request, local_tag: str | None = None) -> Dialog:
         """The UAS dialog state of RFC 3261 §12.1.1 for `invite` (answered with our tag)."""
         headers = invite.headers
         contacts = parse_addresses(headers.get("Contact") or "")

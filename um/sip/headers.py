@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from um.sip.uri import (NameAddr, UriError, parse_header_params, parse_name_addr, split_header_values,
-                        split_hostport)
+from um.sip.uri import NameAddr, UriError, parse_header_params, parse_name_addr, split_header_values, split_hostport
 
 MAGIC_COOKIE = "z9hG4bK"
 MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq numbers are below 2**31

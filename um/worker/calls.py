@@ -89,7 +89,7 @@ class WorkerSettings:
         return f"sip:umworker-{self.node_name}@{self.domain}"
 
     @classmethod
-    def from_config(cls, config: Any) -> "WorkerSettings":
+    def from_config(cls, config: Any) -> WorkerSettings:
         node, w, edge, auth = config.node, config.worker, config.edge, config.auth
         host = node.listen_address
         advertise = host
@@ -139,7 +139,7 @@ class LiveDirectory:
         self._seen: tuple[int, float] | None = None
         self._directory: Directory | None = None
 
-    def _current(self) -> "Directory":
+    def _current(self) -> Directory:
         config = self._source()
         path = getattr(getattr(config, "callrouter", None), "directory_file", "")
         try:
@@ -217,7 +217,7 @@ class WorkerContext:
         self.counters = {"calls": 0, "answered": 0, "rejected": 0, "messages": 0, "messages_discarded": 0,
                          "subscriber_logins": 0, "relay_calls": 0, "ice_calls": 0, "direct_calls": 0,
                          "srtp_calls": 0, "outbound_calls": 0}
-        self.calls: dict[tuple[str, str, str | None], "Call"] = {}
+        self.calls: dict[tuple[str, str, str | None], Call] = {}
         self.finished: list[dict[str, Any]] = []  # media stats of the last calls (bounded)
 
     def start(self) -> None:
@@ -281,7 +281,7 @@ def _user(value: str | None) -> tuple[str | None, str | None, str]:
 class Call:
     """One answered call: its dialog, media session and script (implements um.worker.dialogs.CallIO)."""
 
-    def __init__(self, context: WorkerContext, handler: "WorkerCalls", service: Any, slot: Any, dialog: Dialog,
+    def __init__(self, context: WorkerContext, handler: WorkerCalls, service: Any, slot: Any, dialog: Dialog,
                  invite: Request, peer: Peer, kind: str, mailbox: str | None, secure_media: bool) -> None:
         self.context, self.handler, self.service, self.slot = context, handler, service, slot
         self.dialog, self.invite, self.peer = dialog, invite, peer
@@ -922,7 +922,7 @@ async def play_on_phone(context: WorkerContext, number: str, message: Message, *
             protocol.transport.write(bye.encode())
             try:
                 await asyncio.wait_for(protocol.responses.get(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         result["ended_by"] = "gateway" if bye_received in finished else "worker"
         return result

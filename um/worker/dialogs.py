@@ -7,7 +7,8 @@ implements it for real calls; the unit tests drive the scripts with a fake.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from um.worker.prompts import Prompts
 from um.worker.store import Message

@@ -100,7 +100,7 @@ def decode(payload: bytes, codec: str) -> array.array:
     return array.array("h", [table[b] for b in payload])
 
 
-def encode(samples: "array.array | list[int]", codec: str) -> bytes:
+def encode(samples: array.array | list[int], codec: str) -> bytes:
     """Signed 16-bit samples -> G.711 bytes."""
     table = ENCODE[codec]
     return bytes(table[s & 0xFFFF] for s in samples)

@@ -14,7 +14,8 @@ import asyncio
 import random
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiortc.rtp import RtcpByePacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from twisted.logger import Logger
@@ -103,8 +104,8 @@ class MediaClock:
 
     def __init__(self, interval: float = 0.02) -> None:
         self.interval = interval
-        self.playing: set["MediaSession"] = set()
-        self.sessions: set["MediaSession"] = set()
+        self.playing: set[MediaSession] = set()
+        self.sessions: set[MediaSession] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._house: asyncio.TimerHandle | None = None
         self._start = 0.0
@@ -262,7 +263,7 @@ class MediaSession:
                 self.on_media_end("rtcp-bye")
 
     # --- sending --------------------------------------------------------------------------
-    def play(self, audio: bytes) -> "asyncio.Future[bool]":
+    def play(self, audio: bytes) -> asyncio.Future[bool]:
         """Queue audio; the future is True when it has been sent, False if stopped first."""
         future: asyncio.Future[bool] = asyncio.get_event_loop().create_future()
         if not audio or self.closed:

@@ -14,8 +14,17 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from aiortc.rtp import (RtcpByePacket, RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSdesPacket,
-                        RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket)
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+)
 
 NTP_EPOCH_OFFSET = 2208988800
 MAX_DROPOUT, MAX_MISORDER = 3000, 100

@@ -199,7 +199,7 @@ class IceCandidate:
     related_port: int | None = None
 
     @classmethod
-    def parse(cls, value: str) -> "IceCandidate":
+    def parse(cls, value: str) -> IceCandidate:
         bits = value.split()
         if len(bits) < 8 or bits[6] != "typ":
             raise SdpError(400, f"malformed a=candidate {value[:60]!r}")

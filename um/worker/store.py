@@ -22,9 +22,10 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from um.worker import wav
 
@@ -101,12 +102,12 @@ class Message:
 class Recording:
     """One message being recorded: audio appended to a temp file; commit() makes it a message."""
 
-    def __init__(self, store: "VoicemailStore", mailbox: str, codec: str, caller: str = "", caller_name: str = "",
+    def __init__(self, store: VoicemailStore, mailbox: str, codec: str, caller: str = "", caller_name: str = "",
                  call_id: str = "") -> None:
         self.store, self.mailbox, self.codec = store, check_mailbox(mailbox), codec
         self.caller, self.caller_name, self.call_id = caller, caller_name, call_id
         self.started = time.time()
-        self.id = dt.datetime.fromtimestamp(self.started, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + \
+        self.id = dt.datetime.fromtimestamp(self.started, dt.UTC).strftime("%Y%m%dT%H%M%SZ") + \
             "-" + secrets.token_hex(4)
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_path = store.tmp_dir / f"{self.id}.wav.part"
@@ -161,7 +162,7 @@ class Recording:
             os.replace(self.tmp_path, folder / f"{self.id}.wav")
             fsync_dir(folder)
             message = Message(self.id, self.mailbox, self.caller, self.caller_name,
-                              dt.datetime.fromtimestamp(self.started, dt.timezone.utc).isoformat(timespec="seconds"),
+                              dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(timespec="seconds"),
                               self.started, round(self.duration, 3), self.codec, self.samples, digest, self.call_id,
                               False, reason)
             atomic_write(folder / f"{self.id}.json", json.dumps(message.as_dict(), indent=1).encode(),

@@ -24,7 +24,8 @@ import random
 import secrets
 import socket
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aioice
 from aioice import Candidate, TransportPolicy
@@ -79,7 +80,7 @@ class PortRange:
 
 
 class _Datagram(asyncio.DatagramProtocol):
-    def __init__(self, owner: "MediaTransport") -> None:
+    def __init__(self, owner: MediaTransport) -> None:
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -131,7 +132,7 @@ class DirectTransport(MediaTransport):
         self.ports, self.host, self.advertise = ports, host, advertise or host
         self._transport: asyncio.DatagramTransport | None = None
 
-    async def open(self) -> "DirectTransport":
+    async def open(self) -> DirectTransport:
         sock = self.ports.bind(self.host)
         self.host_port = sock.getsockname()[1]
         loop = asyncio.get_running_loop()
@@ -159,7 +160,7 @@ class DirectTransport(MediaTransport):
 class _RelayReceiver(asyncio.DatagramProtocol):
     """aioice's TURN client hands relayed datagrams (ChannelData, Data indications) here."""
 
-    def __init__(self, owner: "RelayTransport") -> None:
+    def __init__(self, owner: RelayTransport) -> None:
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -201,7 +202,7 @@ class RelayTransport(MediaTransport):
         self._refresher: asyncio.Task[None] | None = None
         self.lost = False
 
-    async def open(self, timeout: float = 5.0) -> "RelayTransport":
+    async def open(self, timeout: float = 5.0) -> RelayTransport:
         sock, protocol = await _turn_client(self.ports, self.host, self.server, self.username, self.password)
         self._protocol = protocol
         self.host_port = sock.getsockname()[1]
@@ -270,7 +271,7 @@ class RelayTransport(MediaTransport):
         if self._protocol is not None:
             try:
                 await asyncio.wait_for(self._protocol.delete(), 2.0)  # Refresh with LIFETIME 0
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - it expires on the edge anyway
+            except (TimeoutError, Exception):  # noqa: BLE001 - it expires on the edge anyway
                 self._protocol.transport.close()
         self.ports.release(self.host_port)
 
@@ -278,7 +279,7 @@ class RelayTransport(MediaTransport):
 class _RangeIceConnection(aioice.Connection):
     """aioice's ICE agent, relay-only, with its TURN socket in the port range and packets handed over directly."""
 
-    def __init__(self, owner: "IceTransport", **kwargs: Any) -> None:
+    def __init__(self, owner: IceTransport, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.owner = owner
 
@@ -335,7 +336,7 @@ class IceTransport(MediaTransport):
         self.connected = asyncio.get_event_loop().create_future()
         self._task: asyncio.Task[None] | None = None
 
-    async def open(self) -> "IceTransport":
+    async def open(self) -> IceTransport:
         await self.connection.gather_candidates()
         candidate = self.connection.get_default_candidate(1)
         if candidate is None:
@@ -390,7 +391,7 @@ class IceTransport(MediaTransport):
             self._task.cancel()
         try:
             await asyncio.wait_for(self.connection.close(), 3.0)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+        except (TimeoutError, Exception):  # noqa: BLE001
             pass
         self.ports.release(self.host_port)
 

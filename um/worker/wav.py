@@ -110,7 +110,7 @@ def decode(blob: bytes) -> Wav:
     return Wav(tag, rate, channels, bits, data)
 
 
-def read(path: "str | BinaryIO") -> Wav:
+def read(path: str | BinaryIO) -> Wav:
     if hasattr(path, "read"):
         return decode(path.read())  # type: ignore[union-attr]
     with open(path, "rb") as handle:  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, embedded_default_text, load, with_roles
-from edge.config_schema import ROLES, SECTIONS
+from edge.node.config import ConfigError, embedded_default_text, load, with_roles
+from edge.node.schema import SECTIONS
+from um.config import ROLES
 from tests.conftest import ROOT, umedge, write_config
 
 

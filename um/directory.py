@@ -3,7 +3,7 @@
 Plain values parsed from TOML tables (the config's [callrouter]/[directory]
 keys, or the directory file they name) and the lookups the call router
 makes per call. Parsing raises `DirectoryError` with a message saying what
-is allowed; edge.config_schema turns that into a config problem.
+is allowed; um.config turns that into a config problem.
 """
 
 from __future__ import annotations
@@ -288,3 +288,14 @@ def load_file(path: str | Path) -> tuple[tuple[Mailbox, ...], tuple[MailboxServe
     if unknown:
         raise DirectoryError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: mailboxes, servers")
     return parse_mailboxes(doc.get("mailboxes", [])), parse_servers(doc.get("servers", []))
+
+
+def assemble(dial_plans: tuple[DialPlan, ...], mailboxes: tuple[Mailbox, ...],
+             servers: tuple[MailboxServer, ...], directory_file: str = "") -> Directory:
+    """The directory of the config's keys plus the file they name (raises on a bad file)."""
+    all_mailboxes, all_servers = list(mailboxes), list(servers)
+    if directory_file:
+        file_mailboxes, file_servers = load_file(directory_file)
+        all_mailboxes += file_mailboxes
+        all_servers += file_servers
+    return Directory({p.name: p for p in dial_plans}, tuple(all_mailboxes), {s.name: s for s in all_servers})

@@ -16,30 +16,25 @@ loopback or a pool certificate); `[mailbox].recycle_time` schedules one
 daily.
 
 The worker's calls (media, voicemail, subscriber access) are um.worker's:
-the worker role sets `call_handler`, which gets INVITE, ACK, BYE, CANCEL,
-UPDATE and INFO of the slots and keeps each live call's dialog in its
-slot's `calls`. Without it (a MailboxService on its own, as in unit tests)
-a worker answers INVITE with 200 OK whose SDP declines every media stream
-(port 0, RFC 3264 §6), keeps the dialog, and ends it on BYE.
+the composition root passes them as `call_handler` (um.slots.CallHandler),
+which gets the slots' dialog requests and keeps each live call's dialog in
+its slot's `calls`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.logger import Logger
 
 from um.control import CONTROL_TYPE
-from um.sip.dialog import Dialog, DialogError, dialog_key
-from um.sip.message import Request, Response, make_response, new_tag
+from um.sip.message import Request, Response, make_response
 from um.sip.stream import Peer
+from um.slots import CallHandler, WorkerSlot
 
 SERVER = "umedge/0.1"
 
@@ -67,33 +62,12 @@ def _allowed(host: str, networks: list[Any]) -> bool:
     return any(address in net for net in networks)
 
 
-@dataclass
-class WorkerSlot:
-    """One UM worker process slot: its ports, its state and its calls."""
-
-    number: int               # 1 or 2
-    tcp_port: int | None      # unsecured SIP (None in tls mode)
-    tls_port: int | None      # MTLS SIP (None in tcp mode)
-    state: str = "idle"       # active / draining / idle
-    generation: int = 0
-    calls: dict[tuple[str, str | None, str | None], Dialog] = field(default_factory=dict)
-    redirects: int = 0
-    calls_total: int = 0
-    started: float | None = None
-    draining_since: float | None = None
-
-    def status(self) -> dict[str, Any]:
-        return {"slot": self.number, "state": self.state, "generation": self.generation,
-                "tcp_port": self.tcp_port, "tls_port": self.tls_port, "calls": len(self.calls),
-                "calls_total": self.calls_total, "redirects": self.redirects}
-
-
 class MailboxService:
     """UM service policy and worker slots of one mailbox server (sans sockets; uses a clock)."""
 
     def __init__(self, host: str, startup_mode: str, sip_ports: tuple[int, int],
                  dual_tls_ports: tuple[int, int], call_routers: tuple[str, ...] = ("127.0.0.1",),
-                 drain_timeout: float = 3600.0, clock: Any = None,
+                 drain_timeout: float = 3600.0, *, call_handler: CallHandler | None, clock: Any = None,
                  control_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")) -> None:
         self.host = host
         self.mode = startup_mode
@@ -110,9 +84,9 @@ class MailboxService:
         self.on_exit: Callable[[WorkerSlot], None] | None = None
         self.draining = False  # the node drains (SIGTERM): new calls get 503, active ones run on
         self._drain_timer: Any = None
-        # The worker's call handler (um.worker.calls.WorkerCalls, plugged in by the worker role);
-        # None keeps the placeholder answer below (port-0 SDP), as unit tests without media use.
-        self.call_handler: Any = None
+        # The worker's calls, media and voicemail (um.worker); None on a node without the worker role,
+        # which serves no worker listener.
+        self.call_handler = call_handler
         self.active = self.slots[0]
         self._start(self.active)
 
@@ -161,13 +135,6 @@ class MailboxService:
         log.warn("worker slot {slot}: drain timeout, ending {n} call(s)", slot=slot.number, n=len(slot.calls))
         if self.call_handler is not None:
             self.call_handler.end_all(slot, "drain-timeout")  # each call leaves slot.calls as it ends
-            return
-        for dialog in list(slot.calls.values()):
-            connection = dialog.data.get("connection")
-            if connection is not None:
-                connection.send_request(dialog.create_request("BYE", f"{self.host}:{slot.tcp_port or slot.tls_port}",
-                                                              "TLS" if dialog.secure else "TCP"))
-        slot.calls.clear()
         self._maybe_exit(slot)
 
     def status(self) -> dict[str, Any]:
@@ -250,85 +217,12 @@ class MailboxService:
 
     def _handle_worker(self, slot: WorkerSlot, request: Request, peer: Peer) -> Response | None:
         method = request.method
-        key = dialog_key(request)
         if method == "OPTIONS":
             return make_response(request, 200, None, [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
                                                       ("Accept", "application/sdp"), ("Server", SERVER)])
-        handler = self.call_handler
-        if handler is not None and method in handler.METHODS:
-            return handler.handle(self, slot, request, peer)  # calls, media and voicemail: um.worker
-        dialog = slot.calls.get(key)
-        if method == "ACK":
-            if dialog is not None:
-                dialog.state = "confirmed"
-            return None
-        if method == "BYE":
-            if dialog is None:
-                return make_response(request, 481)
-            try:
-                dialog.check_request(request)
-            except DialogError as error:
-                return make_response(request, error.status, error.reason)
-            del slot.calls[key]
-            dialog.state = "terminated"
-            self._maybe_exit(slot)
-            return make_response(request, 200, None, [("Server", SERVER)])
-        if method == "INVITE":
-            if key[1] is not None:  # a re-INVITE
-                if dialog is None:
-                    return make_response(request, 481)
-                return self._answer(slot, request, peer, dialog)
-            if slot.state == "idle":
-                return make_response(request, 480, "Temporarily Unavailable - worker slot not running",
-                                     [("Retry-After", "5")])
-            if self.draining:
-                return make_response(request, 503, "Service Unavailable - node draining", [("Retry-After", "30")])
-            return self._answer(slot, request, peer, None)
-        if method == "CANCEL":
-            return make_response(request, 481)
+        if self.call_handler is None:
+            return make_response(request, 503, "Service Unavailable - no UM worker on this node",
+                                 [("Retry-After", "30"), ("Server", SERVER)])
+        if method in self.call_handler.METHODS:
+            return self.call_handler.handle(self, slot, request, peer)  # calls, media and voicemail: um.worker
         return refuse_method(request, "INVITE, ACK, BYE, CANCEL, OPTIONS")
-
-    def _answer(self, slot: WorkerSlot, request: Request, peer: Peer, dialog: Dialog | None) -> Response:
-        accept = request.headers.get("Accept")
-        if accept is not None and "application/sdp" not in accept.lower() and accept.strip():
-            return make_response(request, 406, None, [("Accept", "application/sdp")])
-        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if not request.body or content_type != "application/sdp":
-            return make_response(request, 488, "Not Acceptable Here - an SDP offer is required",
-                                 [("Accept", "application/sdp")])
-        if dialog is None:
-            try:
-                dialog = Dialog.uas(request, new_tag())
-            except (DialogError, ValueError) as error:
-                return make_response(request, 400, f"Bad Request - {error}")
-            dialog.secure = peer.transport == "tls"
-            dialog.data["connection"] = peer.connection
-            slot.calls[dialog.id] = dialog
-            slot.calls_total += 1
-        scheme = "sips" if dialog.secure else "sip"
-        port = slot.tls_port if dialog.secure else slot.tcp_port
-        contact = f"<{scheme}:worker{slot.number}@{self.host}:{port}>"
-        return make_response(request, 200, None, [("Contact", contact), ("Content-Type", "application/sdp"),
-                                                  ("Server", SERVER)], decline_all(request.body, self.host),
-                             to_tag=dialog.local_tag)
-
-
-def decline_all(offer: bytes, host: str) -> bytes:
-    """An SDP answer declining every offered stream (RFC 3264 §6: port 0, same order)."""
-    lines = ["v=0", f"o=umedge {secrets.randbelow(2**31)} 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0"]
-    for line in offer.decode("utf-8", "replace").splitlines():
-        if line.startswith("m="):
-            parts = line[2:].split()
-            if len(parts) >= 4:
-                lines.append(f"m={parts[0]} 0 {parts[2]} {parts[3]}")
-    return ("\r\n".join(lines) + "\r\n").encode()
-
-
-def next_daily(at: str, now: dt.datetime | None = None) -> float:
-    """Seconds from `now` (local time) until the next HH:MM."""
-    now = now or dt.datetime.now()
-    hour, minute = (int(x) for x in at.split(":"))
-    target = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if target <= now:
-        target += dt.timedelta(days=1)
-    return (target - now).total_seconds()

@@ -5,6 +5,6 @@ Three ways in, one policy (issuer.TokenIssuer) and one audit line per token:
   https     POST /v1/credentials, JSON, pool-CA client cert or bearer API key ([auth] https_port)
   cli       `umedge token issue`, minted locally from the config's secret
 Tokens are TURN REST API credentials (edge.tokens) signed with the first of
-edge.node_identity.auth_secrets(config); any edge holding that secret
+edge.auth.secrets.auth_secrets(config); any edge holding that secret
 validates them without shared state.
 """

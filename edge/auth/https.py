@@ -23,8 +23,8 @@ from twisted.web import server
 
 from edge.auth import audit
 from edge.auth.issuer import IdentityError, TokenIssuer
-from edge.web import JsonRoutes
 from um.apikeys import ApiKeys, bearer
+from um.jsonweb import JsonRoutes
 
 MAX_BODY = 8 * 1024
 FIELDS = ("identity", "ttl")

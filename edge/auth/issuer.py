@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.auth import audit
-from edge.config_schema import Config
+from edge.auth.secrets import auth_secrets
+from edge.config import EdgeSections
 from edge.tokens import MAX_USERNAME_BYTES, Token, mint
 
 # user@host of a SIP URI without parameters or headers; the host is a domain name.
@@ -55,13 +56,11 @@ class TokenIssuer:
         self._clock = clock
 
     @classmethod
-    def from_config(cls, config: Config, clock: Callable[[], float] = time.time) -> TokenIssuer:
-        from edge.node_identity import auth_secrets
-
+    def from_config(cls, config: EdgeSections, clock: Callable[[], float] = time.time) -> TokenIssuer:
         domains = frozenset((config.node.domain, *config.auth.served_domains))
         return cls(auth_secrets(config)[0], config.auth.max_token_lifetime * 60, domains, clock)
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: EdgeSections) -> None:
         """SIGHUP: sign with the (possibly rotated) first secret; take the new lifetime cap and domains."""
         fresh = TokenIssuer.from_config(config, self._clock)
         self._secret, self.max_lifetime, self.domains = fresh._secret, fresh.max_lifetime, fresh.domains

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 
-from edge.config_schema import Config
+from edge.config import EdgeSections
 from edge.pool.members import Member
 from um.mras.codec import MediaRelay
 
@@ -25,7 +25,7 @@ def _wildcard(address: str) -> bool:
     return not address or ipaddress.ip_address(address).is_unspecified
 
 
-def advertised_host(config: Config) -> str:
+def advertised_host(config: EdgeSections) -> str:
     """The host clients reach the TURN listeners at: external, else listen address, else the FQDN."""
     e = config.edge
     if e.external_address:
@@ -37,14 +37,14 @@ def _uri_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def turn_uris(config: Config) -> list[str]:
+def turn_uris(config: EdgeSections) -> list[str]:
     """The TURN REST API `uris` list (RFC 7065 syntax)."""
     e, host = config.edge, _uri_host(advertised_host(config))
     return [f"turn:{host}:{e.turn_udp_port}?transport=udp", f"turn:{host}:{e.turn_tcp_port}?transport=tcp",
             f"turns:{host}:{e.turn_tls_port}?transport=tcp"]
 
 
-def media_relays(config: Config) -> tuple[MediaRelay, ...]:
+def media_relays(config: EdgeSections) -> tuple[MediaRelay, ...]:
     """Every relay this node offers, intranet first."""
     e = config.edge
     if _wildcard(e.listen_address):
@@ -74,7 +74,7 @@ def _relay(location: str, host: str, udp: int, tcp: int) -> MediaRelay:
     return MediaRelay(location, direct_ip_address=host, udp_port=udp, tcp_port=tcp)
 
 
-def pool_media_relays(config: Config, members: Members | None) -> Callable[[], tuple[MediaRelay, ...]]:
+def pool_media_relays(config: EdgeSections, members: Members | None) -> Callable[[], tuple[MediaRelay, ...]]:
     """MRAS relays now: every live pool member's (least loaded first), else this node's."""
     own = media_relays(config)
 
@@ -89,7 +89,7 @@ def pool_media_relays(config: Config, members: Members | None) -> Callable[[], t
     return current
 
 
-def pool_turn_uris(config: Config, members: Members | None) -> Callable[[], list[str]]:
+def pool_turn_uris(config: EdgeSections, members: Members | None) -> Callable[[], list[str]]:
     """TURN REST `uris` now: every live pool member's (least loaded first), else this node's."""
     own = turn_uris(config)
 

@@ -1,4 +1,4 @@
-"""Build the mediation service from config: discovery, the SIP client, the edge's Contact."""
+"""Build the mediation service from config: discovery, the SIP user-agent client, the edge's Contact."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from certs import tls
-from edge.config_schema import Config
+from edge.config import EdgeSections
 from edge.mediation.discovery import Discovery, make_resolver
 from edge.mediation.registration import (
     MediationService,
@@ -19,19 +19,17 @@ from edge.mediation.registration import (
 STATUS_FILE = "mediation.json"
 
 
-def enabled(config: Config) -> bool:
+def enabled(config: EdgeSections) -> bool:
     return bool(config.mediation.servers or config.mediation.domain)
 
 
-def status_path(config: Config) -> Path:
+def status_path(config: EdgeSections) -> Path:
     return Path(config.node.state_dir) / STATUS_FILE
 
 
-def mediation_service(config: Config, pool_store: Callable[[], Any] | None = None) -> MediationService:
+def mediation_service(config: EdgeSections, pool_store: Callable[[], Any] | None = None) -> MediationService:
     """The mediation association of this edge (requires enabled(config))."""
-    from twisted.internet import reactor
-
-    from um.sip.client import SipClient
+    from um.sip.uac import UserAgentClient
 
     m, node = config.mediation, config.node
     contact_host = config.edge.external_address or config.edge.listen_address
@@ -44,8 +42,8 @@ def mediation_service(config: Config, pool_store: Callable[[], Any] | None = Non
         timeout=m.timeout, username=m.username, password=m.password)
     resolver = make_resolver(m.dns_servers, timeout=m.timeout) if m.domain and not m.servers else None
     discovery = Discovery(m.servers, m.domain, resolver)
-    client = SipClient(reactor, node.fqdn,
-                       tls_creator=lambda hostname: tls.client_options(node.certs_dir, node.name, hostname))
+    client = UserAgentClient(via_host=node.fqdn,
+                             ssl_context=lambda: tls.client_ssl_context(node.certs_dir, node.name))
 
     def publish(server: str, state: dict[str, object]) -> None:
         store = pool_store() if pool_store else None

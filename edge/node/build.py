@@ -1,39 +1,65 @@
-"""The composition root: config -> one Twisted MultiService with a child per listener.
+"""The composition root: config -> one Twisted MultiService with a child per role and listener.
 
-Each role contributes named child services; starting the tree binds every
-socket (so a port in use fails start-up at once), stopping it closes them.
+Only this module reads the whole config and builds services; each service
+gets what it needs injected (the pool membership is one named service handed
+to TURN, auth and mediation; the mailbox service gets the worker's calls in
+its constructor). Starting the tree binds every socket (so a port in use
+fails start-up at once), stopping it closes them.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.application import internet, service
-from twisted.logger import Logger
 
 from certs import tls
 from edge.auth.issuer import TokenIssuer
 from edge.auth.relays import Members
 from edge.auth.service import https_service, mras_service
-from edge.config_schema import Config
-from edge.listeners import Listener, listeners
 from edge.mediation.setup import enabled as mediation_enabled
 from edge.mediation.setup import mediation_service
-from edge.nodestate import NodeState, StateSampler
-from edge.turn.service import TurnService
-from edge.web import status_site
-from um.callrouter import UmRoles
+from edge.node import edge_roles, um_roles
+from edge.node.listeners import Listener, listeners
+from edge.node.schema import Config
+from edge.node.state import NodeState, StateSampler
+from edge.node.web import status_site
+from edge.pool.members import Member
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
+from um.services import DailyRecycle
 from um.sip.responder import OptionsResponder
-from um.sip.stream import SipStreamFactory
+from um.sip.stream import Handler, SipStreamFactory
+from um.worker.service import WorkerService
+from um.worker.webapi import web_factory
 
-log = Logger(namespace="umedge.service")
+
+class NodeTree(service.MultiService):
+    """The root service; `state` is the one typed view of what runs (status page, CLI, metrics, drain)."""
+
+    def __init__(self, state: NodeState) -> None:
+        super().__init__()
+        self.state = state
+        self.setName("umedge")
+
+
+def _sip_handler(row: Listener, state: NodeState) -> Handler | None:
+    """The SIP handler of a listener row: call router, UM service or a worker slot."""
+    if row.role == "callrouter" and state.callrouter is not None:
+        return state.callrouter.router
+    mailbox = state.mailbox
+    if row.role == "mailbox" and mailbox is not None:
+        return mailbox.handle_um_service
+    if row.role == "worker" and mailbox is not None:
+        for slot in mailbox.slots:
+            if row.port in (slot.tcp_port, slot.tls_port):
+                return mailbox.worker_handler(slot.number)
+    return None
 
 
 def _sip_service(row: Listener, config: Config, state: NodeState) -> service.Service:
-    um = state.um
-    handler = um.handler_for(row) if um is not None else None  # call router, UM service, worker slots
-    sip = SipStreamFactory(handler or OptionsResponder(row.role), row.transport, row.role,
+    sip = SipStreamFactory(_sip_handler(row, state) or OptionsResponder(row.role), row.transport, row.role,
                            limiter=state.sip_limiter)
     factory = ConnectionGuard(sip, ConnectionLimits.of(config.limits), f"{row.service} SIP/{row.transport.upper()}")
     state.guards.append(factory)
@@ -43,62 +69,101 @@ def _sip_service(row: Listener, config: Config, state: NodeState) -> service.Ser
     return internet.TCPServer(row.port, factory, interface=row.address)
 
 
-def _service_for(row: Listener, config: Config, state: NodeState,
-                 members: Members | None = None) -> service.Service | None:
-    if row.key == "[auth].mras_tls_port":
-        return mras_service(row, config, state.issuer, members=members)  # MRAS: SIP SERVICE over MTLS
+def _web_service(row: Listener, config: Config, state: NodeState) -> service.Service:
+    """The status page (HTTP or HTTPS) plus the UM web services (HTTPS only) on one port."""
+    node = config.node
+
+    def options() -> object:
+        return tls.server_options(node.certs_dir, node.name, client_cert="optional", alpn=(b"http/1.1",))
+
+    factory = web_factory(status_site(state), lambda: state.worker, config.auth.api_keys, node.state_dir, options)
+    return internet.TCPServer(row.port, factory, interface=row.address)
+
+
+def _listener_service(row: Listener, config: Config, state: NodeState,
+                      members: Members | None) -> service.Service | None:
+    if row.key == "[auth].mras_tls_port":  # MRAS: SIP SERVICE over MTLS (edge.auth)
+        return mras_service(row.port, row.address, config, state.issuer, members=members)
     if row.protocol == "SIP":
         return _sip_service(row, config, state)
     if row.protocol == "STUN/TURN":
-        return None  # one TurnService serves UDP, TCP and TLS (see build)
-    if row.protocol == "HTTPS":
-        return https_service(row, config, state.issuer, members=members)  # the token API (edge.auth)
+        return None  # one TurnService serves UDP, TCP and TLS
+    if row.protocol == "HTTPS":  # the token API (edge.auth)
+        return https_service(row.port, row.address, config, state.issuer, members=members)
     if row.protocol == "HTTP":
-        from um.worker.webapi import web_factory
-
-        # The status page (HTTP or HTTPS) plus the UM web services (HTTPS only): um.worker.webapi.
-        return internet.TCPServer(row.port, web_factory(status_site(state), config, state),
-                                  interface=row.address)
+        return _web_service(row, config, state)
     return None  # port ranges: sockets are opened per call or allocation
 
 
-def build(config: Config, turn_only: bool = False) -> service.MultiService:
-    """The service tree for the roles in config.node.roles (only the TURN relay if `turn_only`).
+def _build_edge(config: Config, state: NodeState, root: service.MultiService, turn_only: bool) -> None:
+    loop = asyncio.get_event_loop()
+    if not turn_only:  # extra relay processes share the main process's membership
+        state.pool = edge_roles.pool_membership(
+            config, lambda: len(state.engine.allocations) if state.engine else 0,
+            lambda: dict(state.engine.per_identity) if state.engine else {})
+        state.pool.setName("edge/pool")
+        state.pool.setServiceParent(root)
+    state.engine = edge_roles.build_engine(config, loop, pool=state.pool)
+    state.turn = edge_roles.turn_service(config, state.engine, reuse_port=config.edge.workers > 1)
+    state.turn.setServiceParent(root)
+    if turn_only:
+        return
+    if mediation_enabled(config):
+        pool = state.pool
+        state.mediation = mediation_service(config, lambda: pool.store if pool is not None else None)
+        state.mediation.setName("edge/mediation")
+        state.mediation.setServiceParent(root)
+    state.issuer = TokenIssuer.from_config(config)
 
-    The tree's `state` attribute (a NodeState) is the one view of the running
-    services that the status page, `umedge status`, /metrics and the drain read.
-    """
-    root = service.MultiService()
-    root.setName("umedge")
-    root.state = state = NodeState(config)  # type: ignore[attr-defined]
+
+def _build_um(config: Config, state: NodeState, root: service.MultiService) -> None:
+    from twisted.internet import reactor
+
+    roles = set(config.node.roles)
+    host = um_roles.advertised_host(config)
+    calls = None
+    if "worker" in roles:
+        calls = um_roles.worker_calls(config, lambda: state.config)
+    if roles & {"mailbox", "worker"}:
+        state.mailbox = um_roles.mailbox_service(config, host, calls, reactor)
+        if "mailbox" in roles:
+            recycle = DailyRecycle(state.mailbox, lambda: state.config.mailbox.recycle_time)
+            recycle.setServiceParent(root)
+    if "callrouter" in roles:
+        local = state.mailbox if {"mailbox", "worker"} <= roles else None
+        state.callrouter = um_roles.call_router_service(config, host, local, reactor)
+        state.callrouter.setServiceParent(root)
+    if calls is not None:
+        state.worker = WorkerService(calls.context)  # calls, media, voicemail (um.worker)
+        state.worker.setServiceParent(root)
+
+
+def build(config: Config, turn_only: bool = False) -> NodeTree:
+    """The service tree for the roles in config.node.roles (only the TURN relay if `turn_only`)."""
+    state = NodeState(config)
+    root = NodeTree(state)
     # One request-rate bucket per source address across every SIP listener of the node.
     state.sip_limiter = RateLimiter(config.limits.sip_requests_per_second, config.limits.sip_burst)
     Path(config.node.state_dir).mkdir(parents=True, exist_ok=True)
-    if "edge" in config.node.roles or turn_only:
-        state.turn = TurnService(config, reuse_port=config.edge.workers > 1, in_pool=not turn_only)
-        state.turn.setName("edge/turn")
-        state.turn.setServiceParent(root)
+    roles = set(config.node.roles)
+    if "edge" in roles or turn_only:
+        _build_edge(config, state, root, turn_only)
     if turn_only:
         return root
     StateSampler(state).setServiceParent(root)
-    if "edge" in config.node.roles and mediation_enabled(config):
-        state.mediation = mediation_service(config, lambda: state.turn.pool.store if state.turn.pool else None)
-        state.mediation.setName("edge/mediation")
-        state.mediation.setServiceParent(root)
-    if {"callrouter", "mailbox", "worker"} & set(config.node.roles):
-        state.um = UmRoles(config)  # call router, mailbox UM service and worker slots (um.callrouter)
-        state.um.setServiceParent(root)
-        if "worker" in config.node.roles and state.um.mailbox is not None:
-            from um.worker.service import WorkerService
+    if roles & {"callrouter", "mailbox", "worker"}:
+        _build_um(config, state, root)
+    members: Members | None = None
+    if "edge" in roles:
+        pool = state.pool
 
-            state.worker = WorkerService(config, state.um.mailbox, state.um)  # calls, media, voicemail (um.worker)
-            state.worker.setServiceParent(root)
-    members = None
-    if "edge" in config.node.roles:
-        state.issuer = TokenIssuer.from_config(config)
-        members = lambda: state.turn.pool.live if state.turn.pool else []  # noqa: E731 - the live relays, now
+        def live_members() -> Sequence[Member]:  # the live relays, now
+            return pool.live if pool is not None else []
+
+        members = live_members
+
     for row in listeners(config):
-        child = _service_for(row, config, state, members)
+        child = _listener_service(row, config, state, members)
         if child is None:
             continue
         child.setName(f"{row.role}/{row.protocol.lower()}-{row.transport}-{row.port}")

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from certs import pki
-from edge import firewall
-from edge.config import ConfigError, load, with_roles
-from edge.config_schema import LOG_FORMATS, ROLES, Config
-from edge.listeners import format_table, listeners
+from edge.node import firewall
+from edge.node.config import ConfigError, load, with_roles
+from edge.node.schema import LOG_FORMATS, Config
+from um.config import ROLES
+from edge.node.listeners import format_table, listeners
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -66,7 +67,7 @@ def cmd_firewall(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from edge.node_identity import ensure_certificates, node_sans
+    from edge.node.identity import ensure_certificates, node_sans
 
     config = _load(args)
     certs_dir = config.node.certs_dir
@@ -114,7 +115,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     import getpass
     import socket
 
-    from edge import logsetup
+    from edge.node import logsetup
     from edge.auth.issuer import IdentityError, TokenIssuer
     from edge.auth.relays import turn_uris
 
@@ -205,7 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.roles:
         config = with_roles(config, args.roles)
-    from edge import runtime
+    from edge.node import runtime
 
     return runtime.serve(config, log_format=args.log_format or config.log.format,
                          config_path=args.config, turn_worker=args.turn_worker)
@@ -254,7 +255,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """`probe`: check from here that media can cross the edge (exit 0 only if it can)."""
     import asyncio
 
-    from edge.probe import probe
+    from edge.node.probe import probe
 
     config = _load(args)
     e = config.edge

@@ -14,11 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge.config_schema import SECTIONS, Config, Invalid
-from edge.listeners import collisions, listeners
-
-EMBEDDED = "<embedded default>"
-
+from edge.node.listeners import collisions, listeners
+from edge.node.schema import EMBEDDED, SECTIONS, Config
+from um.configkeys import Invalid
 
 @dataclass(frozen=True)
 class Problem:
@@ -39,7 +37,7 @@ class ConfigError(Exception):
 
 
 def embedded_default_text() -> str:
-    return resources.files("edge").joinpath("default_config.toml").read_text(encoding="utf-8")
+    return resources.files("edge.node").joinpath("default_config.toml").read_text(encoding="utf-8")
 
 
 def _show(value: Any, secret: bool) -> str:

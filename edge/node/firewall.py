@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from edge.listeners import Listener
+from edge.node.listeners import Listener
 
 FORMATS = ("nft", "iptables", "netsh")
 NFT_CHAIN = "umedge_inbound"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass
 
-from edge.config_schema import Config
+from edge.node.schema import Config
 
 CHANGEABLE_CALLROUTER = "yes (Set-UMCallRouterSettings)"
 FIXED_IN_EXCHANGE = "no (fixed in Exchange)"

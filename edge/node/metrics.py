@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edge.auth import audit
-from edge.nodestate import NodeState
+from edge.node.state import NodeState
 from um.sip import stream as sip_stats
 
 # Other parts of the node (the UM worker, the SIP listeners) add their families here.
@@ -69,7 +69,7 @@ class NodeCollector:
                        {(k.removeprefix("refused_"),): v for k, v in stats.items() if k.startswith("refused_")})
         yield _counter("umedge_stun_rate_limited", "STUN requests dropped by the per-source rate limit", [],
                        {(): stats.get("rate_limited", 0)})
-        guards = [*getattr(state.turn, "guards", []), *state.guards]
+        guards = [*(state.turn.guards if state.turn is not None else []), *state.guards]
         yield _counter("umedge_connections_refused", "Stream connections refused by the connection caps",
                        ["listener"], {(g.name,): g.refused for g in guards})
         yield _counter("umedge_connections_timed_out", "Stream connections cut by the handshake/idle timeouts",
@@ -83,8 +83,7 @@ class NodeCollector:
         yield _counter("umedge_tokens_issued", "Media tokens issued, by path", ["path"],
                        {(path,): audit.ISSUED.get(path, 0) for path in ("mras", "https", "cli")})
         yield _gauge("umedge_calls_active", "Calls on the UM worker slots now", state.calls_active())
-        worker = getattr(getattr(state, "worker", None), "context", None)
-        counters: dict[str, int] = dict(getattr(worker, "counters", {}) or {})
+        counters: dict[str, int] = dict(state.worker.context.counters) if state.worker is not None else {}
         yield _counter("umedge_voicemails_stored", "Voicemail messages stored whole", [],
                        {(): counters.get("messages", 0)})
         yield _counter("umedge_worker_calls", "Calls the UM worker answered, by outcome", ["outcome"],
@@ -96,11 +95,11 @@ class NodeCollector:
                          s["mode"] == "static" and s["keepalive_ok"]) else 0.0 for s in mediation})
         yield _counter("umedge_mediation_failures", "Failed keepalives and registrations per mediation server",
                        ["server"], {(str(s["address"]),): s["failures"] for s in mediation})
-        pool = getattr(state.turn, "pool", None)
+        pool = state.pool
         yield _gauge("umedge_pool_members", "Live members of the edge pool (this node included)",
-                     len(getattr(pool, "live", [])))
+                     len(pool.live) if pool is not None else 0)
         yield _gauge("umedge_pool_degraded", "1 while the pool store is unreachable",
-                     1.0 if getattr(pool, "degraded", False) else 0.0)
+                     1.0 if pool is not None and pool.degraded else 0.0)
         yield _gauge("umedge_event_loop_lag_seconds", "How late the event loop ran its last timer",
                      state.loop_lag)
         yield _gauge("umedge_draining", "1 while the node drains after SIGTERM", 1.0 if state.draining else 0.0)

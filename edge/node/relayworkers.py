@@ -30,7 +30,7 @@ def die_with_parent() -> None:
 
 class RelayWorkers:
     def __init__(self, config_path: str | None, count: int, log_format: str) -> None:
-        base = [sys.executable, "-m", "edge.cli", "serve", "--log-format", log_format]
+        base = [sys.executable, "-m", "edge.node.cli", "serve", "--log-format", log_format]
         if config_path:
             base += ["--config", config_path]
         self.processes = [subprocess.Popen([*base, "--turn-worker", str(index)], stdout=subprocess.PIPE,

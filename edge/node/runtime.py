@@ -14,8 +14,8 @@ import sys
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from edge import logsetup, signals
-from edge.config_schema import Config
+from edge.node import logsetup, signals
+from edge.node.schema import Config
 
 log = Logger(namespace="umedge.runtime")
 STOP_TIMEOUT = 4.0  # seconds: SIGTERM must end the process within 5
@@ -55,9 +55,10 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     install_reactor()
     from twisted.internet import reactor
 
-    from edge.node_identity import auth_secrets, ensure_certificates
-    from edge.service import build
-    from edge.turn.workers import READY_LINE, RelayWorkers, die_with_parent
+    from edge.auth.secrets import auth_secrets
+    from edge.node.identity import ensure_certificates
+    from edge.node.build import build
+    from edge.node.relayworkers import READY_LINE, RelayWorkers, die_with_parent
 
     if turn_worker is not None:
         die_with_parent()
@@ -129,7 +130,7 @@ def _raise_file_limit(wanted: int = 65536) -> None:
 
 def _announce(config: Config) -> None:
     """Print the listener table (stdout) and log one line per listener (stderr)."""
-    from edge.listeners import format_table, listeners
+    from edge.node.listeners import format_table, listeners
 
     rows = listeners(config)
     print(f"umedge node {config.node.name} ({config.node.fqdn}) listening:", flush=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from edge.config import ConfigError, load, with_roles
-from edge.nodestate import NodeState
+from edge.node.config import ConfigError, load, with_roles
+from edge.node.state import NodeState
 
 log = Logger(namespace="umedge.signals")
 DRAIN_POLL = 0.25

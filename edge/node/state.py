@@ -15,8 +15,18 @@ from twisted.application import service
 from twisted.internet import task
 
 from certs import pki
-from edge.config_schema import Config
-from edge.listeners import listeners
+from edge.node.schema import Config
+from edge.auth.issuer import TokenIssuer
+from edge.auth.secrets import auth_secrets
+from edge.mediation.registration import MediationService
+from edge.node.listeners import listeners
+from edge.pool.service import PoolMembership
+from edge.turn.engine import TurnEngine
+from edge.turn.service import TurnService
+from um.mailbox import MailboxService
+from um.netguard import ConnectionGuard, RateLimiter
+from um.services import CallRouterService
+from um.worker.service import WorkerService
 
 HISTORY_SECONDS = 600
 SAMPLE_EVERY = 2.0
@@ -25,13 +35,16 @@ SAMPLE_EVERY = 2.0
 class NodeState:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.turn: Any = None  # edge.turn.service.TurnService
-        self.mediation: Any = None  # edge.mediation.registration.MediationService
-        self.um: Any = None  # um.callrouter.UmRoles
-        self.issuer: Any = None  # edge.auth.issuer.TokenIssuer shared by the MRAS and HTTPS paths
-        self.worker: Any = None  # um.worker.service.WorkerService
-        self.sip_limiter: Any = None  # um.netguard.RateLimiter shared by the SIP listeners
-        self.guards: list[Any] = []  # um.netguard.ConnectionGuard of each SIP listener
+        self.pool: PoolMembership | None = None
+        self.engine: TurnEngine | None = None
+        self.turn: TurnService | None = None
+        self.mediation: MediationService | None = None
+        self.issuer: TokenIssuer | None = None  # shared by the MRAS and HTTPS paths
+        self.callrouter: CallRouterService | None = None
+        self.mailbox: MailboxService | None = None  # the UM service and its worker slots
+        self.worker: WorkerService | None = None
+        self.sip_limiter: RateLimiter | None = None  # shared by the SIP listeners
+        self.guards: list[ConnectionGuard] = []  # of each SIP listener
         self.draining = False
         self.started = time.time()
         self.loop_lag = 0.0  # seconds the event loop was late on its last timer
@@ -42,35 +55,28 @@ class NodeState:
 
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: secrets (rotation), token policy, gateways, hunt groups and the directory."""
-        from edge.node_identity import auth_secrets
-
         self.config = config
         if self.engine is not None:
             secrets = auth_secrets(config)
             self.engine.auth.use_secrets(lambda: secrets)
         if self.issuer is not None:
             self.issuer.reconfigure(config)
-        if self.um is not None:
-            self.um.reconfigure(config)
+        if self.callrouter is not None:
+            self.callrouter.reconfigure(config.callrouter)
 
     def start_drain(self) -> None:
         """SIGTERM: take no new allocations or calls; what is active runs on."""
         self.draining = True
         if self.engine is not None:
             self.engine.accepting = False
-        mailbox = getattr(self.um, "mailbox", None)
-        if mailbox is not None:
-            mailbox.draining = True
+        if self.mailbox is not None:
+            self.mailbox.draining = True
 
     def busy(self) -> int:
         """Calls plus allocations still active (the drain waits for these)."""
         return self.calls_active() + sum(self.allocations_by_transport().values())
 
     # --- what the services say ---------------------------------------------------------
-
-    @property
-    def engine(self) -> Any:
-        return getattr(self.turn, "engine", None)
 
     def allocations_by_transport(self) -> dict[str, int]:
         counts = {"udp": 0, "tcp": 0, "tls": 0}
@@ -80,8 +86,8 @@ class NodeState:
         return counts
 
     def calls_active(self) -> int:
-        mailbox = getattr(self.um, "mailbox", None)
-        return sum(len(slot.calls) for slot in getattr(mailbox, "slots", []))
+        mailbox = self.mailbox
+        return sum(len(slot.calls) for slot in mailbox.slots) if mailbox is not None else 0
 
     def relayed_packets(self) -> int:
         engine = self.engine
@@ -103,7 +109,7 @@ class NodeState:
     def snapshot(self) -> dict[str, Any]:
         config = self.config
         engine = self.engine
-        pool = getattr(self.turn, "pool", None)
+        pool = self.pool
         allocations = self.allocations_by_transport()
         snapshot: dict[str, Any] = {
             "node": config.node.name, "fqdn": config.node.fqdn, "roles": list(config.node.roles),
@@ -116,10 +122,10 @@ class NodeState:
             "mediation": self.mediation.snapshot() if self.mediation is not None else [],
             "pool": {
                 "store": "memory" if config.pool.store == "memory" else "redis",
-                "degraded": bool(getattr(pool, "degraded", False)),
+                "degraded": bool(pool.degraded) if pool is not None else False,
                 "members": [{"name": m.name, "relay": f"{m.relay_host}:{m.udp_port}",
                              "allocations": m.allocations, "load": round(m.load, 4)}
-                            for m in getattr(pool, "live", [])],
+                            for m in (pool.live if pool is not None else [])],
             },
             "certificates": [{"name": info.name, "subject": info.subject,
                               "not_after": info.not_after.isoformat(), "days_left": info.days_left(),
@@ -127,9 +133,8 @@ class NodeState:
                              for info in pki.inventory(config.node.certs_dir)],
             "event_loop_lag_seconds": round(self.loop_lag, 4),
         }
-        mailbox = getattr(self.um, "mailbox", None)
-        if mailbox is not None:
-            snapshot["worker_slots"] = mailbox.status()
+        if self.mailbox is not None:
+            snapshot["worker_slots"] = self.mailbox.status()
         return snapshot
 
 

@@ -1,89 +1,28 @@
-"""The TURN server as one Twisted service: engine + UDP/TCP/TLS listeners + the expiry tick."""
+"""The TURN listeners as one Twisted service: UDP/TCP/TLS sockets around an engine, and its expiry tick.
+
+The engine, its policies and the pool membership are built by the composition
+root (edge.node.build); this service only binds and serves.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import socket
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from certs import tls
-from edge.config_schema import ROLES, Config
-from edge.listeners import listeners
-from edge.msturn.pseudotls import PseudoTlsFactory
-from edge.node_identity import auth_secrets
-from edge.pool.service import PoolMembership, describe_node
-from edge.pool.store import open_store
-from edge.turn.auth import Authenticator
-from edge.turn.engine import RelayAddresses, TurnEngine
-from edge.turn.io import (
-    TurnStreamFactory,
-    UdpTurnListener,
-    bind_stream,
-    bind_udp,
-    relay_binder,
-)
-from edge.turn.policy import Limits, PeerPolicy
-from edge.turn.ports import PortPool
+from edge.turn.engine import TurnEngine
+from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_udp
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
-
-def limits_from(config: Config) -> Limits:
-    e = config.edge
-    return Limits(max_allocations=e.max_allocations, max_allocations_per_user=e.max_allocations_per_user,
-                  bandwidth_bytes_per_second=e.allocation_bandwidth_kbps * 1000 // 8,
-                  max_pending=config.limits.max_pending_allocations)
-
-
-def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock=time.time,  # type: ignore[no-untyped-def]
-                 pool: PoolMembership | None = None) -> TurnEngine:
-    e = config.edge
-    secrets = auth_secrets(config)
-    # Derived from the signing secret, so every process and pool node accepts the others' nonces.
-    nonce_key = hmac.new(secrets[0].encode(), b"umedge turn nonce key", hashlib.sha256).digest()
-    limits = limits_from(config)
-    authenticator = Authenticator(e.realm, lambda: secrets, nonce_key, limits.nonce_lifetime, clock)
-    specific = lambda *addresses: {a for a in addresses if a and a not in ("0.0.0.0", "::")}  # noqa: E731
-    listener_ports = {row.port for row in listeners(config, ROLES) if not row.is_range}
-    policy = PeerPolicy.from_config(
-        e.allowed_peer_networks, e.denied_peer_networks,
-        specific(e.listen_address, config.node.listen_address),
-        specific(e.relay_address, e.relay_address_v6, e.external_address), listener_ports)
-    bind = {4: e.relay_address} if ":" not in e.relay_address else {6: e.relay_address}
-    if e.relay_address_v6:
-        bind[6] = e.relay_address_v6
-    advertise = {4: e.external_address} if e.external_address and ":" not in e.external_address else {}
-    alternates = list(e.alternate_servers)
-    quota = None
-    if pool is not None:
-        name = config.node.name
-        quota = pool.quota_gate(name, limits.max_allocations_per_user)
-
-        def alternates_now() -> list[tuple[str, int]]:  # least loaded live peers first, then configured
-            return [(m.relay_host, m.udp_port) for m in pool.others(name)] + alternates
-
-    return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
-                      PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
-                      alternates=alternates_now if pool is not None else alternates, quota=quota,
-                      ms_turn=e.ms_turn)
-
-
-def pool_membership(config: Config, allocations: Callable[[], int],
-                    local_counts: Callable[[], dict[str, int]]) -> PoolMembership:
-    """This node's membership in the pool store of `[pool] store`."""
-    e, p = config.edge, config.pool
-    intranet = config.node.fqdn if e.listen_address in ("0.0.0.0", "::") else e.listen_address
-    describe = describe_node(config.node.name, e.external_address or intranet, intranet, e.external_address,
-                             e.turn_udp_port, e.turn_tcp_port, e.turn_tls_port, allocations, e.max_allocations)
-    return PoolMembership(open_store(p.store, p.key_prefix), describe, p.heartbeat_interval, p.member_ttl,
-                          local_counts)
+# Wraps the TLS port's factory, e.g. so a dialect can accept its own handshake beside real TLS.
+TlsPortWrapper = Callable[[Factory, TurnEngine], Factory]
 
 
 class AdoptedStreamPort(service.Service):
@@ -115,55 +54,62 @@ def _bind(binder, host: str, port: int, reuse_port: bool, kind: str) -> socket.s
         raise CannotListenError(host, port, f"{kind}: {error.strerror}") from None
 
 
+@dataclass(frozen=True)
+class TurnPorts:
+    """Where the TURN listeners bind, and how hard each is guarded."""
+
+    address: str
+    udp: int
+    tcp: int
+    tls: int
+    reuse_port: bool = False  # [edge] workers > 1: the processes share the ports (SO_REUSEPORT)
+    stun_requests_per_second: float = 200.0
+    stun_burst: int = 400
+
+
 class TurnService(service.MultiService):
-    """UDP via raw asyncio readers; TCP and TLS via Twisted; one engine for all three.
+    """UDP via raw asyncio readers; TCP and TLS via Twisted; one engine (built by the caller) for all three.
 
     With `reuse_port` the listening sockets carry SO_REUSEPORT, so `[edge]
     workers` processes share the TURN ports and the kernel spreads clients
     (by 4-tuple for UDP, per connection for TCP) across them.
     """
 
-    def __init__(self, config: Config, reuse_port: bool = False, in_pool: bool = True) -> None:
+    def __init__(self, engine: TurnEngine, ports: TurnPorts, guard: ConnectionLimits,
+                 tls_options: Callable[[], Any], tls_port_wrapper: TlsPortWrapper | None = None) -> None:
         super().__init__()
-        self.config = config
-        self.reuse_port = reuse_port
-        self.in_pool = in_pool  # extra relay processes share the main process's membership
-        self.engine: TurnEngine | None = None
-        self.pool: PoolMembership | None = None
+        self.engine = engine
+        self.ports = ports
+        self.guard = guard
+        self._tls_options = tls_options
+        self._wrap_tls_port = tls_port_wrapper
+        self.guards: list[ConnectionGuard] = []
         self._udp: UdpTurnListener | None = None
 
     def startService(self) -> None:
-        e, node = self.config.edge, self.config.node
+        p, engine = self.ports, self.engine
         loop = asyncio.get_event_loop()
-        if self.in_pool:
-            self.pool = pool_membership(
-                self.config, lambda: len(self.engine.allocations) if self.engine else 0,
-                lambda: dict(self.engine.per_identity) if self.engine else {})
-            self.pool.setServiceParent(self)
-        self.engine = engine = build_engine(self.config, loop, pool=self.pool)
-        # RFC 7443 names TURN over TLS "stun.turn"; coturn's clients offer it.
-        options = tls.server_options(node.certs_dir, node.name, client_cert="none", alpn=(b"stun.turn",))
-        udp = _bind(bind_udp, e.listen_address, e.turn_udp_port, self.reuse_port, "UDP")
+        options = self._tls_options()
+        udp = _bind(bind_udp, p.address, p.udp, p.reuse_port, "UDP")
         try:
-            tcp = _bind(bind_stream, e.listen_address, e.turn_tcp_port, self.reuse_port, "TCP")
+            tcp = _bind(bind_stream, p.address, p.tcp, p.reuse_port, "TCP")
             try:
-                tls_sock = _bind(bind_stream, e.listen_address, e.turn_tls_port, self.reuse_port, "TLS")
+                tls_sock = _bind(bind_stream, p.address, p.tls, p.reuse_port, "TLS")
             except CannotListenError:
                 tcp.close()
                 raise
         except CannotListenError:
             udp.close()
             raise
-        lim = self.config.limits
-        limiter = RateLimiter(lim.stun_requests_per_second, lim.stun_burst)  # one bucket per source address
-        guard = ConnectionLimits.of(self.config.limits)
+        limiter = RateLimiter(p.stun_requests_per_second, p.stun_burst)  # one bucket per source address
         self._udp = UdpTurnListener(loop, udp, engine, limiter)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
-        # The TLS port also takes [MS-TURN]'s fixed pseudo-TLS handshake (edge.msturn.pseudotls).
-        tls_port = PseudoTlsFactory(TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls")), engine)
-        self.guards = [ConnectionGuard(TurnStreamFactory(engine, "tcp"), guard, "TURN over TCP"),
-                       ConnectionGuard(tls_port, guard, "TURN over TLS", settle_on_data=False)]
+        tls_port: Factory = TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
+        if self._wrap_tls_port is not None:  # e.g. [MS-TURN]'s pseudo-TLS handshake (edge.msturn.pseudotls)
+            tls_port = self._wrap_tls_port(tls_port, engine)
+        self.guards = [ConnectionGuard(TurnStreamFactory(engine, "tcp"), self.guard, "TURN over TCP"),
+                       ConnectionGuard(tls_port, self.guard, "TURN over TLS", settle_on_data=False)]
         AdoptedStreamPort(tcp, self.guards[0]).setServiceParent(self)
         AdoptedStreamPort(tls_sock, self.guards[1]).setServiceParent(self)
         internet.TimerService(1.0, engine.tick).setServiceParent(self)
@@ -171,8 +117,7 @@ class TurnService(service.MultiService):
 
     def stopService(self):  # type: ignore[no-untyped-def]
         result = super().stopService()
-        if self.engine is not None:
-            self.engine.close_all()
+        self.engine.close_all()
         if self._udp is not None:
             self._udp.close()
             self._udp = None

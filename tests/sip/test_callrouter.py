@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet import defer, task
 
+from tests.fakes.standin_worker import StandInCalls
 from um.callrouter import CallRouter, GatewayTable, ProbeSettings, diverting_user
 from um.directory import (
     Directory,
@@ -27,7 +28,8 @@ GW_TLS = Peer("192.0.2.50", 5061, "tls", "gw1.example.test", ("gw1.example.test"
 
 
 def invite(pilot: str = "5000", to: str = "1001", extra: str = "", branch: str = "z9hG4bK-7") -> Request:
-    return parse_datagram((f"INVITE sip:{pilot}@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.10:5060;branch={branch}\r\n"
+    return parse_datagram((f"INVITE sip:{pilot}@192.0.2.1 SIP/2.0\r\n"
+                           f"Via: SIP/2.0/TCP 192.0.2.10:5060;branch={branch}\r\n"
                            f"Max-Forwards: 70\r\nFrom: <sip:gw@192.0.2.10>;tag=1\r\nTo: <sip:{to}@192.0.2.1>\r\n"
                            f"Call-ID: c-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:gw@192.0.2.10>\r\n{extra}"
                            "Content-Length: 0\r\n\r\n").encode())
@@ -53,7 +55,7 @@ def make_router(gateways: list[dict] | None = None, mode: str = "dual", servers:
     directory = Directory({p.name: p for p in plans}, parse_mailboxes(mailboxes or [
         {"extension": "1000-1009"}, {"extension": "2000", "e164": "+4930123452000", "dial_plan": "e164"}]),
         {s.name: s for s in servers})
-    local = MailboxService("192.0.2.1", mode, (5065, 5067), (5066, 5068))
+    local = MailboxService("192.0.2.1", mode, (5065, 5067), (5066, 5068), call_handler=StandInCalls())
     table = GatewayTable(parse_gateways(gateways if gateways is not None else [
         {"address": "192.0.2.10"}, {"address": "198.51.100.0/24", "status": "no-new-calls"},
         {"address": "203.0.113.7", "status": "disabled"}, {"address": "gw1.example.test", "name": "gw-b"}]))
@@ -227,10 +229,12 @@ def test_directory_parsing_errors_and_file(tmp_path) -> None:  # type: ignore[no
 
 def test_mailbox_service_recycle_and_drain() -> None:
     clock = task.Clock()
-    service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), clock=clock, drain_timeout=100)
+    service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), clock=clock, drain_timeout=100,
+                             call_handler=StandInCalls())
     worker1 = service.worker_handler(1)
     sdp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
-    call = invite(extra="Content-Type: application/sdp\r\n").encode().replace(b"Content-Length: 0", b"Content-Length: %d" % len(sdp)) + sdp
+    call = invite(extra="Content-Type: application/sdp\r\n").encode().replace(
+        b"Content-Length: 0", b"Content-Length: %d" % len(sdp)) + sdp
     answered = worker1(parse_datagram(call), GW)
     assert answered.status == 200 and b"m=audio 0 RTP/AVP 0" in answered.body
     assert len(service.slots[0].calls) == 1
@@ -252,7 +256,8 @@ def test_mailbox_service_recycle_and_drain() -> None:
 
 
 def test_um_service_accepts_only_call_routers() -> None:
-    service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), call_routers=("192.0.2.0/28",))
+    service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), call_routers=("192.0.2.0/28",),
+                             call_handler=StandInCalls())
     assert contact(service.handle_um_service(invite(), GW)) == "<sip:5000@192.0.2.1:5065;transport=tcp>"
     assert service.handle_um_service(invite(), Peer("192.0.2.99", 1, "tcp")).status == 403
     assert contact(service.handle_um_service(invite(), Peer("203.0.113.1", 1, "tls"))).startswith("<sip:")

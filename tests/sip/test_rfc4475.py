@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.standin_worker import StandInCalls
 from um.callrouter import CallRouter, GatewayTable
 from um.directory import DialPlan, Directory, HuntGroup, Mailbox, parse_gateways
 from um.mailbox import MailboxService
@@ -46,7 +47,7 @@ def router_for(*names: str) -> CallRouter:
         elif isinstance(to_uri, SipUri):
             mailboxes.append(Mailbox("1000", "local", "torture", sip_address=f"{to_uri.user}@{to_uri.host}".lower()))
     plan = DialPlan("torture", 4, "sip-uri", "unsecured", tuple(pilots))
-    local = MailboxService("127.0.0.1", "dual", (5065, 5067), (5066, 5068))
+    local = MailboxService("127.0.0.1", "dual", (5065, 5067), (5066, 5068), call_handler=StandInCalls())
     return CallRouter(GatewayTable(parse_gateways([{"address": "192.0.2.0/24"}])), groups,
                       Directory({"torture": plan}, tuple(mailboxes), {}), local)
 
@@ -219,7 +220,7 @@ def test_sdp01_accept_without_sdp() -> None:
     request = parse_datagram(load("sdp01"))
     assert request.headers.get("Accept") == "text/nobodyKnowsThis"
     assert router_for("sdp01")(request, PEER).status == 302  # a 302 carries no body: Accept is moot
-    worker = MailboxService("127.0.0.1", "dual", (5065, 5067), (5066, 5068))
+    worker = MailboxService("127.0.0.1", "dual", (5065, 5067), (5066, 5068), call_handler=StandInCalls())
     answer_ = worker.worker_handler(1)(parse_datagram(load("sdp01")), PEER)
     assert answer_.status == 406 and answer_.headers.get("Accept") == "application/sdp"  # the worker's SDP can't go
 

@@ -1,5 +1,8 @@
-"""The UM worker as a Twisted service: builds the worker context from config and plugs the call
-handler into the mailbox service's worker slots (um.mailbox.MailboxService.call_handler)."""
+"""The UM worker as a Twisted service: starts and stops the worker context (store recovery, media clock).
+
+The composition root builds the context and hands its call handler to the
+mailbox service's worker slots; this service only runs it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from um.worker.calls import WorkerCalls, WorkerContext, WorkerSettings
+from um.worker.context import WorkerContext
 
 log = Logger(namespace="umedge.worker")
 
@@ -18,14 +21,8 @@ log = Logger(namespace="umedge.worker")
 class WorkerService(service.Service):
     name = "um/worker"
 
-    def __init__(self, config: Any, mailbox: Any, roles: Any = None) -> None:
-        """`roles` (um.callrouter.UmRoles) carries the config a SIGHUP reloads: the directory follows it."""
-        self.config = config
-        source = (lambda: roles.config) if roles is not None else None
-        self.context = WorkerContext(WorkerSettings.from_config(config), config, source)
-        self.calls = WorkerCalls(self.context)
-        self.mailbox = mailbox
-        mailbox.call_handler = self.calls
+    def __init__(self, context: WorkerContext) -> None:
+        self.context = context
 
     def startService(self) -> None:
         service.Service.startService(self)

@@ -196,7 +196,8 @@ class UmWebServices(resource.Resource):
         return _json(request, 200, answer)
 
     def _play_on_phone(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> Any:
-        from um.worker.calls import _hostport, play_on_phone
+        from um.worker.outbound import play_on_phone
+        from um.worker.settings import _hostport
 
         unknown = sorted(set(body) - {"number", "message", "gateway", "wait"})
         if unknown:
@@ -236,19 +237,15 @@ class UmWebServices(resource.Resource):
         return server.NOT_DONE_YET
 
 
-def web_factory(site: server.Site, config: Any, state: Any) -> Factory:
+def web_factory(site: server.Site, worker: Callable[[], Any], api_keys: tuple[str, ...], state_dir: str,
+                tls_options: Callable[[], Any]) -> Factory:
     """The web listener: the status site plus the UM web services, HTTP and HTTPS on one port."""
-    from certs import tls
-
-    services = UmWebServices(site.resource, lambda: getattr(state, "worker", None),
-                             ApiKeys(tuple(config.auth.api_keys)), config.node.state_dir)
+    services = UmWebServices(site.resource, worker, ApiKeys(api_keys), state_dir)
     combined = server.Site(services)
     combined.displayTracebacks = False
     combined.noisy = False
     try:
-        options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="optional",
-                                     alpn=(b"http/1.1",))
-        secure: Factory | None = TLSMemoryBIOFactory(options, False, combined)
+        secure: Factory | None = TLSMemoryBIOFactory(tls_options(), False, combined)
     except Exception as error:  # noqa: BLE001 - no certificate yet: HTTP only
         log.warn("web: HTTPS not available ({error}); UM web services are off", error=error)
         secure = None

@@ -1,0 +1,96 @@
+"""The UM roles' parts, built from config: call router, mailbox UM service with its worker slots,
+the worker's calls. Only the composition root (edge.node.build) calls these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from certs import tls
+from edge.node.schema import Config
+from um.callrouter import CallRouter, GatewayTable, ProbeSettings
+from um.config import CallRouterConfig
+from um.mailbox import MailboxService
+from um.services import CallRouterService, load_directory
+from um.sip.uac import DeferredUac, UserAgentClient
+from um.slots import CallHandler
+from um.worker.context import WorkerContext
+from um.worker.handler import WorkerCalls
+from um.worker.settings import WorkerSettings
+from um.worker.pins import PinPolicy
+
+
+def advertised_host(config: Config) -> str:
+    """What SIP Contacts and Vias name: the listen address, or the FQDN when listening on all."""
+    address = config.node.listen_address
+    if ipaddress.ip_address(address).is_unspecified:
+        return config.node.fqdn
+    return f"[{address}]" if ":" in address else address
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _first_gateway(config: CallRouterConfig) -> tuple[str, int] | None:
+    for gateway in config.gateways:
+        network = gateway.network
+        if network is None:
+            return gateway.address, 5060
+        if network.num_addresses == 1:
+            return str(network.network_address), 5060
+    return None
+
+
+def worker_settings(config: Config) -> WorkerSettings:
+    """The worker's settings: [worker] plus where this node's edge answers for media tokens."""
+    node, w, edge, auth = config.node, config.worker, config.edge, config.auth
+    host = node.listen_address
+    advertise = host
+    if host in ("0.0.0.0", "::"):
+        try:
+            advertise = socket.gethostbyname(node.fqdn)
+        except OSError:
+            advertise = "127.0.0.1"
+    edge_host = edge.listen_address if edge.listen_address not in ("0.0.0.0", "::") else "127.0.0.1"
+    mras = _hostport(w.edge_mras) if w.edge_mras else (edge_host, auth.mras_tls_port)
+    https = _hostport(w.edge_https) if w.edge_https else (edge_host, auth.https_port)
+    gateway = _hostport(w.outbound_gateway) if w.outbound_gateway else _first_gateway(config.callrouter)
+    return WorkerSettings(
+        host=host, advertise=advertise, state_dir=node.state_dir, certs_dir=node.certs_dir,
+        node_name=node.name, domain=node.domain, rtp_port_min=w.rtp_port_min, rtp_port_max=w.rtp_port_max,
+        media_via_edge=w.media_via_edge, edge_mras=mras, edge_https=https,
+        greeting_dir=str(Path(node.state_dir) / (w.greeting_dir or "greetings")),
+        prompt_dir=str(Path(node.state_dir) / w.prompt_dir) if w.prompt_dir else "",
+        max_message_seconds=float(w.max_message_seconds), min_message_seconds=float(w.min_message_seconds),
+        silence_timeout=float(w.silence_timeout), jitter_buffer_ms=int(w.jitter_buffer_ms),
+        media_timeout=float(w.media_timeout),
+        pin_policy=PinPolicy(min_length=w.pin_min_length, max_failures=w.pin_max_failures),
+        outbound_gateway=gateway)
+
+
+def worker_calls(config: Config, current: Callable[[], Config]) -> WorkerCalls:
+    """The worker's call handler; its directory follows `current()` (SIGHUP) and the directory file."""
+    context = WorkerContext(worker_settings(config), None, current)
+    return WorkerCalls(context)
+
+
+def mailbox_service(config: Config, host: str, calls: CallHandler, clock: object) -> MailboxService:
+    m, w = config.mailbox, config.worker
+    return MailboxService(host, w.startup_mode, w.sip_ports, w.sip_dual_tls_ports, m.call_routers,
+                          m.drain_timeout, call_handler=calls, clock=clock)
+
+
+def call_router_service(config: Config, host: str, local: MailboxService | None, reactor: object
+                        ) -> CallRouterService:
+    cr, node = config.callrouter, config.node
+    router = CallRouter(GatewayTable(cr.gateways), cr.hunt_groups, load_directory(cr), local,
+                        probe=ProbeSettings(cr.probe_interval, cr.probe_timeout, cr.probe_failure_threshold,
+                                            cr.probe_success_threshold, cr.retry_after, cr.lookup_timeout))
+    client = DeferredUac(UserAgentClient(
+        via_host=host, ssl_context=lambda: tls.client_ssl_context(node.certs_dir, node.name)))
+    return CallRouterService(router, cr, host, client)

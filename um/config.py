@@ -1,0 +1,173 @@
+"""The UM layer's config sections ([node], [callrouter], [mailbox], [worker], [limits]), typed.
+
+um code takes `UmSections` (or one section), never the whole node config, so
+it cannot reach the A/V Edge's sections. The dataclasses are the schema; the
+embedded config.toml holds the defaults and the comments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from um.configkeys import (
+    Invalid,
+    Validator,
+    boolean,
+    bounded,
+    choice,
+    count,
+    daily_time,
+    hostname,
+    ip_address,
+    key,
+    network_list,
+    optional_host_port,
+    optional_path,
+    path,
+    port,
+    port_pair,
+    rate,
+    rtp_port,
+    seconds,
+)
+from um.directory import (
+    DialPlan,
+    DirectoryError,
+    Gateway,
+    HuntGroup,
+    Mailbox,
+    MailboxServer,
+    parse_dial_plans,
+    parse_gateways,
+    parse_hunt_groups,
+    parse_mailboxes,
+    parse_servers,
+)
+
+ROLES = ("callrouter", "mailbox", "worker", "edge", "web")
+STARTUP_MODES = ("tcp", "tls", "dual")
+
+
+def role_list(value: Any) -> tuple[str, ...]:
+    allowed = '["all"] or a list of ' + ", ".join(f'"{r}"' for r in ROLES)
+    if not isinstance(value, list) or not value or not all(isinstance(r, str) for r in value):
+        raise Invalid(allowed)
+    if value == ["all"]:
+        return ROLES
+    if any(r not in ROLES for r in value) or len(set(value)) != len(value):
+        raise Invalid(allowed)
+    return tuple(r for r in ROLES if r in value)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = key(hostname)
+    domain: str = key(hostname)
+    roles: tuple[str, ...] = key(role_list)
+    listen_address: str = key(ip_address)
+    state_dir: str = key(path)
+    certs_dir: str = key(path)
+    drain_seconds: float = key(lambda v: 0.0 if v == 0 and not isinstance(v, bool) else seconds(v))
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{self.domain}"
+
+
+def _directory(parse: Callable[[Any], Any]) -> Validator:
+    """Wrap a um.directory parser (tables/arrays of tables) as a config validator."""
+
+    def check(value: Any) -> Any:
+        try:
+            return parse(value)
+        except DirectoryError as error:
+            raise Invalid(str(error)) from None
+
+    return check
+
+
+@dataclass(frozen=True)
+class CallRouterConfig:
+    sip_tcp_port: int = key(port)
+    sip_tls_port: int = key(port)
+    startup_mode: str = key(choice(*STARTUP_MODES))
+    gateways: tuple[Gateway, ...] = key(_directory(parse_gateways))
+    hunt_groups: tuple[HuntGroup, ...] = key(_directory(parse_hunt_groups))
+    dial_plans: tuple[DialPlan, ...] = key(_directory(parse_dial_plans))
+    mailboxes: tuple[Mailbox, ...] = key(_directory(parse_mailboxes))
+    mailbox_servers: tuple[MailboxServer, ...] = key(_directory(parse_servers))
+    directory_file: str = key(optional_path)
+    directory_reload_interval: float = key(seconds)
+    probe_interval: float = key(seconds)
+    probe_timeout: float = key(seconds)
+    probe_failure_threshold: int = key(count)
+    probe_success_threshold: int = key(count)
+    lookup_timeout: float = key(seconds)
+    retry_after: int = key(count)
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    sip_tcp_port: int = key(port)
+    sip_tls_port: int = key(port)
+    startup_mode: str = key(choice(*STARTUP_MODES))
+    call_routers: tuple[str, ...] = key(network_list)
+    recycle_time: str = key(daily_time)
+    drain_timeout: float = key(seconds)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    startup_mode: str = key(choice(*STARTUP_MODES))
+    sip_ports: tuple[int, int] = key(port_pair)
+    sip_dual_tls_ports: tuple[int, int] = key(port_pair)
+    rtp_port_min: int = key(rtp_port)
+    rtp_port_max: int = key(rtp_port)
+    media_via_edge: bool = key(boolean)
+    edge_mras: str = key(optional_host_port)
+    edge_https: str = key(optional_host_port)
+    greeting_dir: str = key(optional_path)
+    prompt_dir: str = key(optional_path)
+    max_message_seconds: float = key(bounded(5, 3600, "seconds"))
+    min_message_seconds: float = key(bounded(0, 60, "seconds"))
+    silence_timeout: float = key(bounded(0, 600, "seconds; 0 never ends a message on silence"))
+    jitter_buffer_ms: int = key(bounded(0, 500, "milliseconds", integer=True))
+    media_timeout: float = key(bounded(0, 3600, "seconds; 0 never"))
+    pin_min_length: int = key(bounded(4, 24, "digits", integer=True))
+    pin_max_failures: int = key(bounded(1, 100, "wrong PINs in a row before the mailbox locks", integer=True))
+    outbound_gateway: str = key(optional_host_port)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    stun_requests_per_second: float = key(rate)
+    stun_burst: int = key(count)
+    sip_requests_per_second: float = key(rate)
+    sip_burst: int = key(count)
+    connections_per_source: int = key(count)
+    max_connections: int = key(count)
+    handshake_timeout: float = key(seconds)
+    idle_timeout: float = key(seconds)
+    max_pending_allocations: int = key(count)
+
+
+class UmSections(Protocol):
+    """What the UM roles may read of a node's config: their own sections, [node] and [limits]."""
+
+    @property
+    def node(self) -> NodeConfig: ...
+
+    @property
+    def callrouter(self) -> CallRouterConfig: ...
+
+    @property
+    def mailbox(self) -> MailboxConfig: ...
+
+    @property
+    def worker(self) -> WorkerConfig: ...
+
+    @property
+    def limits(self) -> LimitsConfig: ...

@@ -1,4 +1,4 @@
-"""RFC 4475 torture messages, each handled as its section says (../shared/conformance/rfc4475/).
+"""RFC 4475 torture messages, each handled as its section says (the messages: tests/sip/rfc4475/).
 
 Every message goes through the strict parser (as a datagram: several have
 no Content-Length, which only UDP allows) and, when it is a valid request,
@@ -23,9 +23,7 @@ from um.sip.stream import Peer
 from um.sip.transaction import TransactionLayer, server_key
 from um.sip.uri import AbsoluteUri, SipUri
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "rfc4475"
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "rfc4475"
+FIXTURES = Path(__file__).resolve().parent / "rfc4475"  # the RFC's archive, byte-exact (see its README)
 PEER = Peer("192.0.2.1", 5060, "tcp")
 
 

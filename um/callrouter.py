@@ -43,7 +43,7 @@ from um.sip.uri import SipUri, TelUri, UriError
 
 log = Logger(namespace="umedge.callrouter")
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
-SUPPORTED_EXTENSIONS = frozenset()  # option tags we support in Require (none yet)
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()  # option tags we support in Require (none yet)
 
 
 @dataclass
@@ -301,7 +301,7 @@ class CallRouter:
         scheme = "sips" if plan.secured else "sip"
         user = f"{pilot}@" if pilot else ""
         headers = request.headers
-        items = []
+        items: list[tuple[str, str]] = []
         for name in ("From", "To", "Call-ID", "CSeq", "Contact", "History-Info", "Diversion"):
             items.extend((name, value) for value in headers.get_all(name))
         forwards = headers.get("Max-Forwards")

@@ -11,11 +11,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 
 log = Logger(namespace="umedge.limits")
 LOG_EVERY = 60.0  # seconds: one log line per source and minute, however hard it pushes
@@ -85,8 +87,10 @@ class ConnectionLimits:
 class _Guarded(ProtocolWrapper):
     """Counts the connection, closes it when it idles; first data must come quickly."""
 
+    factory: ConnectionGuard
+
     def __init__(self, factory: ConnectionGuard, wrapped: Protocol) -> None:
-        super().__init__(factory, wrapped)
+        super().__init__(cast(Any, factory), wrapped)  # the stub wants WrappingFactory[_Guarded]
         self._timer: Any = None
         self._source = ""
         self._settled = False
@@ -106,7 +110,8 @@ class _Guarded(ProtocolWrapper):
 
     def _expired(self) -> None:
         self.factory.timed_out += 1
-        self.transport.abortConnection()
+        transport: Any = self.transport  # a TCP or TLS transport: both can abort
+        transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._settled or self.factory.settle_on_data:
@@ -119,7 +124,7 @@ class _Guarded(ProtocolWrapper):
             self._settled = True
             self._arm(self.factory.limits.idle_timeout)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         super().connectionLost(reason)
@@ -131,10 +136,11 @@ class ConnectionGuard(WrappingFactory):
     protocol = _Guarded
     noisy = False
 
-    def __init__(self, wrapped: Factory, limits: ConnectionLimits, name: str, settle_on_data: bool = True) -> None:
+    def __init__(self, wrapped: IProtocolFactory, limits: ConnectionLimits, name: str,
+                 settle_on_data: bool = True) -> None:
         """`settle_on_data=False`: raw bytes (a TLS handshake dripping in) do not end the first-data
         timeout; the protocol inside calls settle_connection() once it has a whole message."""
-        super().__init__(wrapped)
+        super().__init__(cast(Any, wrapped))  # Twisted annotates a ClientFactory; any factory serves
         self.limits, self.name = limits, name
         self.settle_on_data = settle_on_data
         self.per_source: Counter[str] = Counter()
@@ -142,7 +148,7 @@ class ConnectionGuard(WrappingFactory):
         self.timed_out = 0
         self._limiter_log = RateLimiter(0.0, 0.0)
 
-    def buildProtocol(self, addr: Any) -> Protocol | None:
+    def buildProtocol(self, addr: Any) -> Any:  # a _Guarded wrapper, or None to refuse
         host = getattr(addr, "host", "")
         if len(self.protocols) >= self.limits.total or self.per_source[host] >= self.limits.per_source:
             self.refused += 1

@@ -106,7 +106,7 @@ class CredentialsEndpoint:
 
 
 def credentials_site(node: str, endpoint: CredentialsEndpoint) -> server.Site:
-    routes = {
+    routes: dict[tuple[bytes, bytes], Callable[[server.Request], tuple[int, Any]]] = {
         (b"GET", b"/healthz"): lambda request: (200, {"status": "ok", "node": node}),
         (b"POST", b"/v1/credentials"): endpoint,
     }

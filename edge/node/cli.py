@@ -15,9 +15,9 @@ from pathlib import Path
 from certs import pki
 from edge.node import firewall
 from edge.node.config import ConfigError, load, with_roles
+from edge.node.listeners import format_table, listeners
 from edge.node.schema import LOG_FORMATS, Config
 from um.config import ROLES
-from edge.node.listeners import format_table, listeners
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -86,8 +86,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
             sans = list(args.san or [])
             if args.name == config.node.name:
                 sans = node_sans(config) + sans
-            path = pki.issue(certs_dir, args.name, sans)
-            print(f"issued {path} (key {pki.paths(certs_dir, args.name)[1]}, mode 0600)")
+            issued = pki.issue(certs_dir, args.name, sans)
+            print(f"issued {issued} (key {pki.paths(certs_dir, args.name)[1]}, mode 0600)")
             return EXIT_OK
         return _show_certs(certs_dir)
     except pki.PkiError as error:
@@ -115,9 +115,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     import getpass
     import socket
 
-    from edge.node import logsetup
     from edge.auth.issuer import IdentityError, TokenIssuer
     from edge.auth.relays import turn_uris
+    from edge.node import logsetup
 
     config = _load(args)
     if args.ttl is not None and args.ttl <= 0:

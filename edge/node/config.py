@@ -18,6 +18,7 @@ from edge.node.listeners import collisions, listeners
 from edge.node.schema import EMBEDDED, SECTIONS, Config
 from um.configkeys import Invalid
 
+
 @dataclass(frozen=True)
 class Problem:
     source: str

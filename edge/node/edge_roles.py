@@ -13,6 +13,7 @@ from typing import Any
 
 from certs import tls
 from edge.auth.secrets import auth_secrets
+from edge.msturn.server import MsTurnServer
 from edge.node.listeners import listeners
 from edge.node.schema import Config
 from edge.pool.service import PoolMembership, describe_node
@@ -65,7 +66,7 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock: Callabl
     return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
                       PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
                       alternates=alternates_now if pool is not None else alternates, quota=quota,
-                      ms_turn=e.ms_turn)
+                      dialects=[MsTurnServer()] if e.ms_turn else [])
 
 
 def pool_membership(config: Config, allocations: Callable[[], int],

@@ -109,7 +109,7 @@ class NodeCollector:
 
 def registry_for(state: NodeState) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(state))  # type: ignore[arg-type]
+    registry.register(NodeCollector(state))
     return registry
 
 

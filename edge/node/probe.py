@@ -161,7 +161,7 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
                 ca_file: str | None, secret: str | None, token_url: str | None, api_key: str | None,
                 identity: str) -> Report:
     report = Report(f"{edge} (udp {udp_port}, tcp {tcp_port}, tls {tls_port})")
-    host = socket.getaddrinfo(edge, udp_port, type=socket.SOCK_DGRAM)[0][4][0]
+    host = str(socket.getaddrinfo(edge, udp_port, type=socket.SOCK_DGRAM)[0][4][0])
     loop = asyncio.get_running_loop()
     client, client_proto = await loop.create_datagram_endpoint(_Udp, local_addr=("0.0.0.0", 0))
     echo, echo_proto = await loop.create_datagram_endpoint(_Udp, local_addr=("0.0.0.0", 0))
@@ -232,10 +232,11 @@ async def _round_trip(client: Any, queue: asyncio.Queue, echo: Any, echo_queue: 
                       nonce: bytes, timeout: float) -> bool:
     # The echo's address as the edge sees it (through any NAT), learned with a Binding from the echo socket.
     binding = await _udp_request(echo, echo_queue, stun.Message(stun.BINDING, stun.REQUEST), server, timeout)
-    echo_address = binding.xor_address()[:2]  # type: ignore[index]
+    ip, port = binding.xor_address()[:2]  # type: ignore[index]
+    echo_address: tuple[str, int] = (str(ip), int(port))
     permission = stun.Message(stun.CREATE_PERMISSION, stun.REQUEST, None, [])
     permission.attributes += [
-        (Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(*echo_address, permission.transaction_id)),
+        (Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(echo_address[0], echo_address[1], permission.transaction_id)),
         (Attr.USERNAME, username.encode()), (Attr.REALM, realm.encode()), (Attr.NONCE, nonce)]
     reply = await _udp_request(client, queue, permission, server, timeout, key)
     if reply.msg_class != stun.SUCCESS:
@@ -244,7 +245,7 @@ async def _round_trip(client: Any, queue: asyncio.Queue, echo: Any, echo_queue: 
     for index in range(ROUND_TRIPS):
         payload = f"umedge-probe-{index}-{time.monotonic_ns()}".encode()
         send = stun.Message(stun.SEND, stun.INDICATION, None, [])
-        send.attributes += [(Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(*echo_address, send.transaction_id)),
+        send.attributes += [(Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(echo_address[0], echo_address[1], send.transaction_id)),
                             (Attr.DATA, payload)]
         client.sendto(send.encode(fingerprint=True), server)
         try:

@@ -56,8 +56,8 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     from twisted.internet import reactor
 
     from edge.auth.secrets import auth_secrets
-    from edge.node.identity import ensure_certificates
     from edge.node.build import build
+    from edge.node.identity import ensure_certificates
     from edge.node.relayworkers import READY_LINE, RelayWorkers, die_with_parent
 
     if turn_worker is not None:
@@ -90,7 +90,7 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
             _stop_quietly(tree)
             return 1
 
-    def stop_tree():  # type: ignore[no-untyped-def]
+    def stop_tree():
         log.info("stopping")
         from twisted.internet import defer
 
@@ -113,7 +113,7 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
             print(READY_LINE, flush=True)
 
     reactor.callWhenRunning(running)
-    reactor.run(installSignalHandlers=True)
+    reactor.run(installSignalHandlers=True)  # type: ignore[call-arg]  # IReactorCore omits the keyword
     log.info("stopped")
     return 0
 
@@ -145,7 +145,7 @@ def _announce(config: Config) -> None:
     print(f"ready: {len(rows)} listeners, roles {','.join(config.node.roles)}", flush=True)
 
 
-def _stop_quietly(tree) -> None:  # type: ignore[no-untyped-def]
+def _stop_quietly(tree) -> None:
     try:
         tree.stopService()
     except Exception:  # noqa: BLE001 - best effort while already failing

@@ -15,11 +15,11 @@ from twisted.application import service
 from twisted.internet import task
 
 from certs import pki
-from edge.node.schema import Config
 from edge.auth.issuer import TokenIssuer
 from edge.auth.secrets import auth_secrets
 from edge.mediation.registration import MediationService
 from edge.node.listeners import listeners
+from edge.node.schema import Config
 from edge.pool.service import PoolMembership
 from edge.turn.engine import TurnEngine
 from edge.turn.service import TurnService
@@ -160,7 +160,7 @@ class StateSampler(service.Service):
         self._loop = task.LoopingCall(tick)
         self._loop.start(SAMPLE_EVERY, now=False)
 
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self) -> Any:
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()

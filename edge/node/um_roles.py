@@ -19,8 +19,8 @@ from um.sip.uac import DeferredUac, UserAgentClient
 from um.slots import CallHandler
 from um.worker.context import WorkerContext
 from um.worker.handler import WorkerCalls
-from um.worker.settings import WorkerSettings
 from um.worker.pins import PinPolicy
+from um.worker.settings import WorkerSettings
 
 
 def advertised_host(config: Config) -> str:
@@ -79,7 +79,7 @@ def worker_calls(config: Config, current: Callable[[], Config]) -> WorkerCalls:
     return WorkerCalls(context)
 
 
-def mailbox_service(config: Config, host: str, calls: CallHandler, clock: object) -> MailboxService:
+def mailbox_service(config: Config, host: str, calls: CallHandler | None, clock: object) -> MailboxService:
     m, w = config.mailbox, config.worker
     return MailboxService(host, w.startup_mode, w.sip_ports, w.sip_dual_tls_ports, m.call_routers,
                           m.drain_timeout, call_handler=calls, clock=clock)

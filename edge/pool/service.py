@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -71,7 +72,7 @@ class PoolMembership(service.Service):
             log.warn("pool store unreachable ({why}): serving from local state (degraded)", why=why)
         self.degraded = True
 
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self) -> Any:
         super().stopService()
         if self._task is not None:
             self._task.cancel()

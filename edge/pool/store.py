@@ -10,7 +10,8 @@ StoreUnavailable; the caller degrades to local state.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from edge.pool.members import Member
 
@@ -100,7 +101,7 @@ class RedisStore:
     def _quota_key(self, identity: str) -> str:
         return f"{self._prefix}:quota:{identity}"
 
-    async def _call(self, coroutine):  # type: ignore[no-untyped-def]
+    async def _call(self, coroutine: Awaitable[Any]) -> Any:
         import redis.exceptions
 
         try:

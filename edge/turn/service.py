@@ -10,11 +10,12 @@ import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import internet, service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from edge.turn.engine import TurnEngine
@@ -22,32 +23,35 @@ from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_u
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
 # Wraps the TLS port's factory, e.g. so a dialect can accept its own handshake beside real TLS.
-TlsPortWrapper = Callable[[Factory, TurnEngine], Factory]
+TlsPortWrapper = Callable[[IProtocolFactory, TurnEngine], IProtocolFactory]
 
 
 class AdoptedStreamPort(service.Service):
     """Twisted serving a listening socket bound elsewhere (so it can carry SO_REUSEPORT)."""
 
-    def __init__(self, sock: socket.socket, factory: Factory) -> None:
+    def __init__(self, sock: socket.socket, factory: IProtocolFactory) -> None:
         self._sock, self._factory = sock, factory
-        self._port = None
+        self._port: IListeningPort | None = None
 
     def startService(self) -> None:
         from twisted.internet import reactor
 
-        super().startService()
-        self._port = reactor.adoptStreamPort(self._sock.fileno(), self._sock.family, self._factory)
+        service.Service.startService(self)
+        adopt = IReactorSocket(reactor).adoptStreamPort
+        # Twisted annotates the factory as a ServerFactory; any IProtocolFactory serves.
+        self._port = adopt(self._sock.fileno(), self._sock.family, cast(Any, self._factory))
         self._sock.close()  # the port holds its own duplicate of the descriptor
 
-    def stopService(self):  # type: ignore[no-untyped-def]
-        super().stopService()
+    def stopService(self) -> Deferred[None] | None:
+        service.Service.stopService(self)
         if self._port is not None:
             port, self._port = self._port, None
             return port.stopListening()
         return None
 
 
-def _bind(binder, host: str, port: int, reuse_port: bool, kind: str) -> socket.socket:  # type: ignore[no-untyped-def]
+def _bind(binder: Callable[[str, int, bool], socket.socket], host: str, port: int, reuse_port: bool,
+          kind: str) -> socket.socket:
     try:
         return binder(host, port, reuse_port)
     except OSError as error:
@@ -77,7 +81,7 @@ class TurnService(service.MultiService):
 
     def __init__(self, engine: TurnEngine, ports: TurnPorts, guard: ConnectionLimits,
                  tls_options: Callable[[], Any], tls_port_wrapper: TlsPortWrapper | None = None) -> None:
-        super().__init__()
+        service.MultiService.__init__(self)
         self.engine = engine
         self.ports = ports
         self.guard = guard
@@ -105,18 +109,20 @@ class TurnService(service.MultiService):
         self._udp = UdpTurnListener(loop, udp, engine, limiter)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
-        tls_port: Factory = TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
+        tls_port: IProtocolFactory = TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
         if self._wrap_tls_port is not None:  # e.g. [MS-TURN]'s pseudo-TLS handshake (edge.msturn.pseudotls)
             tls_port = self._wrap_tls_port(tls_port, engine)
         self.guards = [ConnectionGuard(TurnStreamFactory(engine, "tcp"), self.guard, "TURN over TCP"),
                        ConnectionGuard(tls_port, self.guard, "TURN over TLS", settle_on_data=False)]
-        AdoptedStreamPort(tcp, self.guards[0]).setServiceParent(self)
-        AdoptedStreamPort(tls_sock, self.guards[1]).setServiceParent(self)
-        internet.TimerService(1.0, engine.tick).setServiceParent(self)
-        super().startService()
+        children: list[service.Service] = [AdoptedStreamPort(tcp, self.guards[0]),
+                                           AdoptedStreamPort(tls_sock, self.guards[1]),
+                                           internet.TimerService(1.0, engine.tick)]
+        for child in children:
+            service.Service.setServiceParent(child, self)
+        service.MultiService.startService(self)
 
-    def stopService(self):  # type: ignore[no-untyped-def]
-        result = super().stopService()
+    def stopService(self) -> Deferred[None] | None:
+        result: Deferred[None] | None = service.MultiService.stopService(self)
         self.engine.close_all()
         if self._udp is not None:
             self._udp.close()

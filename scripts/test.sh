@@ -27,5 +27,8 @@ apt_install "${missing[@]}"
 stop_services kamailio coturn redis-server
 
 scripts/bootstrap.sh test
+# Types and lint first: both are configured in pyproject.toml and must pass.
+echo "mypy:" && .venv/bin/mypy
+echo "ruff:" && .venv/bin/ruff check .
 export UMEDGE_REQUIRE_TOOLS=1   # a missing tool fails its test instead of skipping it
 exec .venv/bin/python -m pytest -q "$@"

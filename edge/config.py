@@ -14,14 +14,14 @@ from typing import Any, Protocol
 from um.config import LimitsConfig, NodeConfig
 from um.configkeys import (
     Invalid,
-    integer,
     boolean,
-    cidr_list,
     choice,
+    cidr_list,
     count,
     host_port_list,
     hostname,
     hostname_list,
+    integer,
     ip_address,
     key,
     optional_domain,

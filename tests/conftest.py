@@ -73,7 +73,7 @@ def write_config(directory: Path, overrides: dict[str, dict[str, object]] | None
 
 def umedge(*args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edge.node.cli", *args], capture_output=True, text=True,
                           timeout=timeout, input=input, cwd=ROOT)
 
 
@@ -85,7 +85,7 @@ class ServeProcess:
         self.config = config
         self.log_path = config.parent / f"serve-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "edge.cli", "serve", "--config",
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "edge.node.cli", "serve", "--config",
                                       str(config), *extra], stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      cwd=ROOT)
         self.stdout_lines: list[str] = []

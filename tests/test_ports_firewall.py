@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import load
-from edge.firewall import render
-from edge.listeners import listeners
+from edge.node.config import load
+from edge.node.firewall import render
+from edge.node.listeners import listeners
 from tests.conftest import REQUIRE_TOOLS, umedge
 
 

@@ -7,9 +7,8 @@ embedded config.toml holds the defaults and the comments.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from um.configkeys import (

@@ -12,7 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from edge.auth.issuer import IdentityError, TokenIssuer, identity_domain
 from edge.auth.mras_sip import MrasHandler
 from edge.auth.relays import for_location, media_relays, turn_uris
-from edge.config import load
+from edge.node.config import load
 from edge.tokens import password_for
 from tests.auth.test_mras_codec import LYNC_REQUEST, request_with
 from um.apikeys import ApiKeys, bearer, key_id

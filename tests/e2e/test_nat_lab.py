@@ -72,7 +72,7 @@ def edge(site: dict[str, object]) -> NodeFiles:
 
 def probe_from_caller(files: NodeFiles) -> tuple[int, dict]:  # type: ignore[type-arg]
     result = lab.in_ns("caller", str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists()
-                       else "python3", "-m", "edge.cli", "probe", "--config", str(files.path), "--edge",
+                       else "python3", "-m", "edge.node.cli", "probe", "--config", str(files.path), "--edge",
                        lab.EDGE_OUT, "--secret-file", str(files.path.parent / "secret"), "--ca",
                        str(files.certs_dir / "ca.crt"), "--timeout", "1.5", "--json", check=False)
     assert result.stdout.strip(), result.stderr[-3000:]

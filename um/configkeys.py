@@ -120,14 +120,17 @@ def host_port_list(value: Any) -> tuple[tuple[str, int], ...]:
     return tuple(parsed)
 
 
-def cidr_list(value: Any) -> tuple[str, ...]:
-    allowed = 'a list of CIDRs such as ["10.0.0.0/8", "fd00::/8"]'
+def _networks(value: Any, allowed: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Invalid(allowed)
     try:
         return tuple(str(ipaddress.ip_network(item, strict=True)) for item in value)
     except (TypeError, ValueError):
         raise Invalid(allowed + " (host bits zero)") from None
+
+
+def cidr_list(value: Any) -> tuple[str, ...]:
+    return _networks(value, 'a list of CIDRs such as ["10.0.0.0/8", "fd00::/8"]')
 
 
 def hostname_list(value: Any) -> tuple[str, ...]:
@@ -152,13 +155,7 @@ def optional_path(value: Any) -> str:
 
 
 def network_list(value: Any) -> tuple[str, ...]:
-    allowed = 'a list of IP addresses or CIDRs such as ["127.0.0.1", "10.0.0.0/8"]'
-    if not isinstance(value, list):
-        raise Invalid(allowed)
-    try:
-        return tuple(str(ipaddress.ip_network(item, strict=True)) for item in value)
-    except (TypeError, ValueError):
-        raise Invalid(allowed + " (host bits zero)") from None
+    return _networks(value, 'a list of IP addresses or CIDRs such as ["127.0.0.1", "10.0.0.0/8"]')
 
 
 def boolean(value: Any) -> bool:

@@ -7,6 +7,7 @@ certificate from the pool CA.
 
 from __future__ import annotations
 
+import ssl as stdlib_ssl
 from pathlib import Path
 
 from OpenSSL import SSL
@@ -60,6 +61,16 @@ def client_options(certs_dir: str | Path, name: str | None, hostname: str) -> IO
     return ssl.optionsForClientTLS(hostname, trustRoot=ca_certificate(certs_dir),
                                    clientCertificate=client_cert, extraCertificateOptions={
                                        "raiseMinimumTo": MINIMUM})
+
+
+def client_ssl_context(certs_dir: str | Path, name: str | None) -> stdlib_ssl.SSLContext:
+    """The same client side for asyncio (um.sip.uac): trust only the pool CA, present NAME's certificate."""
+    context = stdlib_ssl.create_default_context(cafile=str(paths(certs_dir, CA_NAME)[0]))
+    if name:
+        crt, key = paths(certs_dir, name)
+        context.load_cert_chain(str(crt), str(key))
+    context.minimum_version = stdlib_ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def peer_common_name(connection: SSL.Connection) -> str | None:

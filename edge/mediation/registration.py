@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
@@ -29,9 +28,9 @@ from twisted.logger import Logger
 
 from edge.mediation.discovery import Discovery
 from edge.mediation.targets import Target
-from um.sip.digest import DigestError, authorize
-from um.sip.message import Response
+from um.sip.message import Request, Response
 from um.sip.transaction import make_request
+from um.sip.uac import Credentials, UserAgentClient
 
 log = Logger(namespace="umedge.mediation")
 REFRESH_FRACTION = 0.8  # refresh a registration when 80 % of its lifetime has passed
@@ -72,13 +71,13 @@ def instance_id(node_fqdn: str) -> str:
 
 
 class MediationService(service.Service):
-    def __init__(self, settings: RegistrationSettings, discovery: Discovery, client: Any,
+    def __init__(self, settings: RegistrationSettings, discovery: Discovery, client: UserAgentClient,
                  via_host: str, status_path: Path,
                  publish: Callable[[str, dict[str, object]], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.discovery = discovery
-        self.client = client  # um.sip.client.SipClient (Deferred-based)
+        self.client = client
         self.via_host = via_host
         self.status_path = status_path
         self._publish = publish
@@ -97,7 +96,7 @@ class MediationService(service.Service):
         super().startService()
         self._task = asyncio.get_event_loop().create_task(self._run())
 
-    def stopService(self):  # type: ignore[no-untyped-def]
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         if self._task is not None:
             self._task.cancel()
@@ -203,15 +202,10 @@ class MediationService(service.Service):
             call_id=self._call_id, cseq=self._cseq,
             extra=[("Contact", contact), ("Expires", str(expires)), ("Supported", "outbound, path"),
                    ("User-Agent", "umedge A/V edge")])
-        response, error = await self._send(target, request)
-        if response is not None and response.status in (401, 407) and self.settings.username:
-            try:
-                request = authorize(request, response, self.settings.username, self.settings.password)
-            except DigestError as bad:
-                error, response = f"cannot answer the digest challenge: {bad}", None
-            else:
-                self._cseq += 1
-                response, error = await self._send(target, request)
+        credentials = Credentials(self.settings.username, self.settings.password) if self.settings.username else None
+        response, error = await self._send(target, request, credentials)
+        if response is not None and response.cseq_number is not None:
+            self._cseq = max(self._cseq, response.cseq_number)  # the client's digest retry counted one up
         if response is not None and 200 <= response.status < 300:
             if expires == 0:
                 state.registration, state.expires_at = "unregistered", None
@@ -233,12 +227,12 @@ class MediationService(service.Service):
         log.warn("registration at {server} failed: {why}", server=target.label, why=state.last_error)
         return False
 
-    async def _send(self, target: Target, request: Any) -> tuple[Response | None, str | None]:
+    async def _send(self, target: Target, request: Request,
+                    credentials: Credentials | None = None) -> tuple[Response | None, str | None]:
         try:
-            deferred = self.client.request(target.host, target.port, target.transport, request,
-                                           timeout=self.settings.timeout)
-            response = await asyncio.wait_for(deferred.asFuture(asyncio.get_event_loop()),
-                                              self.settings.timeout + 1)
+            response = await asyncio.wait_for(self.client.request(
+                target.host, target.port, target.transport, request, timeout=self.settings.timeout,
+                credentials=credentials), 2 * self.settings.timeout + 1)
             return response, None
         except TimeoutError:
             return None, "timeout"

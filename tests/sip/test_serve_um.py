@@ -72,7 +72,8 @@ def test_sipp_2000_calls_over_tcp_each_redirected_to_the_worker(node: tuple[Node
                                                                 tmp_path: Path) -> None:
     files, _ = node
     worker = slot_port(files, "sip_ports")
-    scenario = write_scenario(tmp_path / "tcp.xml", contact_re=rf"^\s*<sip:5000@127\.0\.0\.1:{worker};transport=tcp>\s*$")
+    scenario = write_scenario(tmp_path / "tcp.xml",
+                              contact_re=rf"^\s*<sip:5000@127\.0\.0\.1:{worker};transport=tcp>\s*$")
     result = run_sipp(scenario, files.port("callrouter", "sip_tcp_port"), calls=2000, rate=200, timeout=60)
     assert (result.returncode, result.successful, result.failed) == (0, 2000, 0), result.output[-2000:]
 
@@ -101,7 +102,8 @@ def test_sipp_diverted_calls(node: tuple[NodeFiles, ServeProcess], tmp_path: Pat
 def test_unknown_extension_pilot_and_tcp_on_a_secured_plan(node: tuple[NodeFiles, ServeProcess]) -> None:
     files, _ = node
     port = files.port("callrouter", "sip_tcp_port")
-    assert exchange(port, raw_invite(port, to="1099", branch="z9hG4bK-a")).startswith("SIP/2.0 404 Not Found - no mailbox")
+    assert exchange(port, raw_invite(port, to="1099", branch="z9hG4bK-a")).startswith(
+        "SIP/2.0 404 Not Found - no mailbox")
     assert exchange(port, raw_invite(port, pilot="4321", branch="z9hG4bK-b")).startswith(
         "SIP/2.0 404 Not Found - no hunt group")
     assert exchange(port, raw_invite(port, pilot="6000", branch="z9hG4bK-c")).startswith(
@@ -188,13 +190,13 @@ def test_a_worker_call_survives_a_recycle_and_the_old_worker_exits_after_it(tmp_
             answer = read_until_final(call)
             answer = answer[answer.index("SIP/2.0 200 OK"):]  # after 100 Trying: the worker sets up media first
             assert "m=audio 0 " not in answer and "m=audio " in answer  # the worker's media (um.worker)
-            to_line = next(l for l in answer.split("\r\n") if l.startswith("To: "))
+            to_line = next(line for line in answer.split("\r\n") if line.startswith("To: "))
             call.sendall(b"ACK sip:worker1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-ack\r\n"
                          b"From: <sip:gw@127.0.0.1>;tag=t-z9hG4bK-call\r\n" + to_line.encode() + b"\r\n"
                          b"Call-ID: z9hG4bK-call@127.0.0.1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
             recycled = worker_cli(files, "recycle")
-            assert recycled["active_slot"] == 2 and recycled["slots"][0] == {**recycled["slots"][0], "state": "draining",
-                                                                             "calls": 1}
+            assert recycled["active_slot"] == 2
+            assert recycled["slots"][0] == {**recycled["slots"][0], "state": "draining", "calls": 1}
             slot2 = slot_port(files, "sip_ports", 2)
             again = exchange(router, raw_invite(router, branch="z9hG4bK-t2"))
             assert f"Contact: <sip:5000@127.0.0.1:{slot2};transport=tcp>" in again  # new calls: the new worker

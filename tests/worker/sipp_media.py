@@ -178,7 +178,8 @@ def run_voicemail_sipp(scenario: Path, router_port: int, media_port: int, *, cal
                        limit: int | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     command = ["sipp", "-sf", str(scenario), "-t", "tn", f"127.0.0.1:{router_port}", "-i", "127.0.0.1",
                "-mi", "127.0.0.1", "-mp", str(media_port), "-m", str(calls), "-r", str(rate), "-nostdin",
-               "-trace_err", "-max_socket", "1000", "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", "20000",
+               "-trace_err", "-max_socket", "1000", "-timeout", f"{int(timeout)}s", "-timeout_error",
+               "-recv_timeout", "20000",
                "-max_recv_loops", "100000", "-max_sched_loops", "100000"]
     if limit is not None:
         command += ["-l", str(limit)]

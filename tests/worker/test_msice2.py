@@ -21,7 +21,7 @@ from tests.conftest import NodeFiles, ServeProcess, write_config
 from tests.worker.caller import Caller, sine_payloads
 from um.sip.parser import parse_datagram
 from um.worker import multipart, sdp
-from um.worker.calls import WorkerCalls
+from um.worker.handler import WorkerCalls
 
 BOUNDARY = "----=_NextPart_000_4A2C_01D0B3E1.7F3C9A20"
 CONTENT_TYPE = f'multipart/alternative;boundary="{BOUNDARY}"'

@@ -89,7 +89,8 @@ def test_sipp_pcap_leaves_a_voicemail_of_the_right_length(tmp_path: Path, media_
             assert worker["tokens"]["mras"] == 1  # token over MRAS with the node certificate
             assert relayed["packets_to_client"] >= len(payloads)  # the gateway's RTP, relayed to the worker
             assert relayed["packets_to_peer"] >= 50  # greeting and tone, relayed to the gateway
-            assert "allocated 127.0.0.1:" in process.stderr() and "for sip:umworker-node1@example.test" in process.stderr()
+            stderr = process.stderr()
+            assert "allocated 127.0.0.1:" in stderr and "for sip:umworker-node1@example.test" in stderr
             if sniffing:
                 host_port = transport["host_port"]
                 worker_flows = [f for f in sniffer.flows if host_port in f[:2]]

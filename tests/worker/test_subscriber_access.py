@@ -106,7 +106,8 @@ def test_login_by_dtmf_plays_the_new_message_then_five_wrong_pins_lock(node: tup
     while time.monotonic() < deadline and not store.messages("1005"):
         time.sleep(0.1)
     [message] = store.messages("1005")
-    assert message.reason == "silence" and 1.0 <= message.duration <= 3.5, message  # after the tone; a loaded CI host adds slack
+    # after the tone; a loaded CI host adds slack
+    assert message.reason == "silence" and 1.0 <= message.duration <= 3.5, message
     assert https(files, "/v1/pin-reset", {"mailbox": "1005", "pin": "246813"}) == (200, {"mailbox": "1005",
                                                                                        "locked": False})
     # An unknown caller ID: the worker asks for the extension, then the PIN.

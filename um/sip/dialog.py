@@ -1,8 +1,9 @@
-"""Dialogs (RFC 3261 §12), sans-I/O: the UAS side the UM worker keeps per call.
+"""Dialogs (RFC 3261 §12), sans-I/O: the state the UM worker keeps per call, as UAS or UAC.
 
-A dialog is created from an INVITE and the 2xx the UAS sends; it matches
-in-dialog requests by Call-ID and tags, checks their CSeq order and builds
-the requests the UAS sends itself (BYE).
+A dialog is created from an INVITE and its 2xx (the one the worker sends as
+UAS, or the one it receives as UAC: play-on-phone); it matches in-dialog
+requests by Call-ID and tags, checks their CSeq order and builds the
+requests the worker sends itself (ACK of the 2xx, BYE).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from um.sip.headers import parse_addresses
-from um.sip.message import Headers, Request, new_tag
+from um.sip.message import Headers, Request, Response, new_tag
 from um.sip.transaction import new_branch
 from um.sip.uri import parse_name_addr
 
@@ -63,6 +64,32 @@ class Dialog:
             remote_seq=invite.cseq_number,
             secure=bool(invite.ruri is not None and invite.ruri.scheme == "sips"),
         )
+
+    @classmethod
+    def uac(cls, invite: Request, response: Response) -> Dialog:
+        """The UAC dialog state of RFC 3261 §12.1.2 from our `invite` and the 2xx answering it."""
+        headers, answer = invite.headers, response.headers
+        contacts = parse_addresses(answer.get("Contact") or "")
+        record_route = [v for value in answer.get_all("Record-Route") for v in value.split(",")]
+        from_value, to_value = headers.get("From") or "", answer.get("To") or ""
+        cseq = (headers.get("CSeq") or "1").split(" ", 1)[0]
+        return cls(
+            call_id=headers.get("Call-ID") or "",
+            local_tag=parse_name_addr(from_value).tag or "",
+            remote_tag=parse_name_addr(to_value).tag,
+            local_uri=from_value.split(";tag=")[0],
+            remote_uri=to_value.split(";tag=")[0],
+            remote_target=str(contacts[0].uri) if contacts else invite.uri,
+            route_set=[r.strip() for r in reversed(record_route)],
+            local_seq=int(cseq) if cseq.isdigit() else 1,
+            secure=invite.uri.startswith("sips:"),
+            state="confirmed",
+        )
+
+    def create_ack(self, via_host: str, transport: str) -> Request:
+        """The ACK of the 2xx to the INVITE (§13.2.2.4): the INVITE's CSeq number, method ACK."""
+        self.local_seq -= 1  # create_request counts it up again
+        return self.create_request("ACK", via_host, transport)
 
     def check_request(self, request: Request) -> None:
         """RFC 3261 §12.2.2: CSeq must grow; a lower one gets 500."""

@@ -1,19 +1,16 @@
 """HTTP Digest authentication for SIP (RFC 3261 §22, RFC 7616 algorithms as RFC 8760 adds them to SIP).
 
-Sans-I/O. The client side answers a 401/407 challenge (MD5, MD5-sess,
+Sans-I/O, the client side: answer a 401/407 challenge (MD5, MD5-sess,
 SHA-256, SHA-256-sess, SHA-512-256, SHA-512-256-sess; qop auth and
-auth-int, or none as RFC 2069/2617 allow); the server side makes challenges
-and checks Authorization values. When a 401/407 carries several challenges
+auth-int, or none as RFC 2069/2617 allow). When a 401/407 carries several challenges
 (RFC 8760 §2.4), the client takes the strongest algorithm it supports.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
-import time
 from dataclasses import dataclass, field
 
 from um.sip.message import Headers, Request, Response
@@ -157,54 +154,3 @@ def authorize(request: Request, response: Response, username: str, password: str
     items.append((header, authorization(challenge, username, password, request.method, request.uri,
                                         request.body)))
     return Request(request.method, request.uri, Headers(items), request.body)
-
-
-class DigestServer:
-    """Server side: stateless nonces (HMAC of a timestamp) and response checks."""
-
-    def __init__(self, realm: str, secret: bytes | None = None, algorithm: str = "SHA-256",
-                 nonce_lifetime: float = 300.0) -> None:
-        self.realm, self.algorithm, self.lifetime = realm, algorithm, nonce_lifetime
-        self._secret = secret or secrets.token_bytes(32)
-
-    def _nonce(self, stamp: int) -> str:
-        mac = hmac.new(self._secret, str(stamp).encode(), hashlib.sha256).hexdigest()[:32]
-        return f"{stamp:x}.{mac}"
-
-    def challenge(self, algorithms: tuple[str, ...] | None = None, now: float | None = None) -> list[str]:
-        """WWW-Authenticate values, strongest first (RFC 8760 §2.4)."""
-        nonce = self._nonce(int(now if now is not None else time.time()))
-        return [f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={a}, qop="auth"'
-                for a in (algorithms or (self.algorithm,))]
-
-    def verify(self, request: Request, passwords: dict[str, str], now: float | None = None) -> str | None:
-        """The authenticated username, or None (wrong, stale or missing credentials)."""
-        value = request.headers.get("Authorization")
-        if not value:
-            return None
-        try:
-            scheme, params = parse_auth_params(value)
-        except DigestError:
-            return None
-        if scheme.lower() != "digest" or params.get("realm") != self.realm:
-            return None
-        nonce = params.get("nonce", "")
-        stamp_text, _, _ = nonce.partition(".")
-        try:
-            stamp = int(stamp_text, 16)
-        except ValueError:
-            return None
-        current = now if now is not None else time.time()
-        if not hmac.compare_digest(self._nonce(stamp), nonce) or current - stamp > self.lifetime:
-            return None
-        username = params.get("username", "")
-        password = passwords.get(username)
-        if password is None:
-            return None
-        try:
-            expected = compute(params.get("algorithm", "MD5"), username, self.realm, password, request.method,
-                               params.get("uri", ""), nonce, qop=params.get("qop"), nc=params.get("nc", ""),
-                               cnonce=params.get("cnonce", ""), body=request.body)
-        except DigestError:
-            return None
-        return username if hmac.compare_digest(expected, params.get("response", "")) else None

@@ -61,6 +61,11 @@ def valid_host(host: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
+def bracket(host: str) -> str:
+    """A host as a URI or Via names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def split_hostport(text: str) -> tuple[str, int | None]:
     """"host[:port]" with host a name, IPv4 or [IPv6]; raises UriError."""
     if text.startswith("["):

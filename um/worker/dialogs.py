@@ -1,7 +1,7 @@
 """What a call does, as scripts over a small call interface: take a message, or serve a subscriber.
 
 The scripts know nothing of SIP, sockets or files: `CallIO` plays audio,
-collects DTMF digits, records, checks PINs and hangs up. um.worker.calls
+collects DTMF digits, records, checks PINs and hangs up. um.worker.call
 implements it for real calls; the unit tests drive the scripts with a fake.
 """
 

@@ -13,7 +13,7 @@ What the sources say (and what this module does with it):
   part of a ``multipart/mixed`` (the "3-level deep" form): handled here by looking into it.
 * RFC 2046 §5.1.4: the alternatives are in increasing order of preference, the receiver takes the
   last one it can use. The worker does the same: the last ``application/sdp`` part whose ICE
-  flavour it can answer (ICEv19 or no ICE; ICEv6 only where ICE is not used, see um.worker.calls).
+  flavour it can answer (ICEv19 or no ICE; ICEv6 only where ICE is not used, see um.worker.handler).
 * The answer is one ``application/sdp`` (the offer/answer of RFC 3264 pairs one offer with one
   answer; the ICE form of the answer tells the Lync caller which alternative was taken).
 * [MS-SIPRE] 3.9.5.5 / 3.15.5.2: the Lync fallback to a single part is driven by a 415 to the

@@ -1,0 +1,91 @@
+"""What every call of the worker shares (`WorkerContext`): store, PINs, prompts, media tokens,
+RTP ports, the media clock, the directory, counters and the calls in progress."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from um.worker import sdp
+from um.worker.media import MediaClock
+from um.worker.pins import PinStore
+from um.worker.prompts import Prompts
+from um.worker.settings import Directory, LiveDirectory, WorkerSettings
+from um.worker.store import VoicemailStore
+from um.worker.tokens import MediaToken, TokenSource
+from um.worker.transport import DirectTransport, IceTransport, MediaTransport, PortRange, RelayTransport
+
+if TYPE_CHECKING:
+    from um.worker.call import Call
+
+log = Logger(namespace="umedge.worker")
+
+
+class WorkerContext:
+    """What every call of the worker shares: store, PINs, prompts, tokens, ports, the media clock."""
+
+    def __init__(self, settings: WorkerSettings, config: Any | None = None,
+                 config_source: Any = None) -> None:
+        self.settings = settings
+        self.store = VoicemailStore(settings.state_dir)
+        self.pins = PinStore(settings.state_dir, settings.pin_policy)
+        self.prompts = Prompts(settings.prompt_dir or None, settings.greeting_dir or None)
+        self.ports = PortRange(settings.rtp_port_min, settings.rtp_port_max)
+        self.clock = MediaClock()
+        self.directory: Any = LiveDirectory(config_source) if config_source is not None else Directory(config)
+        self.tokens = TokenSource(settings.certs_dir, settings.node_name, settings.edge_mras, settings.edge_https,
+                                  server_hostname=settings.edge_server_name)
+        self.counters = {"calls": 0, "answered": 0, "rejected": 0, "messages": 0, "messages_discarded": 0,
+                         "subscriber_logins": 0, "relay_calls": 0, "ice_calls": 0, "direct_calls": 0,
+                         "srtp_calls": 0, "outbound_calls": 0}
+        self.calls: dict[tuple[str, str, str | None], Call] = {}
+        self.finished: list[dict[str, Any]] = []  # media stats of the last calls (bounded)
+
+    def start(self) -> None:
+        removed = self.store.recover()
+        if removed:
+            log.info("voicemail store: removed {n} incomplete file(s) a crash left: {files}", n=len(removed),
+                     files=", ".join(removed[:5]))
+        self.clock.start()
+
+    async def media_token(self) -> MediaToken:
+        return await self.tokens.get(self.settings.media_identity)
+
+    async def open_transport(self, remote_ice: sdp.IceParams | None, controlling: bool = False) -> MediaTransport:
+        s = self.settings
+        if not s.media_via_edge:
+            self.counters["direct_calls"] += 1
+            return await DirectTransport(self.ports, s.host, s.advertise).open()
+        token = await self.media_token()
+        if remote_ice is not None:
+            self.counters["ice_calls"] += 1
+            return await IceTransport(self.ports, s.host, token.relay, token.username, token.password,
+                                      controlling).open()
+        self.counters["relay_calls"] += 1
+        return await RelayTransport(self.ports, s.host, token.relay, token.username, token.password).open()
+
+    def remember(self, stats: dict[str, Any]) -> None:
+        self.finished.append(stats)
+        del self.finished[:-1000]
+
+    def status(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters), "active_calls": len(self.calls),
+                "tokens": dict(self.tokens.counters), "late_ticks": self.clock.late_ticks,
+                "calls": [call.describe() for call in list(self.calls.values())[:200]],
+                "recent": self.finished[-20:]}
+
+    async def stop(self, timeout: float = 2.5) -> None:
+        """Stop every call: recordings in progress are stored (whole), media closed."""
+        calls = list(self.calls.values())
+        await asyncio.gather(*(call.end("shutdown", send_bye=True) for call in calls), return_exceptions=True)
+        scripts = [c._script for c in calls if c._script is not None and not c._script.done()]
+        if scripts:
+            await asyncio.wait(scripts, timeout=timeout)
+        await asyncio.gather(*(call.end("shutdown") for call in calls), return_exceptions=True)
+        self.clock.stop()
+        await self.tokens.close()
+
+
+__all__ = ["WorkerContext"]

@@ -54,6 +54,8 @@ SECRET = "benchmark-secret-0123456789"
 SERVERS = ("coturn", "umedge")
 _PROGRESS = re.compile(r"start_mclient: msz=(\d+), tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
 _ERROR = re.compile(r"error|cannot|refused|forbidden", re.I)
+# How a server run fails (tools missing or exiting, ports taken, timeouts): reported, then the next server.
+_RUN_FAILURES = (OSError, RuntimeError, ValueError, subprocess.SubprocessError)
 
 
 @dataclass
@@ -166,7 +168,7 @@ def bench_coturn(args: argparse.Namespace, workdir: Path) -> Measurement:
         with CoturnServer(workdir / "coturn", [SECRET], relay_threads=1, allow_loopback_peers=True) as server, \
                 EchoPeer() as peer:
             drive(server.pid, server.port, peer, args, result)
-    except Exception as exc:  # report and go on with the other server
+    except _RUN_FAILURES as exc:  # report and go on with the other server
         result.error = f"{type(exc).__name__}: {exc}"
     return result
 
@@ -179,9 +181,9 @@ def bench_umedge(args: argparse.Namespace, workdir: Path) -> Measurement:
         with UmedgeServer(workdir / "umedge", edge, python=args.python) as server, EchoPeer() as peer:
             try:
                 drive(server.pid, server.port, peer, args, result)
-            except Exception as exc:
+            except _RUN_FAILURES as exc:
                 raise RuntimeError(f"{exc}\n--- umedge log (tail) ---\n{server.log_text()[-1500:]}") from exc
-    except Exception as exc:
+    except _RUN_FAILURES as exc:  # report and go on with the other server
         result.error = f"{type(exc).__name__}: {exc}"
     return result
 

@@ -5,6 +5,10 @@ Same shape as :mod:`edge.stun`: bytes in, values out, one exception type
 
 * ``constants`` - message types and attribute numbers (with their sources)
 * ``message``   - ``MsMessage``, ``decode``, ``is_ms_turn``, integrity, values
+
+Serving it: ``server.MsTurnServer`` is the dialect the composition root plugs
+into the TURN engine (``TurnEngine(dialects=[MsTurnServer()])``, see
+edge.turn.dialect); ``pseudotls`` carries it over TCP on the TLS port.
 """
 
 from __future__ import annotations

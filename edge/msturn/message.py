@@ -157,7 +157,8 @@ def encode_u32(number: int) -> bytes:
 def decode_u32(value: bytes) -> int:
     if len(value) != 4:
         raise MsTurnDecodeError("32-bit attribute must be 4 bytes")
-    return _U32.unpack(value)[0]
+    number: int = _U32.unpack(value)[0]
+    return number
 
 
 def encode_error_code(code: int, reason: str | None = None) -> bytes:
@@ -270,7 +271,8 @@ class MsMessage:
         value = self.get(MsAttr.MS_VERSION)
         if value is None or len(value) != 4:
             return None
-        return _U32.unpack(value)[0]
+        version: int = _U32.unpack(value)[0]
+        return version
 
     # -- integrity
     def verify_integrity(self, key: bytes) -> bool:

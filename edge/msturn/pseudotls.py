@@ -52,13 +52,23 @@ real TLS stack, so TURN over TLS keeps working on the same port.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from edge.turn.streams import transport_of
 from um.netguard import settle_connection
 
 from .message import is_ms_turn
+from .server import dialect_of
+
+if TYPE_CHECKING:
+    from edge.turn.allocation import Allocation
+    from edge.turn.engine import TurnEngine
 
 __all__ = [
     "CLIENT_GOOGLE_HANDSHAKE",
@@ -153,19 +163,21 @@ class MsStreamProtocol(Protocol):
     stream = True
     kind = "tls"  # counted with TURN over TLS: it is that port's second dialect
 
-    def __init__(self, engine) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, engine: TurnEngine) -> None:
         self._engine = engine
+        self._dialect = dialect_of(engine)
         self._buffer = bytearray()
-        self.allocation = None
+        self.allocation: Allocation | None = None
         self.address: tuple[str, int] = ("", 0)
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        self._stream = transport_of(self)
+        peer = self._stream.getPeer()
         self.address = (peer.host.removeprefix("::ffff:"), peer.port)
         settle_connection(self)  # the pseudo-TLS handshake is done: only the idle timeout applies now
 
     def send(self, data: bytes) -> None:
-        self.transport.write(frame(data))
+        self._stream.write(frame(data))
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self._buffer
@@ -176,7 +188,7 @@ class MsStreamProtocol(Protocol):
             if kind not in (CONTROL, DATA):
                 log.info("closing pseudo-TLS client {host}: frame type {kind}", host=self.address[0], kind=kind)
                 buffer.clear()
-                self.transport.loseConnection()
+                self._stream.loseConnection()
                 return
             end = _HEADER.size + size
             if len(buffer) < end:
@@ -185,52 +197,59 @@ class MsStreamProtocol(Protocol):
             del buffer[:end]
             if kind == CONTROL:
                 engine.from_client(self, payload)
-            else:
-                ms = engine.ms_turn
-                if ms is None or not ms.raw_to_destination(self, payload):
-                    engine.stats["ms_turn_dropped_send"] += 1
+            elif self._dialect is None or not self._dialect.raw_to_destination(self, payload):
+                engine.stats["ms_turn_dropped_send"] += 1
 
     def connectionLost(self, reason: object = None) -> None:
         self.connected = False  # a pending Allocate must not outlive its connection
         self._engine.client_closed(self)
 
 
+class _Inner(TypingProtocol):
+    """What _Switch hands the connection to: MsStreamProtocol or the real TLS protocol."""
+
+    def makeConnection(self, transport: ITransport) -> None: ...
+    def dataReceived(self, data: bytes) -> None: ...
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
 class _Switch(Protocol):
     """Buffers the first bytes until they are a pseudo-TLS ClientHello or cannot be one."""
 
-    def __init__(self, factory: PseudoTlsFactory, addr: object) -> None:
+    def __init__(self, factory: PseudoTlsFactory, addr: IAddress | None) -> None:
         self._factory, self._addr = factory, addr
         self._buffer = b""
-        self._inner: Protocol | None = None
+        self._inner: _Inner | None = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._inner is not None:
             self._inner.dataReceived(data)
             return
         buffer = self._buffer = self._buffer + data
-        if self._factory.engine.ms_turn is not None:
+        if dialect_of(self._factory.engine) is not None:
             for hello, answer in HANDSHAKES.items():
                 if buffer[: len(hello)] != hello[: len(buffer)]:
                     continue
                 if len(buffer) < len(hello):
                     return  # still a prefix of this blob: wait for the rest
-                self.transport.write(answer)  # in one write: libnice checks one recv of exactly this
+                transport_of(self).write(answer)  # in one write: libnice checks one recv of exactly this
                 self._factory.pseudo_tls += 1
                 self._switch(MsStreamProtocol(self._factory.engine), buffer[len(hello):])
                 return
         inner = self._factory.tls.buildProtocol(self._addr)
         if inner is None:
-            self.transport.loseConnection()
+            transport_of(self).loseConnection()
             return
         self._switch(inner, buffer)
 
-    def _switch(self, inner: Protocol, rest: bytes) -> None:
+    def _switch(self, inner: _Inner, rest: bytes) -> None:
         self._inner, self._buffer = inner, b""
+        assert self.transport is not None  # data arrived: connected
         inner.makeConnection(self.transport)
         if rest:
             inner.dataReceived(rest)
 
-    def connectionLost(self, reason: object = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._inner is not None:
             self._inner.connectionLost(reason)
 
@@ -244,19 +263,19 @@ class PseudoTlsFactory(Factory):
 
     noisy = False
 
-    def __init__(self, tls: Factory, engine) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, tls: Factory, engine: TurnEngine) -> None:
         self.tls, self.engine = tls, engine
         self.pseudo_tls = 0  # connections that took the pseudo-TLS handshake
 
     def doStart(self) -> None:
-        super().doStart()
+        super().doStart()  # type: ignore[no-untyped-call]  # Twisted leaves Factory.doStart unannotated
         self.tls.doStart()
 
     def doStop(self) -> None:
         self.tls.doStop()
-        super().doStop()
+        super().doStop()  # type: ignore[no-untyped-call]  # Twisted leaves Factory.doStop unannotated
 
-    def buildProtocol(self, addr: object) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         protocol = _Switch(self, addr)
         protocol.factory = self
         return protocol

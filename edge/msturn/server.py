@@ -1,9 +1,14 @@
 """Serving [MS-TURN] clients (Lync / Office Communicator) from the TURN engine.
 
-Sans-I/O like the engine: it is handed datagrams by ``TurnEngine.from_client``
-(anything that is not RFC STUN and passes :func:`edge.msturn.is_ms_turn`)
-and uses the engine's hooks, so allocations, quotas, the peer policy,
-bandwidth caps, expiry and counters are the RFC server's.
+Sans-I/O like the engine, and plugged into it as a dialect
+(:class:`edge.turn.dialect.TurnDialect`): the composition root passes
+``TurnEngine(dialects=[MsTurnServer()])``.  The engine hands it datagrams
+that are not RFC STUN (``from_client``; :func:`edge.msturn.is_ms_turn`
+picks ours), every datagram of the allocations it made (``claim``) and
+peers' datagrams to frame for them (``data_indication``); it serves them
+with the engine's rules (:class:`edge.turn.dialect.DialectHost`), so
+allocations, quotas, lifetimes, the peer policy, bandwidth caps, expiry and
+counters are the RFC server's.
 
 What is served:
 
@@ -45,13 +50,14 @@ import base64
 import binascii
 import secrets
 import weakref
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.stun.constants import Attr
 from edge.tokens import TokenError, candidate_passwords
 from edge.turn.auth import Credentials
+from edge.turn.refusal import ErrorCode, Refusal
 
 from .constants import MS_KNOWN_ATTRIBUTES, MsAttr, MsType
 from .message import (
@@ -70,13 +76,14 @@ from .message import (
 
 if TYPE_CHECKING:
     from edge.turn.allocation import Address, Allocation, ClientLink
+    from edge.turn.dialect import DialectHost
     from edge.turn.engine import TurnEngine
 
-__all__ = ["SERVER_MS_VERSION", "MsTurnServer"]
+__all__ = ["SERVER_MS_VERSION", "MsTurnServer", "dialect_of"]
 
 #: The highest MS-VERSION this server echoes (SHA-256 integrity from 3 on).
 SERVER_MS_VERSION = 3
-_RESPONSE = {
+_RESPONSE: dict[int, tuple[int, int]] = {
     MsType.ALLOCATE_REQUEST: (MsType.ALLOCATE_RESPONSE, MsType.ALLOCATE_ERROR),
     MsType.SET_ACTIVE_DESTINATION_REQUEST: (
         MsType.SET_ACTIVE_DESTINATION_RESPONSE,
@@ -84,6 +91,7 @@ _RESPONSE = {
     ),
     MsType.SEND_REQUEST: (MsType.SEND_RESPONSE, MsType.SEND_ERROR),
 }
+Attributes = list[tuple[int, bytes]]
 
 
 @dataclass(eq=False)
@@ -95,34 +103,22 @@ class _MsState:
     active_destination: Address | None = None
 
 
-class _Fail(Exception):
-    def __init__(
-        self,
-        code: int,
-        reason: str | None = None,
-        extra: list[tuple[int, bytes]] | None = None,
-    ):
-        super().__init__(code)
-        self.code, self.reason, self.extra = code, reason, extra or []
-
-
 class MsTurnServer:
-    def __init__(self, engine: TurnEngine) -> None:
-        self.engine = engine
-        self.stats = engine.stats
-        self._state: weakref.WeakKeyDictionary[Allocation, _MsState] = (
-            weakref.WeakKeyDictionary()
-        )
-        # Unframed data after Set Active Destination must be seen before the
-        # engine's own parsing (it may look like STUN or ChannelData), so the
-        # engine's entry point is wrapped on this engine instance.
+    """The [MS-TURN] dialect (an edge.turn.dialect.TurnDialect): one per engine."""
 
-    # --- entry points ----------------------------------------------------------------
+    host: DialectHost  # set by attach(), called by the engine's constructor
+    stats: Counter[str]
 
-    @property
-    def active(self) -> bool:
-        """Whether any allocation has an active destination (the engine checks this per datagram)."""
-        return bool(self._state)
+    def __init__(self) -> None:
+        self._state: weakref.WeakKeyDictionary[Allocation, _MsState] = weakref.WeakKeyDictionary()
+
+    def attach(self, host: DialectHost) -> None:
+        if getattr(self, "host", None) is not None:
+            raise RuntimeError("an MsTurnServer serves one engine")
+        self.host = host
+        self.stats = host.stats
+
+    # --- entry points (edge.turn.dialect.TurnDialect) ------------------------------------
 
     def from_client(self, link: ClientLink, data: bytes) -> bool:
         """Serve one datagram; False if it is not [MS-TURN] (the engine counts it malformed)."""
@@ -142,35 +138,47 @@ class MsTurnServer:
             elif kind == MsType.SET_ACTIVE_DESTINATION_REQUEST:
                 self._set_active_destination(link, message)
             elif kind & 0x0110 == 0:  # another request
-                self._answer(
-                    link, message, _Fail(400, "Bad Request: unsupported method")
-                )
+                self._answer(link, message, Refusal(ErrorCode.BAD_REQUEST, "Bad Request: unsupported method"))
         except MsTurnDecodeError as error:
-            self._answer(link, message, _Fail(400, f"Bad Request: {error}"))
+            self._answer(link, message, Refusal(ErrorCode.BAD_REQUEST, f"Bad Request: {error}"))
         return True
+
+    def claim(self, link: ClientLink, allocation: Allocation, data: bytes) -> bool:
+        """Any datagram of this dialect's client that is not [MS-TURN] goes to its active destination."""
+        state = self._state.get(allocation)
+        if state is None or state.active_destination is None or is_ms_turn(data):
+            return False
+        peer = state.active_destination
+        if self._permit(allocation, peer) and self.host.relay_to_peer(allocation, data, peer):
+            self.stats["ms_turn_unframed_to_peer"] += 1
+        else:
+            self.stats["ms_turn_dropped_send"] += 1
+        return True
+
+    def raw_to_destination(self, link: ClientLink, data: bytes) -> bool:
+        """Relay a datagram to the link's active destination (pseudo-TLS data frames); False if none."""
+        allocation = link.allocation
+        return allocation is not None and self.claim(link, allocation, data)
+
+    def data_indication(self, allocation: Allocation, data: bytes, peer: Address) -> bytes:
+        """A peer's datagram for the client, as a Data indication with REMOTE-ADDRESS."""
+        return MsMessage(MsType.DATA_INDICATION, None, [
+            (MsAttr.REMOTE_ADDRESS, encode_address(peer[0], peer[1])),
+            (MsAttr.DATA, data),
+        ]).encode()
 
     def state(self, allocation: Allocation) -> _MsState | None:
         return self._state.get(allocation)
 
     # --- answering ---------------------------------------------------------------------
 
-    def _answer(
-        self,
-        link: ClientLink,
-        request: MsMessage,
-        outcome: list[tuple[int, bytes]] | _Fail,
-        key: bytes | None = None,
-        sha256: bool = False,
-    ) -> bytes:
-        success, error = _RESPONSE.get(
-            request.msg_type, (request.msg_type | 0x0100, request.msg_type | 0x0110)
-        )
-        if isinstance(outcome, _Fail):
-            self.stats[f"ms_turn_refused_{outcome.code}"] += 1
-            attributes = [
-                (MsAttr.ERROR_CODE, encode_error_code(outcome.code, outcome.reason)),
-                *outcome.extra,
-            ]
+    def _answer(self, link: ClientLink, request: MsMessage, outcome: Attributes | Refusal,
+                key: bytes | None = None, sha256: bool = False) -> bytes:
+        success, error = _RESPONSE.get(request.msg_type, (request.msg_type | 0x0100, request.msg_type | 0x0110))
+        if isinstance(outcome, Refusal):
+            self.stats[f"ms_turn_refused_{int(outcome.code)}"] += 1
+            attributes = [(int(MsAttr.ERROR_CODE), encode_error_code(outcome.code, outcome.reason)),
+                          *outcome.extra]
             response = MsMessage(error, request.transaction_id, attributes)
         else:
             response = MsMessage(success, request.transaction_id, outcome)
@@ -178,59 +186,43 @@ class MsTurnServer:
         link.send(wire)
         return wire
 
-    def _refusal(self, refusal: Exception) -> _Fail:
-        """The engine's Refusal in this dialect (ALTERNATE-SERVER is 0x000E here)."""
-        extra = [
-            (MsAttr.ALTERNATE_SERVER, value)
-            for kind, value in getattr(refusal, "extra", [])
-            if kind == Attr.ALTERNATE_SERVER
-        ]
-        return _Fail(refusal.code, refusal.reason, extra)  # type: ignore[attr-defined]
+    @staticmethod
+    def _translated(refusal: Refusal) -> Refusal:
+        """The engine's Refusal in this dialect: its RFC attributes renumbered (ALTERNATE-SERVER is 0x000E)."""
+        extra = [(int(MsAttr.ALTERNATE_SERVER), value) for kind, value in refusal.extra
+                 if kind == Attr.ALTERNATE_SERVER]
+        return Refusal(refusal.code, refusal.reason, extra)
 
     # --- authentication ----------------------------------------------------------------------
 
-    def _challenge(self, link: ClientLink, request: MsMessage, code: int = 401) -> None:
-        auth = self.engine.auth
-        self._answer(
-            link,
-            request,
-            _Fail(
-                code,
-                None,
-                [
-                    (MsAttr.REALM, auth.realm.encode()),
-                    (MsAttr.NONCE, auth.new_nonce(link.address).encode()),
-                ],
-            ),
-        )
+    def _challenge(self, link: ClientLink, request: MsMessage,
+                   code: ErrorCode = ErrorCode.UNAUTHENTICATED) -> None:
+        auth = self.host.auth
+        self._answer(link, request, Refusal(code, None, [
+            (MsAttr.REALM, auth.realm.encode()),
+            (MsAttr.NONCE, auth.new_nonce(link.address).encode()),
+        ]))
 
     def _authenticate(self, link: ClientLink, request: MsMessage) -> Credentials | None:
         """Long-term credentials on an Allocate; None when it has been answered with an error."""
-        auth = self.engine.auth
+        auth = self.host.auth
         mi = request.get(MsAttr.MESSAGE_INTEGRITY)
-        username, realm, nonce = (
-            request.get(MsAttr.USERNAME),
-            request.get(MsAttr.REALM),
-            request.get(MsAttr.NONCE),
-        )
+        username, realm, nonce = request.get(MsAttr.USERNAME), request.get(MsAttr.REALM), request.get(MsAttr.NONCE)
         if mi is None:
             self.stats["ms_turn_auth_missing"] += 1
             self._challenge(link, request)
             return None
         if username is None or realm is None or nonce is None:
-            self._answer(
-                link,
-                request,
-                _Fail(400, "Bad Request: USERNAME, REALM and NONCE required"),
-            )
+            self._answer(link, request,
+                         Refusal(ErrorCode.BAD_REQUEST, "Bad Request: USERNAME, REALM and NONCE required"))
             return None
         if not auth.nonce_is_fresh(nonce, link.address):
             self.stats["ms_turn_auth_stale_nonce"] += 1
-            self._challenge(link, request, 438)
+            self._challenge(link, request, ErrorCode.STALE_NONCE)
             return None
         try:
             text = username.decode("utf-8")
-            passwords = candidate_passwords(auth.secrets(), text, self.engine.now)
+            passwords = candidate_passwords(auth.secrets(), text, self.host.now)
         except (UnicodeDecodeError, TokenError):
             self.stats["ms_turn_auth_bad_token"] += 1
             self._challenge(link, request)
@@ -244,9 +236,7 @@ class MsTurnServer:
         self._challenge(link, request)
         return None
 
-    def _allocation_of(
-        self, link: ClientLink, request: MsMessage
-    ) -> tuple[Allocation, _MsState] | None:
+    def _allocation_of(self, link: ClientLink, request: MsMessage) -> tuple[Allocation, _MsState] | None:
         """The link's [MS-TURN] allocation, if `request` carries its key's integrity."""
         allocation = link.allocation
         state = self._state.get(allocation) if allocation is not None else None
@@ -267,23 +257,11 @@ class MsTurnServer:
         return min(decode_u32(value), SERVER_MS_VERSION) if value is not None else 0
 
     def _allocate(self, link: ClientLink, request: MsMessage) -> None:
-        engine = self.engine
         unknown = request.unknown_comprehension_required(MS_KNOWN_ATTRIBUTES)
         if unknown:
-            self._answer(
-                link,
-                request,
-                _Fail(
-                    420,
-                    None,
-                    [
-                        (
-                            MsAttr.UNKNOWN_ATTRIBUTES,
-                            b"".join(t.to_bytes(2, "big") for t in unknown),
-                        )
-                    ],
-                ),
-            )
+            listed = b"".join(t.to_bytes(2, "big") for t in unknown)
+            self._answer(link, request,
+                         Refusal(ErrorCode.UNKNOWN_ATTRIBUTE, None, [(MsAttr.UNKNOWN_ATTRIBUTES, listed)]))
             return
         creds = self._authenticate(link, request)
         if creds is None:
@@ -293,128 +271,75 @@ class MsTurnServer:
         if existing is not None:
             self._refresh(link, request, creds, existing)
             return
-        if not engine.accepting:
-            self._answer(
-                link,
-                request,
-                self._refusal(engine.Refusal(508, "Insufficient Capacity: draining")),
-            )
-            return
         family = 4
         requested = request.get(MsAttr.REQUESTED_ADDRESS_TYPE)
         if requested is not None and len(requested) >= 1 and requested[0] == 2:
             family = 6
         try:
-            decision = engine.admit(link, creds.identity)
-        except engine.Refusal as refusal:
-            self._answer(link, request, self._refusal(refusal), creds.key, creds.sha256)
+            decision = self.host.admit(link, creds.identity)
+        except Refusal as refusal:
+            self._answer(link, request, self._translated(refusal), creds.key, creds.sha256)
             return
         if decision is None:
             return  # a retransmission while the pool decides
-        commit = lambda: self._commit(link, request, creds, family, version)
         if decision is True:
-            commit()
+            self._commit(link, request, creds, family, version)
             return
 
         def resumed(granted: bool) -> None:
             if granted:
-                commit()
+                self._commit(link, request, creds, family, version)
             else:
-                self._answer(link, request, _Fail(486), creds.key, creds.sha256)
+                self._answer(link, request, Refusal(ErrorCode.ALLOCATION_QUOTA_REACHED), creds.key, creds.sha256)
 
-        engine.wait_for_quota(
-            link, request.transaction_id, creds.identity, decision, resumed
-        )
+        self.host.wait_for_quota(link, request.transaction_id, creds.identity, decision, resumed)
 
-    def _commit(
-        self,
-        link: ClientLink,
-        request: MsMessage,
-        creds: Credentials,
-        family: int,
-        version: int,
-    ) -> None:
-        engine = self.engine
+    def _commit(self, link: ClientLink, request: MsMessage, creds: Credentials, family: int, version: int) -> None:
+        host = self.host
         try:
-            relay = engine.bind_relay(family)
-        except engine.Refusal as refusal:
-            engine.release_quota(creds.identity)
-            self._answer(link, request, self._refusal(refusal), creds.key, creds.sha256)
+            relay = host.bind_relay(creds.identity, family)
+        except Refusal as refusal:
+            self._answer(link, request, self._translated(refusal), creds.key, creds.sha256)
             return
-        lifetime = engine.clamp_lifetime(self._lifetime(request))
+        lifetime = host.lifetime(self._lifetime(request))
         state = _MsState(secrets.token_bytes(20), version)
-        allocation = engine.install_allocation(
-            link,
-            creds,
-            {family: relay},
-            lifetime,
-            request.transaction_id,
-            data_indication=self._framer,
-        )
+        allocation = host.install_allocation(link, creds, {family: relay}, lifetime, request.transaction_id,
+                                             dialect=self)
         self._state[allocation] = state
         self.stats["ms_turn_allocations_created"] += 1
-        relayed = engine.relay_addresses.advertised(family, relay.address[1])
-        attributes = [
-            (MsAttr.MAPPED_ADDRESS, encode_address(*relayed)),
-            (
-                MsAttr.XOR_MAPPED_ADDRESS,
-                encode_xor_address(
-                    link.address[0], link.address[1], request.transaction_id
-                ),
-            ),
+        attributes: Attributes = [
+            (MsAttr.MAPPED_ADDRESS, encode_address(*host.advertised(relay))),
+            (MsAttr.XOR_MAPPED_ADDRESS, encode_xor_address(link.address[0], link.address[1], request.transaction_id)),
             (MsAttr.LIFETIME, encode_u32(lifetime)),
             *self._session_attributes(state),
         ]
-        allocation.created_response = self._answer(
-            link, request, attributes, creds.key, creds.sha256
-        )
+        allocation.created_response = self._answer(link, request, attributes, creds.key, creds.sha256)
 
-    def _session_attributes(self, state: _MsState) -> list[tuple[int, bytes]]:
-        attributes = [(MsAttr.MS_SEQUENCE_NUMBER, state.connection_id + encode_u32(0))]
+    def _session_attributes(self, state: _MsState) -> Attributes:
+        attributes: Attributes = [(MsAttr.MS_SEQUENCE_NUMBER, state.connection_id + encode_u32(0))]
         if state.version:
             attributes.insert(0, (MsAttr.MS_VERSION, encode_u32(state.version)))
         return attributes
 
-    def _refresh(
-        self,
-        link: ClientLink,
-        request: MsMessage,
-        creds: Credentials,
-        allocation: Allocation,
-    ) -> None:
+    def _refresh(self, link: ClientLink, request: MsMessage, creds: Credentials, allocation: Allocation) -> None:
         state = self._state.get(allocation)
-        if (
-            allocation.created_by == request.transaction_id
-            and allocation.created_response
-        ):
-            link.send(
-                allocation.created_response
-            )  # a retransmitted Allocate: the same answer
+        if allocation.created_by == request.transaction_id and allocation.created_response:
+            link.send(allocation.created_response)  # a retransmitted Allocate: the same answer
             return
-        if state is None:
-            self._answer(
-                link, request, _Fail(437), creds.key, creds.sha256
-            )  # an RFC allocation
+        if state is None:  # an RFC allocation
+            self._answer(link, request, Refusal(ErrorCode.ALLOCATION_MISMATCH), creds.key, creds.sha256)
             return
         if creds.username != allocation.username:
-            self._answer(link, request, _Fail(441), creds.key, creds.sha256)
+            self._answer(link, request, Refusal(ErrorCode.WRONG_CREDENTIALS), creds.key, creds.sha256)
             return
-        asked = self._lifetime(request)
-        if asked == 0:
-            self.engine.delete_allocation(allocation, "refreshed to 0")
-            lifetime = 0
+        lifetime = self.host.lifetime(self._lifetime(request), zero_deletes=True)
+        if lifetime == 0:
+            self.host.delete_allocation(allocation, "refreshed to 0")
         else:
-            lifetime = self.engine.clamp_lifetime(asked)
-            allocation.expires = self.engine.now + lifetime
-        self._answer(
-            link,
-            request,
-            [(MsAttr.LIFETIME, encode_u32(lifetime))],
-            creds.key,
-            creds.sha256,
-        )
+            allocation.expires = self.host.now + lifetime
+        self._answer(link, request, [(MsAttr.LIFETIME, encode_u32(lifetime))], creds.key, creds.sha256)
 
-    # --- Send, Set Active Destination, Data --------------------------------------------------
+    # --- Send, Set Active Destination ---------------------------------------------------------
 
     def _destination(self, request: MsMessage) -> Address:
         value = request.get(MsAttr.DESTINATION_ADDRESS)
@@ -423,12 +348,12 @@ class MsTurnServer:
         return decode_address(value)
 
     def _permit(self, allocation: Allocation, peer: Address) -> bool:
-        engine = self.engine
-        if (
-            6 if ":" in peer[0] else 4
-        ) not in allocation.relays or not engine.check_peer(*peer):
+        """The engine's peer check, then the permission ([MS-TURN] has no CreatePermission)."""
+        try:
+            self.host.check_peer(allocation, *peer)
+        except Refusal:
             return False
-        allocation.permissions[peer[0]] = engine.now + engine.limits.permission_lifetime
+        self.host.permit(allocation, peer[0])
         return True
 
     def _send(self, link: ClientLink, request: MsMessage) -> None:
@@ -443,9 +368,7 @@ class MsTurnServer:
         except MsTurnDecodeError:
             self.stats["ms_turn_dropped_send"] += 1
             return
-        if not self._permit(allocation, peer) or not self.engine.relay_to_peer(
-            allocation, payload, peer
-        ):
+        if not self._permit(allocation, peer) or not self.host.relay_to_peer(allocation, payload, peer):
             self.stats["ms_turn_dropped_send"] += 1
 
     def _set_active_destination(self, link: ClientLink, request: MsMessage) -> None:
@@ -453,7 +376,7 @@ class MsTurnServer:
         if found is None:
             allocation = link.allocation
             if allocation is None or allocation not in self._state:
-                self._answer(link, request, _Fail(437))
+                self._answer(link, request, Refusal(ErrorCode.ALLOCATION_MISMATCH))
             else:
                 self._challenge(link, request)
             return
@@ -461,48 +384,16 @@ class MsTurnServer:
         key, sha256 = allocation.key, allocation.sha256
         peer = self._destination(request)
         if not self._permit(allocation, peer):
-            self._answer(
-                link,
-                request,
-                _Fail(403, "Forbidden: peer address not allowed"),
-                key,
-                sha256,
-            )
+            forbidden = Refusal(ErrorCode.FORBIDDEN, "Forbidden: peer address not allowed")
+            self._answer(link, request, forbidden, key, sha256)
             return
         state.active_destination = peer
         self._answer(link, request, [], key, sha256)
 
-    def raw_to_destination(self, link: ClientLink, data: bytes) -> bool:
-        """Relay a non-[MS-TURN] datagram to the link's active destination; False if there is none."""
-        allocation = link.allocation
-        if allocation is None:
-            return False
-        state = self._state.get(allocation)
-        if state is None or state.active_destination is None or is_ms_turn(data):
-            return False
-        peer = state.active_destination
-        if self._permit(allocation, peer) and self.engine.relay_to_peer(
-            allocation, data, peer
-        ):
-            self.stats["ms_turn_unframed_to_peer"] += 1
-        else:
-            self.stats["ms_turn_dropped_send"] += 1
-        return True
 
-    def _framer(self, allocation: Allocation) -> Callable[[bytes, Address], bytes]:
-        """The engine's from_peer frames datagrams for this allocation with this."""
-
-        def data_indication(data: bytes, peer: Address) -> bytes:
-            return MsMessage(
-                MsType.DATA_INDICATION,
-                None,
-                [
-                    (MsAttr.REMOTE_ADDRESS, encode_address(peer[0], peer[1])),
-                    (MsAttr.DATA, data),
-                ],
-            ).encode()
-
-        return data_indication
+def dialect_of(engine: TurnEngine) -> MsTurnServer | None:
+    """The engine's [MS-TURN] dialect; None when ms_turn is off."""
+    return next((d for d in engine.dialects if isinstance(d, MsTurnServer)), None)
 
 
 def _password_forms(password: str) -> list[bytes]:

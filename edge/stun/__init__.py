@@ -74,7 +74,13 @@ from .attributes import (
     encode_username,
     encode_xor_address,
 )
-from .channeldata import decode_channel_data, encode_channel_data, is_channel_data
+from .channeldata import (
+    channel_data_frame_length,
+    decode_channel_data,
+    encode_channel_data,
+    is_channel_data,
+    split_channel_data,
+)
 from .constants import (
     ALLOCATE,
     BINDING,
@@ -192,7 +198,9 @@ __all__ = [
     "nonce_features",
     # channel data and stream framing
     "is_channel_data",
+    "split_channel_data",
     "decode_channel_data",
+    "channel_data_frame_length",
     "encode_channel_data",
     "next_frame_length",
     "split_frames",

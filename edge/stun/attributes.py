@@ -260,7 +260,8 @@ def decode_u32(value: bytes) -> int:
     """Inverse of :func:`encode_u32`."""
     if len(value) != 4:
         raise StunDecodeError("32-bit attribute must be 4 bytes")
-    return _U32.unpack(value)[0]
+    number: int = _U32.unpack(value)[0]
+    return number
 
 
 def encode_u64(number: int) -> bytes:
@@ -274,7 +275,8 @@ def decode_u64(value: bytes) -> int:
     """Inverse of :func:`encode_u64`."""
     if len(value) != 8:
         raise StunDecodeError("64-bit attribute must be 8 bytes")
-    return _U64.unpack(value)[0]
+    number: int = _U64.unpack(value)[0]
+    return number
 
 
 def encode_flag() -> bytes:
@@ -322,7 +324,8 @@ def decode_channel_number(value: bytes) -> int:
     """The channel number; whether it is in 0x4000-0x4FFF (400) is the server's call."""
     if len(value) != 4:
         raise StunDecodeError("CHANNEL-NUMBER must be 4 bytes")
-    return _U16.unpack_from(value)[0]
+    number: int = _U16.unpack_from(value)[0]
+    return number
 
 
 def encode_even_port(reserve_next: bool) -> bytes:
@@ -533,7 +536,8 @@ def decode_response_port(value: bytes) -> int:
     """Inverse of :func:`encode_response_port`."""
     if len(value) != 4:
         raise StunDecodeError("RESPONSE-PORT must be 4 bytes")
-    return _U16.unpack_from(value)[0]
+    number: int = _U16.unpack_from(value)[0]
+    return number
 
 
 def encode_padding(size: int) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 
+from .channeldata import channel_data_frame_length
 from .constants import HEADER_LENGTH, MAGIC_COOKIE
 from .errors import StunDecodeError
 
@@ -33,15 +34,15 @@ def next_frame_length(buffer: bytes | bytearray | memoryview) -> int | None:
             raise StunDecodeError(f"stream byte {buffer[0]:#04x} starts no STUN/ChannelData")
         return None
     first = buffer[0]
-    length = (buffer[2] << 8) | buffer[3]
     if first < 0x40:
+        length = (buffer[2] << 8) | buffer[3]
         if length & 3:
             raise StunDecodeError("STUN length is not a multiple of 4")
         if available >= 8 and bytes(buffer[4:8]) != _COOKIE:
             raise StunDecodeError("wrong magic cookie in stream")
         frame = HEADER_LENGTH + length
     elif first <= 0x7F:
-        frame = 4 + length + (-length & 3)
+        frame = channel_data_frame_length(buffer)
     else:
         raise StunDecodeError(f"stream byte {first:#04x} starts no STUN/ChannelData")
     return frame if available >= frame else None

@@ -230,7 +230,8 @@ class Message:
         if raw is None or at < 0:
             return False
         expected = fingerprint(raw, at, at - HEADER_LENGTH + 8)
-        return expected == _U32.unpack_from(raw, at + 4)[0]
+        received: int = _U32.unpack_from(raw, at + 4)[0]
+        return expected == received
 
     # --- writing --------------------------------------------------------------
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from edge.turn.dialect import TurnDialect
 
 Address = tuple[str, int]
 
@@ -53,6 +56,8 @@ class Allocation:
     peer_channels: dict[Address, int] = field(default_factory=dict)
     budget: int = 0  # bytes left this second under the bandwidth cap
     reservation: bytes | None = None
+    # None for RFC 8656; else the dialect that made it, the only one the engine asks about its datagrams
+    dialect: TurnDialect | None = None
     # Relayed traffic, counted here (plain ints are cheap per packet), summed by the engine.
     packets_to_peer: int = 0
     bytes_to_peer: int = 0

@@ -96,7 +96,8 @@ class Authenticator:
             return False
         if len(raw) != 16 or not hmac.compare_digest(raw[4:], self._mac(raw[:4], client)):
             return False
-        age = (int(self._clock()) - _STAMP.unpack(raw[:4])[0]) & 0xFFFFFFFF
+        stamp: int = _STAMP.unpack(raw[:4])[0]
+        age = (int(self._clock()) - stamp) & 0xFFFFFFFF
         return age <= self._nonce_lifetime
 
     # --- responses ----------------------------------------------------------------
@@ -134,7 +135,8 @@ class Authenticator:
                 username = username_value.decode("utf-8")
             except UnicodeDecodeError:
                 return Rejection(self.challenge(request, client), "malformed")
-        elif known_username is not None and hmac.compare_digest(hashed, userhash(known_username, self.realm)):
+        elif known_username is not None and hashed is not None \
+                and hmac.compare_digest(hashed, userhash(known_username, self.realm)):
             username = known_username
         else:
             return Rejection(self.challenge(request, client), "unknown_userhash")

@@ -5,6 +5,10 @@ through ClientLink objects and peers through RelayEndpoint objects that the
 I/O layer provides, and reads time from an injected clock, so every rule is
 testable with fakes. The per-packet paths (ChannelData both ways, Send and
 Data indications) do dictionary lookups and one send, nothing more.
+
+Other TURN dialects ([MS-TURN]) are injected (edge.turn.dialect); an
+allocation records the dialect that made it, and only that allocation's
+datagrams are shown to the dialect, so RFC ChannelData never pays for one.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from twisted.logger import Logger
 
 from edge import stun
-from edge.stun import Attr
+from edge.stun import Attr, StunDecodeError, split_channel_data
 from edge.turn.allocation import Address, Allocation, ClientLink, RelayEndpoint
 from edge.turn.auth import Authenticator, Credentials, Rejection
+from edge.turn.dialect import TurnDialect
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
+from edge.turn.refusal import ErrorCode, Refusal
 
-if TYPE_CHECKING:
-    from edge.msturn.server import MsTurnServer
+__all__ = ["QuotaGate", "Refusal", "RelayAddresses", "RelayBinder", "TurnEngine"]
 
 log = Logger(namespace="umedge.turn")
 SOFTWARE = stun.encode_software("umedge 0.1")
@@ -36,8 +41,10 @@ _CHANNEL_HEADER = struct.Struct("!HH")
 _FAMILY_OF_CODE = {stun.FAMILY_IPV4: 4, stun.FAMILY_IPV6: 6}
 _TRAFFIC = ("packets_to_peer", "bytes_to_peer", "packets_to_client", "bytes_to_client")
 _AUTHENTICATED = (stun.ALLOCATE, stun.REFRESH, stun.CREATE_PERMISSION, stun.CHANNEL_BIND)
+_T = TypeVar("_T")
 
 RelayBinder = Callable[[int, int, str], "RelayEndpoint | None"]  # (family, port, ip) -> bound relay
+Attributes = list[tuple[int, bytes]]
 
 
 @dataclass
@@ -58,25 +65,17 @@ class QuotaGate(Protocol):
     def release(self, identity: str) -> None: ...
 
 
-class _Refusal(Exception):
-    """A request fails with `code`; raised deep, answered once."""
-
-    def __init__(self, code: int, reason: str | None = None, extra: Sequence[tuple[int, bytes]] = ()) -> None:
-        super().__init__(code)
-        self.code, self.reason, self.extra = code, reason, list(extra)
-
-
 class TurnEngine:
     def __init__(self, authenticator: Authenticator, limits: Limits, policy: PeerPolicy,
                  relay_addresses: RelayAddresses, ports: PortPool, bind_relay: RelayBinder,
                  clock: Callable[[], float], alternates: Sequence[Address] | Callable[[], Sequence[Address]] = (),
-                 quota: QuotaGate | None = None, ms_turn: bool = True) -> None:
+                 quota: QuotaGate | None = None, dialects: Sequence[TurnDialect] = ()) -> None:
         self.auth = authenticator
         self.limits = limits
         self.policy = policy
         self.relay_addresses = relay_addresses
         self.ports = ports
-        self._bind_relay = bind_relay
+        self._binder = bind_relay
         self._clock = clock
         self._alternates = alternates if callable(alternates) else (lambda: list(alternates))
         self.quota = quota  # pool-wide quotas; None: this node's count is the whole story
@@ -89,28 +88,45 @@ class TurnEngine:
         self._finished_traffic: Counter[str] = Counter({name: 0 for name in _TRAFFIC})
         self.now = clock()
         self.accepting = True  # False while draining: no new allocations
-        # Lync's TURN dialect ([MS-TURN]) on the same ports, through the hooks below
-        self.ms_turn: MsTurnServer | None = None
-        if ms_turn:
-            from edge.msturn.server import MsTurnServer
-
-            self.ms_turn = MsTurnServer(self)
+        self.dialects = tuple(dialects)  # e.g. Lync's [MS-TURN] on the same ports
+        for dialect in self.dialects:
+            dialect.attach(self)
 
     # --- entry points from the I/O layer -------------------------------------------
 
     def from_client(self, link: ClientLink, data: bytes) -> None:
         """One datagram (UDP) or one frame (TCP/TLS) from a client."""
-        ms_turn = self.ms_turn
-        if ms_turn is not None and ms_turn.active and ms_turn.raw_to_destination(link, data):
-            return  # [MS-TURN]: after Set Active Destination, data goes to the peer unframed
-        if data and 0x40 <= data[0] < 0x80:  # ChannelData, RFC 8656 and RFC 5766 ranges
-            self._channel_data_from_client(link, data)
+        if data and 0x40 <= data[0] < 0x80:  # ChannelData (RFC 8656 and RFC 5766 ranges): the hot path, inline
+            allocation = link.allocation
+            if allocation is None:
+                self.stats["dropped_no_channel"] += 1
+                return
+            try:
+                number, payload = split_channel_data(data)
+                peer, expiry, relay = allocation.channels[number]
+            except (StunDecodeError, KeyError):  # short or unbound
+                self._not_channel_data(link, allocation, data)
+                return
+            now = self.now
+            permission = allocation.permissions.get(peer[0])
+            if expiry < now or permission is None or permission < now:
+                self.stats["dropped_no_channel"] += 1
+            elif not self.limits.bandwidth_bytes_per_second or self._spend(allocation, len(payload)):
+                if relay.sendto(payload, peer):
+                    allocation.packets_to_peer += 1
+                    allocation.bytes_to_peer += len(payload)
+            return
+        allocation = link.allocation
+        if allocation is not None and allocation.dialect is not None \
+                and allocation.dialect.claim(link, allocation, data):
             return
         try:
             message = stun.decode(data)
-        except stun.StunDecodeError:
-            if self.ms_turn is None or not self.ms_turn.from_client(link, data):
-                self.stats["malformed"] += 1
+        except StunDecodeError:
+            for dialect in self.dialects:
+                if dialect.from_client(link, data):
+                    return
+            self.stats["malformed"] += 1
             return
         if message.msg_class == stun.REQUEST:
             self._request(link, message)
@@ -121,7 +137,7 @@ class TurnEngine:
         """A TCP/TLS client went away: its allocation goes with it (RFC 8656 §3.1)."""
         allocation = link.allocation
         if allocation is not None:
-            self._delete(allocation, "connection closed")
+            self.delete_allocation(allocation, "connection closed")
 
     def tick(self) -> None:
         """Called about once a second: expire what ran out, refill bandwidth budgets."""
@@ -129,7 +145,7 @@ class TurnEngine:
         budget = self.limits.bandwidth_bytes_per_second
         for allocation in list(self.allocations.values()):
             if allocation.expires < now:
-                self._delete(allocation, "expired")
+                self.delete_allocation(allocation, "expired")
                 self.stats["allocations_expired"] += 1
                 continue
             allocation.expire_entries(now)
@@ -139,7 +155,7 @@ class TurnEngine:
 
     def close_all(self) -> None:
         for allocation in list(self.allocations.values()):
-            self._delete(allocation, "server stopping")
+            self.delete_allocation(allocation, "server stopping")
         for relay, _ in self._reserved.values():
             self._close_relay(relay)
         self._reserved.clear()
@@ -155,24 +171,11 @@ class TurnEngine:
             return False
         return True
 
-    def _channel_data_from_client(self, link: ClientLink, data: bytes) -> None:
-        allocation = link.allocation
-        binding = allocation.channels.get((data[0] << 8) | data[1]) if allocation else None
-        if binding is None or len(data) < 4:
+    def _not_channel_data(self, link: ClientLink, allocation: Allocation, data: bytes) -> None:
+        """No channel for it: a dialect's client (whose allocation binds none) may mean something else."""
+        dialect = allocation.dialect
+        if dialect is None or not dialect.claim(link, allocation, data):
             self.stats["dropped_no_channel"] += 1
-            return
-        peer, expiry, relay = binding
-        length = (data[2] << 8) | data[3]
-        now = self.now
-        permission = allocation.permissions.get(peer[0])  # type: ignore[union-attr]
-        if expiry < now or length > len(data) - 4 or permission is None or permission < now:
-            self.stats["dropped_no_channel"] += 1
-            return
-        if self.limits.bandwidth_bytes_per_second and not self._spend(allocation, length):  # type: ignore[arg-type]
-            return
-        if relay.sendto(data[4:4 + length], peer):
-            allocation.packets_to_peer += 1  # type: ignore[union-attr]
-            allocation.bytes_to_peer += length  # type: ignore[union-attr]
 
     def _send_indication(self, link: ClientLink, message: stun.Message) -> None:
         allocation = link.allocation
@@ -182,17 +185,13 @@ class TurnEngine:
             return
         try:
             peer = stun.decode_xor_address(peer_value, message.transaction_id)
-        except stun.StunDecodeError:
+        except StunDecodeError:
             return
         if not self.relay_to_peer(allocation, payload, (peer[0], peer[1])):
             self.stats["dropped_send"] += 1
 
-    def from_peer(self, allocation: Allocation, data: bytes, peer: Address,
-                  data_indication: Callable[[bytes, Address], bytes] | None = None) -> None:
-        """A datagram arrived on one of `allocation`'s relays from `peer`.
-
-        `data_indication` frames it for a client of another dialect ([MS-TURN]).
-        """
+    def from_peer(self, allocation: Allocation, data: bytes, peer: Address) -> None:
+        """A datagram arrived on one of `allocation`'s relays from `peer`."""
         permission = allocation.permissions.get(peer[0])
         if permission is None or permission < self.now:
             self.stats["dropped_from_peer"] += 1
@@ -206,8 +205,8 @@ class TurnEngine:
             frame = _CHANNEL_HEADER.pack(number, size) + data
             if size & 3 and client.stream:
                 frame += b"\x00" * (4 - (size & 3))
-        elif data_indication is not None:
-            frame = data_indication(data, peer)
+        elif allocation.dialect is not None:
+            frame = allocation.dialect.data_indication(allocation, data, peer)
         else:
             tid = secrets.token_bytes(12)
             frame = stun.Message(stun.DATA, stun.INDICATION, tid, [
@@ -217,6 +216,17 @@ class TurnEngine:
         client.send(frame)
         allocation.packets_to_client += 1
         allocation.bytes_to_client += size
+
+    def relay_to_peer(self, allocation: Allocation, payload: bytes, peer: Address) -> bool:
+        """Send `payload` from the allocation's relay (permission, port policy and bandwidth checked)."""
+        relay = allocation.relays.get(6 if ":" in peer[0] else 4)
+        if relay is None or not allocation.permitted(peer[0], self.now) or not self.policy.permits_port(*peer) \
+                or not self._spend(allocation, len(payload)):
+            return False
+        if relay.sendto(payload, peer):
+            allocation.packets_to_peer += 1
+            allocation.bytes_to_peer += len(payload)
+        return True
 
     def traffic(self) -> dict[str, int]:
         """Relayed packets and bytes by direction, over live and finished allocations."""
@@ -245,7 +255,7 @@ class TurnEngine:
             self._respond(link, stun.make_success(request, [(Attr.XOR_MAPPED_ADDRESS, mapped)]))
             return
         if request.method not in _AUTHENTICATED:
-            self._respond(link, stun.make_error(request, 400, "Bad Request: unsupported method"))
+            self._respond(link, stun.make_error(request, ErrorCode.BAD_REQUEST, "Bad Request: unsupported method"))
             return
         existing = link.allocation
         outcome = self.auth.check(request, link.address, existing.username if existing else None)
@@ -254,32 +264,35 @@ class TurnEngine:
             self._respond(link, outcome.response)
             return
         if existing is not None and existing.username != outcome.username and request.method != stun.ALLOCATE:
-            self._respond(link, stun.make_error(request, 441), outcome.key, outcome.sha256)
+            self._respond(link, stun.make_error(request, ErrorCode.WRONG_CREDENTIALS), outcome.key, outcome.sha256)
             return
-        handler = {stun.ALLOCATE: self._allocate, stun.REFRESH: self._refresh,
-                   stun.CREATE_PERMISSION: self._create_permission,
-                   stun.CHANNEL_BIND: self._channel_bind}[request.method]
+        handlers: dict[int, Callable[[ClientLink, stun.Message, Credentials, Allocation | None],
+                                     Attributes | None]] = {
+            stun.ALLOCATE: self._allocate, stun.REFRESH: self._refresh,
+            stun.CREATE_PERMISSION: self._create_permission, stun.CHANNEL_BIND: self._channel_bind}
+        handler = handlers[request.method]
         self._finish(link, request, outcome, lambda: handler(link, request, outcome, existing))
 
     def _finish(self, link: ClientLink, request: stun.Message, creds: Credentials,
-                work: Callable[[], list[tuple[int, bytes]] | None]) -> None:
+                work: Callable[[], Attributes | None]) -> None:
         """Run a request's work and answer it: success, or the error it raised."""
         try:
             attributes = work()
-        except _Refusal as refusal:
-            self.stats[f"refused_{refusal.code}"] += 1
+        except Refusal as refusal:
+            self.stats[f"refused_{int(refusal.code)}"] += 1
             self._respond(link, stun.make_error(request, refusal.code, refusal.reason, refusal.extra),
                           creds.key, creds.sha256)
             return
-        except stun.StunDecodeError as error:
-            self._respond(link, stun.make_error(request, 400, f"Bad Request: {error}"),
+        except StunDecodeError as error:
+            self._respond(link, stun.make_error(request, ErrorCode.BAD_REQUEST, f"Bad Request: {error}"),
                           creds.key, creds.sha256)
             return
         if attributes is None:
             return  # answered already, or to be answered when the pool decides
         wire = self._respond(link, stun.make_success(request, attributes), creds.key, creds.sha256)
         allocation = link.allocation
-        if request.method == stun.ALLOCATE and allocation is not None and allocation.created_by == request.transaction_id:
+        if request.method == stun.ALLOCATE and allocation is not None \
+                and allocation.created_by == request.transaction_id:
             allocation.created_response = wire
 
     # Allocate ----------------------------------------------------------------------
@@ -289,78 +302,55 @@ class TurnEngine:
         requested = request.get(Attr.REQUESTED_ADDRESS_FAMILY)
         additional = request.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
         if requested is not None and additional is not None:
-            raise _Refusal(400, "Bad Request: both REQUESTED- and ADDITIONAL-ADDRESS-FAMILY")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: both REQUESTED- and ADDITIONAL-ADDRESS-FAMILY")
         if additional is not None:
             if stun.decode_address_family(additional) != stun.FAMILY_IPV6:
-                raise _Refusal(400, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6")
+                raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be IPv6")
             return 4, 6
         if requested is None:
             return 4, None
         family = _FAMILY_OF_CODE.get(stun.decode_address_family(requested))
         if family is None:
-            raise _Refusal(440)
+            raise Refusal(ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED)
         return family, None
 
     def _allocate(self, link: ClientLink, request: stun.Message, creds: Credentials,
-                  existing: Allocation | None) -> list[tuple[int, bytes]] | None:
+                  existing: Allocation | None) -> Attributes | None:
         if existing is not None:
             if existing.created_by == request.transaction_id and existing.created_response:
                 link.send(existing.created_response)  # a retransmission: same answer
                 return None
-            raise _Refusal(437)
-        if not self.accepting:
-            raise _Refusal(*self._capacity_refusal("draining"))
+            raise Refusal(ErrorCode.ALLOCATION_MISMATCH)
         transport = request.get(Attr.REQUESTED_TRANSPORT)
         if transport is None:
-            raise _Refusal(400, "Bad Request: REQUESTED-TRANSPORT missing")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: REQUESTED-TRANSPORT missing")
         if stun.decode_requested_transport(transport) != stun.TRANSPORT_UDP:
-            raise _Refusal(442)
+            raise Refusal(ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL)
         even = request.get(Attr.EVEN_PORT)
         token = request.get(Attr.RESERVATION_TOKEN)
         if token is not None and (even is not None or request.get(Attr.REQUESTED_ADDRESS_FAMILY) is not None
                                   or request.get(Attr.ADDITIONAL_ADDRESS_FAMILY) is not None):
-            raise _Refusal(400, "Bad Request: RESERVATION-TOKEN with EVEN-PORT or an address family")
+            raise Refusal(ErrorCode.BAD_REQUEST,
+                          "Bad Request: RESERVATION-TOKEN with EVEN-PORT or an address family")
         family, additional = self._families(request)
         if family not in self.relay_addresses.bind:
-            raise _Refusal(440)
+            raise Refusal(ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED)
         decision = self.admit(link, creds.identity)
         if decision is None:
             return None  # a retransmission while the pool quota is being checked
+
+        def commit() -> Attributes:
+            return self._granted(creds.identity, lambda: self._create_allocation(
+                link, request, creds, family, additional, even, token))
+
         if decision is True:
-            return self._commit_allocate(link, request, creds, family, additional, even, token)
-        self._pending[link] = request.transaction_id
-        decision.add_done_callback(lambda done: self._resume_allocate(
-            link, request, creds, done.result(), lambda: self._commit_allocate(
-                link, request, creds, family, additional, even, token)))
+            return commit()
+        self.wait_for_quota(link, request.transaction_id, creds.identity, decision,
+                            lambda granted: self._finish(link, request, creds, commit if granted else _quota_refused))
         return None
 
-    def _resume_allocate(self, link: ClientLink, request: stun.Message, creds: Credentials, granted: bool,
-                         commit: Callable[[], list[tuple[int, bytes]]]) -> None:
-        """The pool answered the quota question for a pending Allocate."""
-        if not self._quota_settled(link, creds.identity, granted):
-            return
-
-        def work() -> list[tuple[int, bytes]]:
-            if not granted:
-                raise _Refusal(486)
-            return commit()
-
-        self._finish(link, request, creds, work)
-
-    def _commit_allocate(self, link: ClientLink, request: stun.Message, creds: Credentials, family: int,
-                         additional: int | None, even: bytes | None,
-                         token: bytes | None) -> list[tuple[int, bytes]]:
-        """Bind the relays and create the allocation (quota already granted)."""
-        try:
-            return self._create_allocation(link, request, creds, family, additional, even, token)
-        except _Refusal:
-            if self.quota is not None:
-                self.quota.release(creds.identity)
-            raise
-
     def _create_allocation(self, link: ClientLink, request: stun.Message, creds: Credentials, family: int,
-                           additional: int | None, even: bytes | None,
-                           token: bytes | None) -> list[tuple[int, bytes]]:
+                           additional: int | None, even: bytes | None, token: bytes | None) -> Attributes:
         relays: dict[int, RelayEndpoint] = {}
         reservation: bytes | None = None
         try:
@@ -369,7 +359,8 @@ class TurnEngine:
                 if claimed is None or claimed[1] < self.now:
                     if claimed is not None:
                         self._close_relay(claimed[0])
-                    raise _Refusal(508, "Insufficient Capacity: unknown or expired RESERVATION-TOKEN")
+                    raise Refusal(ErrorCode.INSUFFICIENT_CAPACITY,
+                                  "Insufficient Capacity: unknown or expired RESERVATION-TOKEN")
                 family = claimed[0].family
                 relays[family] = claimed[0]
             elif even is not None and stun.decode_even_port(even):
@@ -378,28 +369,27 @@ class TurnEngine:
                 self._reserved[reservation] = (held, self.now + self.limits.reservation_lifetime)
             else:
                 relays[family] = self._bind_any(family, even is not None)
-            address_error: list[tuple[int, bytes]] = []
+            address_error: Attributes = []
             if additional is not None:
                 if additional in self.relay_addresses.bind:
                     relays[additional] = self._bind_any(additional, False)
                 else:
-                    address_error = [(Attr.ADDRESS_ERROR_CODE,
-                                      stun.encode_address_error_code(stun.FAMILY_IPV6, 440))]
+                    address_error = [(Attr.ADDRESS_ERROR_CODE, stun.encode_address_error_code(
+                        stun.FAMILY_IPV6, ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED))]
             if request.get(Attr.DONT_FRAGMENT) is not None:
                 if not all(relay.set_dont_fragment() for relay in relays.values()):
-                    raise _Refusal(420, None, [(Attr.UNKNOWN_ATTRIBUTES,
-                                                stun.encode_unknown_attributes([Attr.DONT_FRAGMENT]))])
-        except _Refusal:
+                    raise Refusal(ErrorCode.UNKNOWN_ATTRIBUTE, None, [
+                        (Attr.UNKNOWN_ATTRIBUTES, stun.encode_unknown_attributes([Attr.DONT_FRAGMENT]))])
+        except Refusal:
             for relay in relays.values():
                 self._close_relay(relay)
             if reservation is not None:
                 self._close_relay(self._reserved.pop(reservation)[0])
             raise
-        lifetime = self._lifetime(request)
+        lifetime = self.lifetime(_requested_lifetime(request))
         self.install_allocation(link, creds, relays, lifetime, request.transaction_id, reservation)
         attributes = [(Attr.XOR_RELAYED_ADDRESS, stun.encode_xor_address(
-            *self.relay_addresses.advertised(f, relay.address[1]), request.transaction_id))
-            for f, relay in relays.items()]
+            *self.advertised(relay), request.transaction_id)) for relay in relays.values()]
         attributes += [(Attr.LIFETIME, stun.encode_lifetime(lifetime)),
                        (Attr.XOR_MAPPED_ADDRESS, stun.encode_xor_address(
                            link.address[0], link.address[1], request.transaction_id))]
@@ -407,65 +397,73 @@ class TurnEngine:
             attributes.append((Attr.RESERVATION_TOKEN, stun.encode_reservation_token(reservation)))
         return attributes + address_error
 
-    # --- hooks for other dialects (edge.msturn.server): one set of rules ------------
+    # --- the rules, once: RFC requests and dialects (edge.turn.dialect.DialectHost) ---
 
-    Refusal = _Refusal
+    def admit(self, link: ClientLink, identity: str) -> Literal[True] | asyncio.Future[bool] | None:
+        """A new allocation's capacity and quota checks: True, a future (the pool decides), None (waiting).
 
-    def admit(self, link: ClientLink, identity: str) -> bool | asyncio.Future[bool] | None:
-        """An Allocate's quota checks: True, a future (the pool decides), None (already waiting).
-
-        Raises Refusal (486, 508 or 300) when the node or the identity is full.
+        Raises Refusal (300 or 508 when draining or full, 486 over the identity's quota).
         """
+        if not self.accepting:
+            raise self._capacity_refusal("draining")
         if self.per_identity[identity] >= self.limits.max_allocations_per_user:
-            raise _Refusal(486)
+            raise Refusal(ErrorCode.ALLOCATION_QUOTA_REACHED)
         if len(self.allocations) >= self.limits.max_allocations:
-            raise _Refusal(*self._capacity_refusal("allocation limit"))
+            raise self._capacity_refusal("allocation limit")
         if link in self._pending:
             return None
         if len(self._pending) >= self.limits.max_pending:
-            raise _Refusal(508, "Insufficient Capacity: too many allocations waiting for the pool")
+            raise Refusal(ErrorCode.INSUFFICIENT_CAPACITY,
+                          "Insufficient Capacity: too many allocations waiting for the pool")
         decision = self.quota.acquire(identity) if self.quota is not None else True
         if decision is False:
-            raise _Refusal(486)
+            raise Refusal(ErrorCode.ALLOCATION_QUOTA_REACHED)
         return decision
 
     def wait_for_quota(self, link: ClientLink, transaction_id: bytes, identity: str,
                        decision: asyncio.Future[bool], then: Callable[[bool], None]) -> None:
         """Park an admitted Allocate until the pool answers; `then(granted)` if the link is still there."""
         self._pending[link] = transaction_id
-        decision.add_done_callback(
-            lambda done: self._quota_settled(link, identity, done.result()) and then(done.result()))
 
-    def _quota_settled(self, link: ClientLink, identity: str, granted: bool) -> bool:
-        self._pending.pop(link, None)
-        if not getattr(link, "connected", True):
-            if granted and self.quota is not None:
+        def settled(done: asyncio.Future[bool]) -> None:
+            granted = done.result()
+            self._pending.pop(link, None)
+            if not getattr(link, "connected", True):  # a TCP/TLS client gone meanwhile
+                if granted and self.quota is not None:
+                    self.quota.release(identity)
+                return
+            then(granted)
+
+        decision.add_done_callback(settled)
+
+    def _granted(self, identity: str, work: Callable[[], _T]) -> _T:
+        """Run an admitted Allocate's `work`; if it is refused, the pool quota it was granted goes back."""
+        try:
+            return work()
+        except Refusal:
+            if self.quota is not None:
                 self.quota.release(identity)
-            return False
-        return True
+            raise
 
-    def release_quota(self, identity: str) -> None:
-        """Give back a pool quota granted by admit() that no allocation took."""
-        if self.quota is not None:
-            self.quota.release(identity)
+    def bind_relay(self, identity: str, family: int) -> RelayEndpoint:
+        """A relay on any free port of `family` for an admitted Allocate; Refusal (440, 508/300) if none."""
+        def bind() -> RelayEndpoint:
+            if family not in self.relay_addresses.bind:
+                raise Refusal(ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED)
+            return self._bind_any(family, False)
 
-    def bind_relay(self, family: int) -> RelayEndpoint:
-        """A relay on any free port of `family`; Refusal (508/300) if none."""
-        if family not in self.relay_addresses.bind:
-            raise _Refusal(440)
-        return self._bind_any(family, False)
+        return self._granted(identity, bind)
 
     def install_allocation(self, link: ClientLink, creds: Credentials, relays: dict[int, RelayEndpoint],
                            lifetime: int, created_by: bytes, reservation: bytes | None = None,
-                           data_indication: Callable[[Allocation], Callable[[bytes, Address], bytes]] | None
-                           = None) -> Allocation:
-        """Register a new allocation over bound relays (quota already granted)."""
+                           dialect: TurnDialect | None = None) -> Allocation:
+        """Register a new allocation over bound relays (quota already granted); `dialect` None is RFC 8656."""
         allocation = Allocation(link, creds.username, creds.identity, creds.key, creds.sha256, relays,
-                                self.now + lifetime, created_by,
-                                budget=self.limits.bandwidth_bytes_per_second, reservation=reservation)
-        framer = data_indication(allocation) if data_indication is not None else None
+                                self.now + lifetime, created_by, budget=self.limits.bandwidth_bytes_per_second,
+                                reservation=reservation, dialect=dialect)
+        receiver = self._receiver(allocation)
         for relay in relays.values():
-            relay.receiver = self._receiver(allocation, framer)  # type: ignore[attr-defined]
+            relay.receiver = receiver
         self.allocations[link] = allocation
         link.allocation = allocation
         self.per_identity[creds.identity] += 1
@@ -476,93 +474,11 @@ class TurnEngine:
                  identity=creds.identity, transport=link.kind, lifetime=lifetime, pid=os.getpid())
         return allocation
 
+    def advertised(self, relay: RelayEndpoint) -> Address:
+        """The relayed address the client is told (the external address behind a 1:1 NAT)."""
+        return self.relay_addresses.advertised(relay.family, relay.address[1])
+
     def delete_allocation(self, allocation: Allocation, why: str) -> None:
-        self._delete(allocation, why)
-
-    def clamp_lifetime(self, asked: int | None) -> int:
-        """A requested lifetime within the limits (None: the default), as Allocate/Refresh do."""
-        if asked is None:
-            return self.limits.default_lifetime
-        return max(self.limits.default_lifetime, min(asked, self.limits.max_lifetime))
-
-    def check_peer(self, host: str, port: int) -> bool:
-        """May a relay of this node send to (host, port)? (the peer policy of CreatePermission)"""
-        if not self.policy.permits(host) or (port and not self.policy.permits_port(host, port)):
-            self.stats["peer_denied"] += 1
-            return False
-        return True
-
-    def relay_to_peer(self, allocation: Allocation, payload: bytes, peer: Address) -> bool:
-        """Send `payload` from the allocation's relay (permission, port policy and bandwidth checked)."""
-        relay = allocation.relays.get(6 if ":" in peer[0] else 4)
-        if relay is None or not allocation.permitted(peer[0], self.now) or not self.policy.permits_port(*peer) \
-                or not self._spend(allocation, len(payload)):
-            return False
-        if relay.sendto(payload, peer):
-            allocation.packets_to_peer += 1
-            allocation.bytes_to_peer += len(payload)
-        return True
-
-    def _capacity_refusal(self, why: str) -> tuple[int, str | None, list[tuple[int, bytes]]]:
-        alternates = self._alternates()
-        if alternates:
-            host, port = alternates[0]
-            return 300, None, [(Attr.ALTERNATE_SERVER, stun.encode_address(host, port))]
-        return 508, f"Insufficient Capacity: {why}", []
-
-    def _receiver(self, allocation: Allocation, data_indication: Callable[[bytes, Address], bytes] | None = None
-                  ) -> Callable[[bytes, Address], None]:
-        from_peer = self.from_peer
-        if data_indication is not None:
-            def receive_framed(data: bytes, peer: Address) -> None:
-                from_peer(allocation, data, peer, data_indication)
-
-            return receive_framed
-
-        def receive(data: bytes, peer: Address) -> None:
-            from_peer(allocation, data, peer)
-
-        return receive
-
-    def _bind_port(self, family: int, port: int) -> RelayEndpoint | None:
-        relay = self._bind_relay(family, port, self.relay_addresses.bind[family])
-        if relay is not None:
-            self.ports.take(family, port)
-        return relay
-
-    def _bind_any(self, family: int, even: bool) -> RelayEndpoint:
-        for port in self.ports.candidates(family, even):
-            relay = self._bind_port(family, port)
-            if relay is not None:
-                return relay
-        raise _Refusal(*self._capacity_refusal("no relay port free"))
-
-    def _bind_even_pair(self, family: int) -> tuple[RelayEndpoint, RelayEndpoint]:
-        """An even relay port plus the next one, held bound for the RESERVATION-TOKEN (RTP/RTCP)."""
-        for port in self.ports.candidates(family, even=True, need_next=True):
-            relay = self._bind_port(family, port)
-            if relay is None:
-                continue
-            held = self._bind_port(family, port + 1)
-            if held is not None:
-                return relay, held
-            self._close_relay(relay)
-        raise _Refusal(*self._capacity_refusal("no even relay port pair free"))
-
-    def _close_relay(self, relay: RelayEndpoint) -> None:
-        self.ports.release(relay.family, relay.address[1])
-        relay.close()
-
-    def _lifetime(self, request: stun.Message, zero_deletes: bool = False) -> int:
-        value = request.get(Attr.LIFETIME)
-        if value is None:
-            return self.limits.default_lifetime
-        asked = stun.decode_lifetime(value)
-        if asked == 0 and zero_deletes:
-            return 0
-        return max(self.limits.default_lifetime, min(asked, self.limits.max_lifetime))
-
-    def _delete(self, allocation: Allocation, why: str) -> None:
         if self.allocations.get(allocation.client) is not allocation:
             return
         del self.allocations[allocation.client]
@@ -578,63 +494,138 @@ class TurnEngine:
             self._close_relay(relay)
         log.debug("allocation for {identity} deleted: {why}", identity=allocation.identity, why=why)
 
+    def lifetime(self, asked: int | None, zero_deletes: bool = False) -> int:
+        """The lifetime granted for `asked` seconds (None: the default); 0 stays 0 on a refresh."""
+        if asked is None:
+            return self.limits.default_lifetime
+        if asked == 0 and zero_deletes:
+            return 0
+        return max(self.limits.default_lifetime, min(asked, self.limits.max_lifetime))
+
+    def check_peer(self, allocation: Allocation, host: str, port: int) -> None:
+        """Refusal unless a relay of `allocation` may talk to (host, port): 443 no relay of its family,
+        403 the peer policy says no (port 0: the host alone, as for CreatePermission)."""
+        if (6 if ":" in host else 4) not in allocation.relays:
+            raise Refusal(ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH)
+        if not self.policy.permits(host) or (port and not self.policy.permits_port(host, port)):
+            self.stats["peer_denied"] += 1
+            raise Refusal(ErrorCode.FORBIDDEN, "Forbidden: peer address not allowed")
+
+    def permit(self, allocation: Allocation, host: str) -> None:
+        """Install or refresh the permission for `host` (checked with check_peer first)."""
+        allocation.permissions[host] = self.now + self.limits.permission_lifetime
+
+    # --- relays ---------------------------------------------------------------------
+
+    def _capacity_refusal(self, why: str) -> Refusal:
+        alternates = self._alternates()
+        if alternates:
+            host, port = alternates[0]
+            return Refusal(ErrorCode.TRY_ALTERNATE, None, [(Attr.ALTERNATE_SERVER, stun.encode_address(host, port))])
+        return Refusal(ErrorCode.INSUFFICIENT_CAPACITY, f"Insufficient Capacity: {why}")
+
+    def _receiver(self, allocation: Allocation) -> Callable[[bytes, Address], None]:
+        from_peer = self.from_peer
+
+        def receive(data: bytes, peer: Address) -> None:
+            from_peer(allocation, data, peer)
+
+        return receive
+
+    def _bind_port(self, family: int, port: int) -> RelayEndpoint | None:
+        relay = self._binder(family, port, self.relay_addresses.bind[family])
+        if relay is not None:
+            self.ports.take(family, port)
+        return relay
+
+    def _bind_any(self, family: int, even: bool) -> RelayEndpoint:
+        for port in self.ports.candidates(family, even):
+            relay = self._bind_port(family, port)
+            if relay is not None:
+                return relay
+        raise self._capacity_refusal("no relay port free")
+
+    def _bind_even_pair(self, family: int) -> tuple[RelayEndpoint, RelayEndpoint]:
+        """An even relay port plus the next one, held bound for the RESERVATION-TOKEN (RTP/RTCP)."""
+        for port in self.ports.candidates(family, even=True, need_next=True):
+            relay = self._bind_port(family, port)
+            if relay is None:
+                continue
+            held = self._bind_port(family, port + 1)
+            if held is not None:
+                return relay, held
+            self._close_relay(relay)
+        raise self._capacity_refusal("no even relay port pair free")
+
+    def _close_relay(self, relay: RelayEndpoint) -> None:
+        self.ports.release(relay.family, relay.address[1])
+        relay.close()
+
     # Refresh, CreatePermission, ChannelBind -----------------------------------------
 
     def _require(self, existing: Allocation | None) -> Allocation:
-        if existing is None:
-            raise _Refusal(437)
+        """The link's RFC 8656 allocation: 437 if there is none, or it is another dialect's."""
+        if existing is None or existing.dialect is not None:
+            raise Refusal(ErrorCode.ALLOCATION_MISMATCH)
         return existing
 
     def _refresh(self, link: ClientLink, request: stun.Message, creds: Credentials,
-                 existing: Allocation | None) -> list[tuple[int, bytes]]:
+                 existing: Allocation | None) -> Attributes:
         allocation = self._require(existing)
         requested = request.get(Attr.REQUESTED_ADDRESS_FAMILY)
-        if requested is not None and _FAMILY_OF_CODE.get(stun.decode_address_family(requested)) not in allocation.relays:
-            raise _Refusal(443)
-        lifetime = self._lifetime(request, zero_deletes=True)
+        if requested is not None \
+                and _FAMILY_OF_CODE.get(stun.decode_address_family(requested)) not in allocation.relays:
+            raise Refusal(ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH)
+        lifetime = self.lifetime(_requested_lifetime(request), zero_deletes=True)
         if lifetime == 0:
-            self._delete(allocation, "refreshed to 0")
+            self.delete_allocation(allocation, "refreshed to 0")
         else:
             allocation.expires = self.now + lifetime
         return [(Attr.LIFETIME, stun.encode_lifetime(lifetime))]
 
     def _peer(self, request: stun.Message, value: bytes, allocation: Allocation) -> Address:
         host, port = stun.decode_xor_address(value, request.transaction_id)[:2]
-        if (6 if ":" in host else 4) not in allocation.relays:
-            raise _Refusal(443)
-        if not self.policy.permits(host) or (port and not self.policy.permits_port(host, port)):
-            self.stats["peer_denied"] += 1
-            raise _Refusal(403, "Forbidden: peer address not allowed")
+        self.check_peer(allocation, host, port)
         return host, port
 
     def _create_permission(self, link: ClientLink, request: stun.Message, creds: Credentials,
-                           existing: Allocation | None) -> list[tuple[int, bytes]]:
+                           existing: Allocation | None) -> Attributes:
         allocation = self._require(existing)
         values = request.get_all(Attr.XOR_PEER_ADDRESS)
         if not values:
-            raise _Refusal(400, "Bad Request: XOR-PEER-ADDRESS missing")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: XOR-PEER-ADDRESS missing")
         hosts = [self._peer(request, value, allocation)[0] for value in values]  # all or none
         for host in hosts:
-            allocation.permissions[host] = self.now + self.limits.permission_lifetime
+            self.permit(allocation, host)
         return []
 
     def _channel_bind(self, link: ClientLink, request: stun.Message, creds: Credentials,
-                      existing: Allocation | None) -> list[tuple[int, bytes]]:
+                      existing: Allocation | None) -> Attributes:
         allocation = self._require(existing)
         number_value, peer_value = request.get(Attr.CHANNEL_NUMBER), request.get(Attr.XOR_PEER_ADDRESS)
         if number_value is None or peer_value is None:
-            raise _Refusal(400, "Bad Request: CHANNEL-NUMBER and XOR-PEER-ADDRESS required")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: CHANNEL-NUMBER and XOR-PEER-ADDRESS required")
         number = stun.decode_channel_number(number_value)
         if not stun.CHANNEL_MIN <= number <= stun.CHANNEL_MAX_RFC5766:
-            raise _Refusal(400, "Bad Request: channel number outside 0x4000-0x7FFF")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: channel number outside 0x4000-0x7FFF")
         peer = self._peer(request, peer_value, allocation)
         bound = allocation.channels.get(number)
         if bound is not None and bound[0] != peer:
-            raise _Refusal(400, "Bad Request: channel bound to another peer")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: channel bound to another peer")
         if allocation.peer_channels.get(peer, number) != number:
-            raise _Refusal(400, "Bad Request: peer bound to another channel")
+            raise Refusal(ErrorCode.BAD_REQUEST, "Bad Request: peer bound to another channel")
         relay = allocation.relays[6 if ":" in peer[0] else 4]
         allocation.channels[number] = (peer, self.now + self.limits.channel_lifetime, relay)
         allocation.peer_channels[peer] = number
-        allocation.permissions[peer[0]] = self.now + self.limits.permission_lifetime
+        self.permit(allocation, peer[0])
         return []
+
+
+def _requested_lifetime(request: stun.Message) -> int | None:
+    value = request.get(Attr.LIFETIME)
+    return None if value is None else stun.decode_lifetime(value)
+
+
+def _quota_refused() -> Attributes:
+    """The work of an Allocate the pool refused."""
+    raise Refusal(ErrorCode.ALLOCATION_QUOTA_REACHED)

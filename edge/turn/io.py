@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Callable
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from edge.stun import StunDecodeError, next_frame_length
-from edge.turn.allocation import Address
+from edge.turn.allocation import Address, Allocation
 from edge.turn.engine import TurnEngine
+from edge.turn.streams import transport_of
 from um.netguard import RateLimiter, settle_connection
 
 log = Logger(namespace="umedge.turn")
 READ_BATCH = 64  # datagrams per readiness callback, so one busy socket cannot starve the rest
 MAX_DATAGRAM = 65536
 MAX_STREAM_BUFFER = 65536 + 4
+# <linux/in.h>: Python's socket module names IP_MTU_DISCOVER only from 3.12 on.
+_IP_MTU_DISCOVER = 10
 _IP_PMTUDISC_DO = 2
 
 
@@ -69,7 +73,9 @@ class UdpRelay:
     def set_dont_fragment(self) -> bool:
         try:
             if self.family == 4:
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
+                if not sys.platform.startswith("linux"):
+                    return False
+                self._sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO)
             else:
                 self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1)
             return True
@@ -107,7 +113,7 @@ class UdpClientLink:
     stream = False
 
     def __init__(self, listener: UdpTurnListener, address: Address) -> None:
-        self.allocation = None
+        self.allocation: Allocation | None = None
         self.address = address
         self._sock = listener.sock
 
@@ -216,15 +222,16 @@ class TurnStreamProtocol(Protocol):
         self.kind = transport_name
         self._buffer = bytearray()
         self._settled = False
-        self.allocation = None
+        self.allocation: Allocation | None = None
         self.address: Address = ("", 0)
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        self._stream = transport_of(self)
+        peer = self._stream.getPeer()
         self.address = _plain((peer.host, peer.port))
 
     def send(self, data: bytes) -> None:
-        self.transport.write(data)
+        self._stream.write(data)
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self._buffer
@@ -236,12 +243,12 @@ class TurnStreamProtocol(Protocol):
                 log.info("closing {transport} client {host}: {reason}", transport=self.kind,
                          host=self.address[0], reason=str(error))
                 buffer.clear()
-                self.transport.loseConnection()
+                self._stream.loseConnection()
                 return
             if size is None:
                 if len(buffer) > MAX_STREAM_BUFFER:
                     buffer.clear()
-                    self.transport.loseConnection()
+                    self._stream.loseConnection()
                 return
             frame = bytes(buffer[:size])
             del buffer[:size]

@@ -9,6 +9,7 @@ edge relays into the internal network its mailbox servers live on).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -48,9 +49,9 @@ class PeerPolicy:
     own_services: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
     @classmethod
-    def from_config(cls, allowed: tuple[str, ...], denied: tuple[str, ...], listener_addresses: set[str],
-                    relay_addresses: set[str] = frozenset(), listener_ports: set[int] = frozenset()
-                    ) -> PeerPolicy:  # type: ignore[assignment]
+    def from_config(cls, allowed: tuple[str, ...], denied: tuple[str, ...], listener_addresses: AbstractSet[str],
+                    relay_addresses: AbstractSet[str] = frozenset(), listener_ports: AbstractSet[int] = frozenset()
+                    ) -> PeerPolicy:
         everything = set(listener_addresses) | set(relay_addresses)
         return cls(tuple(ipaddress.ip_network(n) for n in allowed),
                    tuple(ipaddress.ip_network(n) for n in denied),

@@ -36,7 +36,7 @@ import sys
 import gi
 
 gi.require_version("Nice", "0.1")
-from gi.repository import GLib, Nice
+from gi.repository import GLib, Nice  # noqa: E402  (PyGObject: the version is chosen before the import)
 
 COMPAT = {
     "oc2007r2": Nice.Compatibility.OC2007R2,

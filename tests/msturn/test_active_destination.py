@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge import stun
 from edge.msturn import MsType
-from tests.msturn.test_server import PEER, MsClient
+from tests.msturn.test_server import PEER, MsClient, MsHarness
 from tests.turn.test_engine import FakeLink, Harness
 
 
@@ -19,7 +19,7 @@ def _active(h: Harness) -> MsClient:
 
 
 def test_unframed_datagrams_go_to_the_active_destination() -> None:
-    h = Harness()
+    h = MsHarness()
     c = _active(h)
     relay = h.relays[-1]
     replies = len(h.link.inbox)
@@ -43,7 +43,7 @@ def test_unframed_datagrams_go_to_the_active_destination() -> None:
 
 
 def test_without_active_destination_nothing_is_forwarded_unframed() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.allocate()
     relay = h.relays[-1]

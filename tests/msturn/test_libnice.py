@@ -117,7 +117,8 @@ def _run_both(port: int, files: NodeFiles) -> dict[str, tuple[dict[str, object],
 def _check(reports: dict[str, tuple[dict[str, object], str]], server: ServeProcess) -> None:
     log = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
     for compat, (report, err) in reports.items():
-        context = f"{compat}: {report}\n--- driver stderr (tail) ---\n{err[-2000:]}\n--- edge log (tail) ---\n{log[-2000:]}"
+        context = (f"{compat}: {report}\n--- driver stderr (tail) ---\n{err[-2000:]}"
+                   f"\n--- edge log (tail) ---\n{log[-2000:]}")
         assert report["gathered"] == {"a": True, "b": True}, context
         relays = report["relays"]
         assert isinstance(relays, dict)

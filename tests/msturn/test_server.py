@@ -19,10 +19,19 @@ from edge.msturn import (
     encode_u32,
     long_term_key,
 )
+from edge.msturn.server import MsTurnServer
 from edge.turn.policy import Limits
 from tests.turn.test_engine import REALM, FakeLink, Harness
 
 PEER = ("203.0.113.5", 6000)
+
+
+class MsHarness(Harness):
+    """The engine suite's harness with the [MS-TURN] dialect plugged in, as the composition root does."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.ms = MsTurnServer()
+        super().__init__(limits, dialects=[self.ms])
 
 
 class MsClient:
@@ -97,7 +106,7 @@ class MsClient:
 
 
 def test_unauthenticated_allocate_is_challenged_in_the_dialect() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.send(
         MsMessage(MsType.ALLOCATE_REQUEST, None, [(MsAttr.MS_VERSION, encode_u32(1))])
@@ -112,7 +121,7 @@ def test_unauthenticated_allocate_is_challenged_in_the_dialect() -> None:
 
 
 def test_allocate_success() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     r = c.allocate()
     assert r.msg_type == MsType.ALLOCATE_RESPONSE, decode_error_code(
@@ -133,7 +142,7 @@ def test_allocate_success() -> None:
 
 
 def test_allocate_with_text_password_and_retransmission() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h, text_password=True)
     tid = bytes(range(16))
     first = c.allocate(tid=tid)
@@ -145,7 +154,7 @@ def test_allocate_with_text_password_and_retransmission() -> None:
 
 
 def test_wrong_password_and_stale_nonce() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     r = c.allocate(key=long_term_key(b"x", REALM.encode(), b"y"))
     assert decode_error_code(r.get(MsAttr.ERROR_CODE))[0] == 401
@@ -158,7 +167,7 @@ def test_wrong_password_and_stale_nonce() -> None:
 
 
 def test_sha256_integrity_when_version_3() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h, version=3)
     r = c.allocate(sha256=True)
     assert r.msg_type == MsType.ALLOCATE_RESPONSE
@@ -168,7 +177,7 @@ def test_sha256_integrity_when_version_3() -> None:
 
 
 def test_send_permits_and_relays_then_data_indication_back() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.allocate()
     replies = len(h.link.inbox)
@@ -190,7 +199,7 @@ def test_send_permits_and_relays_then_data_indication_back() -> None:
 
 
 def test_send_refused_for_denied_peer_bad_key_or_no_allocation() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.send_data(PEER, b"early")  # no allocation yet
     c.allocate()
@@ -203,14 +212,14 @@ def test_send_refused_for_denied_peer_bad_key_or_no_allocation() -> None:
 
 
 def test_set_active_destination() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.allocate()
     r = c.set_active_destination(PEER)
     assert r.msg_type == MsType.SET_ACTIVE_DESTINATION_RESPONSE
     assert r.verify_integrity(c.key)
     allocation = h.engine.allocations[h.link]
-    assert h.engine.ms_turn.state(allocation).active_destination == PEER
+    assert h.ms.state(allocation).active_destination == PEER
     assert allocation.permitted(PEER[0], h.clock.now)
     r = c.set_active_destination(("127.0.0.1", 5))
     assert r.msg_type == MsType.SET_ACTIVE_DESTINATION_ERROR
@@ -218,14 +227,14 @@ def test_set_active_destination() -> None:
 
 
 def test_set_active_destination_without_allocation() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     r = c.set_active_destination(PEER)
     assert decode_error_code(r.get(MsAttr.ERROR_CODE))[0] == 437
 
 
 def test_refresh_and_delete_by_allocate() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.allocate()
     allocation = h.engine.allocations[h.link]
@@ -240,7 +249,7 @@ def test_refresh_and_delete_by_allocate() -> None:
 
 
 def test_expiry_through_the_engine_tick() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.allocate()
     h.clock.now += 601
@@ -249,7 +258,7 @@ def test_expiry_through_the_engine_tick() -> None:
 
 
 def test_quota_per_identity() -> None:
-    h = Harness(Limits(max_allocations_per_user=1))
+    h = MsHarness(Limits(max_allocations_per_user=1))
     MsClient(h).allocate()
     other = MsClient(h, FakeLink(("192.0.2.11", 40000)))
     r = other.allocate()
@@ -281,7 +290,7 @@ def _settle(
 def test_pool_quota_async_for_both_dialects() -> None:
     loop = asyncio.new_event_loop()
     try:
-        h = Harness()
+        h = MsHarness()
         quota = PoolQuota(loop)
         h.engine.quota = quota
         c = MsClient(h)
@@ -311,7 +320,7 @@ def test_pool_quota_async_for_both_dialects() -> None:
 
 
 def test_rfc_clients_unaffected_and_garbage_still_malformed() -> None:
-    h = Harness()
+    h = MsHarness()
     assert h.allocate().msg_class == stun.SUCCESS
     h.engine.from_client(FakeLink(("192.0.2.20", 1)), b"\x00\x01\x00\x00" + bytes(16))
     assert h.engine.stats["malformed"] == 1
@@ -320,15 +329,14 @@ def test_rfc_clients_unaffected_and_garbage_still_malformed() -> None:
 
 
 def test_ms_turn_can_be_switched_off() -> None:
-    h = Harness()
-    h.engine.ms_turn = None
+    h = Harness()  # the engine without the dialect, as with [edge] ms_turn = false
     c = MsClient(h)
     c.send(MsMessage(MsType.ALLOCATE_REQUEST, None, []))
     assert not h.link.inbox and h.engine.stats["malformed"] == 1
 
 
 def test_unknown_comprehension_required_attribute() -> None:
-    h = Harness()
+    h = MsHarness()
     c = MsClient(h)
     c.send(MsMessage(MsType.ALLOCATE_REQUEST, None, [(0x0030, b"")]))
     r = c.last()

@@ -16,6 +16,7 @@ from edge.stun import (
     encode_lifetime,
     is_channel_data,
     next_frame_length,
+    split_channel_data,
     split_frames,
 )
 
@@ -55,6 +56,17 @@ def test_encode_decode_udp_and_tcp() -> None:
 def test_decode_refuses(data: bytes) -> None:
     with pytest.raises(StunDecodeError):
         decode_channel_data(data)
+
+
+def test_split_is_the_relay_reading() -> None:
+    """What the engine uses per datagram: only the length is checked; the channel is the caller's lookup."""
+    assert split_channel_data(b"\x40\x01\x00\x05hello") == (0x4001, b"hello")
+    assert split_channel_data(b"\x7f\xff\x00\x01x\x00\x00\x00") == (0x7FFF, b"x")  # RFC 5766 channel
+    assert split_channel_data(b"\x40\x01\x00\x01xtrailing") == (0x4001, b"x")  # the rest is ignored
+    assert split_channel_data(b"\x40\x00\x00\x00") == (0x4000, b"")
+    for short in (b"", b"\x40", b"\x40\x01\x00", b"\x40\x01\x00\x05hell"):
+        with pytest.raises(StunDecodeError):
+            split_channel_data(short)
 
 
 def test_encode_refuses() -> None:

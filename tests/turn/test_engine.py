@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -10,6 +11,7 @@ from edge import stun
 from edge.stun import Attr
 from edge.tokens import mint
 from edge.turn.auth import OFFERED_ALGORITHMS, Authenticator
+from edge.turn.dialect import TurnDialect
 from edge.turn.engine import RelayAddresses, TurnEngine
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
@@ -65,7 +67,7 @@ class FakeLink:
 class Harness:
     def __init__(self, limits: Limits | None = None, allowed: tuple[str, ...] = (),
                  v6: bool = False, alternates: tuple[tuple[str, int], ...] = (),
-                 df_ok: bool = True, advertise: str = "") -> None:
+                 df_ok: bool = True, advertise: str = "", dialects: Sequence[TurnDialect] = ()) -> None:
         self.clock = Clock()
         self.relays: list[FakeRelay] = []
         self.taken: set[tuple[int, int]] = set()
@@ -83,7 +85,7 @@ class Harness:
             auth, limits or Limits(),
             PeerPolicy.from_config(allowed, (), {"198.51.100.2"}, {"198.51.100.1"}, {3478, 5349}),
             RelayAddresses(bind_addresses, {4: advertise} if advertise else {}),
-            PortPool(50000, 50099), bind, self.clock, alternates)
+            PortPool(50000, 50099), bind, self.clock, alternates, dialects=dialects)
         self.link = FakeLink()
         self.nonce = b""
         self.token = mint(SECRET, "sip:alice@example.test", 3600, self.clock.now)

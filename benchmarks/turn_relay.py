@@ -19,6 +19,9 @@ window:
   datagrams/CPU-s    = relayed datagrams / server CPU seconds
   loss %             = 1 - received / sent (uclient's counts; overload shows up here)
 
+The engine's own cost per ChannelData datagram, without sockets, and whether an
+[MS-TURN] allocation on the node changes it, is benchmarks/engine_channeldata.py.
+
 Everything is bounded: -n caps the messages per client and each server's run
 stops after warmup + seconds (default total well under 2 minutes); all processes
 and files (temporary directories) are removed on the way out.

@@ -645,9 +645,9 @@ class UmedgeServer(_Managed):
             f"[{section}]\n" + "\n".join(f"{k} = {toml_value(v)}" for k, v in table.items()) + "\n"
             for section, table in self.values.items()))
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([self.python, "-m", "edge.cli", "serve", "--config", str(self.config_path),
-                                          "--roles", "edge"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=log, cwd=ROOT)
+            self.proc = subprocess.Popen([self.python, "-m", "edge.node.cli", "serve",
+                                          "--config", str(self.config_path), "--roles", "edge"],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
         try:
             self.wait_ready(timeout)
         except BaseException:

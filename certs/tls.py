@@ -29,7 +29,8 @@ def ca_certificate(certs_dir: str | Path) -> ssl.Certificate:
 
 def node_certificate(certs_dir: str | Path, name: str) -> ssl.PrivateCertificate:
     crt, key = paths(certs_dir, name)
-    return ssl.PrivateCertificate.loadPEM(_pem(crt) + b"\n" + _pem(key))
+    certificate: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(_pem(crt) + b"\n" + _pem(key))
+    return certificate
 
 
 def server_options(certs_dir: str | Path, name: str, *, client_cert: str = "required",

@@ -72,7 +72,7 @@ def test_show_lists_and_warns_about_expiry(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "ca.crt  CA" in result.stdout and "node1.crt  node" in result.stdout
     assert "sans=node1,node1.example.test" in result.stdout
-    warnings = [l for l in result.stdout.splitlines() if l.startswith("WARNING")]
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1 and "shortlived.crt expires in 9 days" in warnings[0]
 
 

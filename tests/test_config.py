@@ -10,8 +10,8 @@ import pytest
 
 from edge.node.config import ConfigError, embedded_default_text, load, with_roles
 from edge.node.schema import SECTIONS
-from um.config import ROLES
 from tests.conftest import ROOT, umedge, write_config
+from um.config import ROLES
 
 
 def problems_for(tmp_path: Path, text: str) -> list[str]:
@@ -146,8 +146,8 @@ def test_different_specific_addresses_do_not_collide(tmp_path: Path) -> None:
 def test_range_with_min_above_max(tmp_path: Path) -> None:
     lines = problems_for(tmp_path, "[worker]\nrtp_port_min = 6000\nrtp_port_max = 5000\n"
                          "[edge]\nrelay_port_min = 59000\nrelay_port_max = 51000\n")
-    assert any("[worker].rtp_port_min: 6000 is greater than [worker].rtp_port_max 5000" in l for l in lines)
-    assert any("[edge].relay_port_min: 59000 is greater than" in l for l in lines)
+    assert any("[worker].rtp_port_min: 6000 is greater than [worker].rtp_port_max 5000" in line for line in lines)
+    assert any("[edge].relay_port_min: 59000 is greater than" in line for line in lines)
 
 
 def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
@@ -171,10 +171,10 @@ def test_check_config_cli_reports_all_three_problems(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3, result.stderr
-    assert any("[worker].startup_mdoe: unknown key" in l for l in lines)
-    assert any("[worker].rtp_port_min: 70000 is not allowed" in l for l in lines)
-    assert any("[mailbox].sip_tcp_port: 5060 collides with [callrouter].sip_tcp_port" in l for l in lines)
-    assert all(l.startswith(str(path)) for l in lines)
+    assert any("[worker].startup_mdoe: unknown key" in line for line in lines)
+    assert any("[worker].rtp_port_min: 70000 is not allowed" in line for line in lines)
+    assert any("[mailbox].sip_tcp_port: 5060 collides with [callrouter].sip_tcp_port" in line for line in lines)
+    assert all(line.startswith(str(path)) for line in lines)
 
 
 def test_check_config_cli_ok(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from edge.node.config import load
 from edge.auth.secrets import auth_secrets
+from edge.node.config import load
 from edge.node.identity import node_sans
 from tests.conftest import write_config
 

@@ -66,7 +66,7 @@ def test_callrouter_tcp_mode_drops_the_tls_port(tmp_path: Path) -> None:
 def test_firewall_rules_name_the_seed_rules_for_exactly_the_listeners(tmp_path: Path) -> None:
     path = _config(tmp_path, '[node]\nroles = ["callrouter", "worker"]\n[callrouter]\nstartup_mode = "tls"\n')
     nft = umedge("firewall", "--config", str(path), "--format", "nft").stdout
-    rules = [l for l in nft.splitlines() if l.startswith("add rule inet filter umedge_inbound")]
+    rules = [line for line in nft.splitlines() if line.startswith("add rule inet filter umedge_inbound")]
     assert len(rules) == 1 + 4 + 1  # 5061; 5065/5067/5066/5068; the RTP range
     assert 'tcp dport 5061 counter accept comment "UMCallRouter (TCP-In)"' in nft
     assert "tcp dport 5060 " not in nft

@@ -226,7 +226,7 @@ class CallRouter:
             if media not in ("application/sdp", "multipart/mixed", "multipart/alternative"):
                 return make_response(request, 415, None, [("Accept", "application/sdp")])
         ruri = request.ruri
-        pilot = ruri.user.split(";")[0] if ruri.user else None
+        pilot = ruri.user.split(";")[0] if isinstance(ruri, SipUri | TelUri) and ruri.user else None
         state = self.state
         plan = self._dial_plan(state, pilot, gateway)
         if plan is None:
@@ -235,7 +235,7 @@ class CallRouter:
             return make_response(request, 403, f"Forbidden - dial plan {plan.name} requires MTLS")
         user, host = diverting_user(request, pilot)
         if user is None:
-            to_uri = request.to_addr.uri
+            to_uri = request.to_addr.uri if request.to_addr is not None else None
             user, host = getattr(to_uri, "user", None), getattr(to_uri, "host", None)
             if user is not None:
                 user = user.split(";")[0]

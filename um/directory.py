@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 GATEWAY_STATUSES = ("enabled", "disabled", "no-new-calls")
 URI_TYPES = ("telephone-extension", "sip-uri", "e164")
@@ -299,3 +300,99 @@ def assemble(dial_plans: tuple[DialPlan, ...], mailboxes: tuple[Mailbox, ...],
         all_mailboxes += file_mailboxes
         all_servers += file_servers
     return Directory({p.name: p for p in dial_plans}, tuple(all_mailboxes), {s.name: s for s in all_servers})
+
+
+class DirectorySource(Protocol):
+    """Where a directory comes from: the [callrouter] keys (um.config.CallRouterConfig is one)."""
+
+    @property
+    def dial_plans(self) -> tuple[DialPlan, ...]: ...
+
+    @property
+    def hunt_groups(self) -> tuple[HuntGroup, ...]: ...
+
+    @property
+    def mailboxes(self) -> tuple[Mailbox, ...]: ...
+
+    @property
+    def mailbox_servers(self) -> tuple[MailboxServer, ...]: ...
+
+    @property
+    def directory_file(self) -> str: ...
+
+
+def load_directory(source: DirectorySource) -> Directory:
+    """The directory `source` describes: its keys plus the file it names (raises on a bad file)."""
+    return assemble(source.dial_plans, source.mailboxes, source.mailbox_servers, source.directory_file)
+
+
+class CallDirectory:
+    """What a worker asks per call: the dial plan a pilot number selects, the mailbox a user names."""
+
+    def __init__(self, directory: Directory, hunt_groups: tuple[HuntGroup, ...] = ()) -> None:
+        self.directory = directory
+        self.plans = directory.dial_plans
+        self.hunt = {g.pilot: g.dial_plan for g in hunt_groups}
+
+    def plan_for(self, pilot: str | None) -> DialPlan | None:
+        name = self.hunt.get(pilot or "")
+        if name is not None and name in self.plans:
+            return self.plans[name]
+        for plan in self.plans.values():
+            if pilot in plan.access_numbers:
+                return plan
+        return next(iter(self.plans.values()), None)
+
+    def mailbox(self, plan: DialPlan | None, user: str | None, host: str | None = None) -> str | None:
+        if plan is None or not user:
+            return None
+        found = self.directory.find(plan, user, host)
+        return found.extension if found is not None else None
+
+    def known(self, extension: str) -> bool:
+        return any(self.mailbox(plan, extension) for plan in self.plans.values())
+
+
+class LiveDirectory:
+    """A CallDirectory that follows its source (a SIGHUP's new config) and the directory file's changes.
+
+    A directory file that cannot be read keeps the directory of the keys alone, and says so once
+    per change of the file.
+    """
+
+    def __init__(self, source: Callable[[], DirectorySource], on_error: Callable[[str], None] | None = None) -> None:
+        self._source = source
+        self._on_error = on_error
+        self._seen: tuple[int, float] | None = None
+        self._current: CallDirectory | None = None
+
+    def current(self) -> CallDirectory:
+        source = self._source()
+        path = source.directory_file
+        try:
+            mtime = Path(path).stat().st_mtime if path else 0.0
+        except OSError:
+            mtime = -1.0
+        key = (id(source), mtime)
+        if self._current is None or key != self._seen:
+            try:
+                directory = load_directory(source)
+            except (OSError, ValueError) as error:  # DirectoryError and TOML errors are ValueErrors
+                if self._on_error is not None:
+                    self._on_error(f"directory file not loaded: {error}")
+                directory = assemble(source.dial_plans, source.mailboxes, source.mailbox_servers)
+            self._current, self._seen = CallDirectory(directory, source.hunt_groups), key
+        return self._current
+
+    @property
+    def plans(self) -> dict[str, DialPlan]:
+        return self.current().plans
+
+    def plan_for(self, pilot: str | None) -> DialPlan | None:
+        return self.current().plan_for(pilot)
+
+    def mailbox(self, plan: DialPlan | None, user: str | None, host: str | None = None) -> str | None:
+        return self.current().mailbox(plan, user, host)
+
+    def known(self, extension: str) -> bool:
+        return self.current().known(extension)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from um.control import CONTROL_TYPE
@@ -164,7 +165,7 @@ class MailboxService:
         if peer.transport != "tls" and not _allowed(peer.host, self.call_routers):
             return make_response(request, 403, "Forbidden - not a call router of this pool", [("Server", SERVER)])
         if method == "INVITE":
-            secure = request.ruri.scheme == "sips"
+            secure = request.ruri is not None and request.ruri.scheme == "sips"
             user = getattr(request.ruri, "user", None)
             contact = self.worker_contact(user, secure)
             if contact is None:
@@ -206,16 +207,16 @@ class MailboxService:
         return make_response(request, 200, None, [("Content-Type", CONTROL_TYPE)], json.dumps(result).encode())
 
     # --- worker listeners (5065/5067, 5066/5068) -------------------------------------------
-    def worker_handler(self, slot_number: int) -> Callable[[Request, Peer], Response | None]:
+    def worker_handler(self, slot_number: int) -> Callable[[Request, Peer], Response | None | Deferred[Response]]:
         slot = self.slots[slot_number - 1]
 
-        def handle(request: Request, peer: Peer) -> Response | None:
+        def handle(request: Request, peer: Peer) -> Response | None | Deferred[Response]:
             return self._handle_worker(slot, request, peer)
 
         handle.slot = slot  # type: ignore[attr-defined]
         return handle
 
-    def _handle_worker(self, slot: WorkerSlot, request: Request, peer: Peer) -> Response | None:
+    def _handle_worker(self, slot: WorkerSlot, request: Request, peer: Peer) -> Response | None | Deferred[Response]:
         method = request.method
         if method == "OPTIONS":
             return make_response(request, 200, None, [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),

@@ -18,18 +18,13 @@ from twisted.logger import Logger
 
 from um.callrouter import CallRouter, GatewayTable
 from um.config import CallRouterConfig
-from um.directory import Directory, MailboxServer, assemble
+from um.directory import MailboxServer, load_directory
 from um.mailbox import MailboxService
 from um.sip.message import Request
 from um.sip.transaction import make_request
 from um.slots import next_daily
 
 log = Logger(namespace="umedge.callrouter")
-
-
-def load_directory(config: CallRouterConfig) -> Directory:
-    """The directory the [callrouter] keys and their directory file describe."""
-    return assemble(config.dial_plans, config.mailboxes, config.mailbox_servers, config.directory_file)
 
 
 class CallRouterService(service.Service):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from um.sip.dialog import Dialog
 from um.sip.message import Request, Response
@@ -42,7 +42,8 @@ class WorkerSlot:
 class CallHandler(Protocol):
     """What takes a worker slot's dialog requests (um.worker's calls; tests plug in a stand-in)."""
 
-    METHODS: ClassVar[frozenset[str]]
+    @property
+    def METHODS(self) -> frozenset[str]: ...
 
     def handle(self, service: Any, slot: WorkerSlot, request: Request,
                peer: Peer) -> Response | None | Deferred[Response]: ...

@@ -34,6 +34,7 @@ def https_service(port: int, address: str, config: EdgeSections, issuer: TokenIs
                                    pool_turn_uris(config, members))
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="optional",
                                  alpn=(b"http/1.1",))
-    factory = ConnectionGuard(credentials_site(config.node.name, endpoint), ConnectionLimits.of(config.limits), "token HTTPS")
+    factory = ConnectionGuard(credentials_site(config.node.name, endpoint), ConnectionLimits.of(config.limits),
+                              "token HTTPS")
     return internet.SSLServer(port, factory, options, interface=address)
 

@@ -82,7 +82,8 @@ class Discovery:
             records = [Target(str(r.target).rstrip("."), r.port, transport, r.priority, r.weight)
                        for r in answer if str(r.target) != "."]
             if records:
-                return await self._addresses(rfc2782_order(records)), answer.rrset.ttl
+                ttl = answer.rrset.ttl if answer.rrset is not None else MIN_TTL
+                return await self._addresses(rfc2782_order(records)), ttl
         fallback = [Target(self.domain, DEFAULT_PORTS["tls"], "tls")]
         return await self._addresses(fallback), MIN_TTL
 

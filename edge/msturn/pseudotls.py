@@ -55,7 +55,7 @@ import struct
 from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IAddress, ITransport
+from twisted.internet.interfaces import IAddress, IProtocolFactory, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -216,7 +216,7 @@ class _Inner(TypingProtocol):
 class _Switch(Protocol):
     """Buffers the first bytes until they are a pseudo-TLS ClientHello or cannot be one."""
 
-    def __init__(self, factory: PseudoTlsFactory, addr: IAddress | None) -> None:
+    def __init__(self, factory: PseudoTlsFactory, addr: IAddress) -> None:
         self._factory, self._addr = factory, addr
         self._buffer = b""
         self._inner: _Inner | None = None
@@ -263,7 +263,7 @@ class PseudoTlsFactory(Factory):
 
     noisy = False
 
-    def __init__(self, tls: Factory, engine: TurnEngine) -> None:
+    def __init__(self, tls: IProtocolFactory, engine: TurnEngine) -> None:
         self.tls, self.engine = tls, engine
         self.pseudo_tls = 0  # connections that took the pseudo-TLS handshake
 
@@ -276,6 +276,8 @@ class PseudoTlsFactory(Factory):
         super().doStop()  # type: ignore[no-untyped-call]  # Twisted leaves Factory.doStop unannotated
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        if addr is None:  # Twisted always passes the peer's address for an accepted connection
+            raise ValueError("a pseudo-TLS connection needs its peer address")
         protocol = _Switch(self, addr)
         protocol.factory = self
         return protocol

@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
 from certs import tls
 from edge.auth.secrets import auth_secrets
 from edge.msturn.server import MsTurnServer
@@ -93,7 +96,8 @@ def turn_service(config: Config, engine: TurnEngine, reuse_port: bool) -> TurnSe
     if e.ms_turn:
         from edge.msturn.pseudotls import PseudoTlsFactory
 
-        wrapper = PseudoTlsFactory  # [MS-TURN]'s fixed pseudo-TLS handshake beside real TLS
+        def wrapper(tls_factory: TLSMemoryBIOFactory, engine: TurnEngine) -> IProtocolFactory:
+            return PseudoTlsFactory(tls_factory, engine)  # [MS-TURN]'s pseudo-TLS handshake beside real TLS
     service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper)
     service.setName("edge/turn")
     return service

@@ -94,7 +94,7 @@ class NodeCollector:
                      {(str(s["address"]),): 1.0 if s["registration"] == "registered" or (
                          s["mode"] == "static" and s["keepalive_ok"]) else 0.0 for s in mediation})
         yield _counter("umedge_mediation_failures", "Failed keepalives and registrations per mediation server",
-                       ["server"], {(str(s["address"]),): s["failures"] for s in mediation})
+                       ["server"], {(str(s["address"]),): float(str(s["failures"])) for s in mediation})
         pool = state.pool
         yield _gauge("umedge_pool_members", "Live members of the edge pool (this node included)",
                      len(pool.live) if pool is not None else 0)

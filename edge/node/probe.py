@@ -170,10 +170,10 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
         binding = await _timed(report, "STUN over UDP", _udp_request(
             client, client_proto.queue, stun.Message(stun.BINDING, stun.REQUEST), server, timeout))
         if binding is not None:
-            report.steps[-1].detail = "reflexive %s:%d" % binding.xor_address()[:2]
+            report.steps[-1].detail = "reflexive {}:{}".format(*binding.xor_address()[:2])
         tcp = await _timed(report, "STUN over TCP", _stream_binding(host, tcp_port, None, timeout, None))
         if tcp is not None:
-            report.steps[-1].detail = "reflexive %s:%d" % tcp.xor_address()[:2]
+            report.steps[-1].detail = "reflexive {}:{}".format(*tcp.xor_address()[:2])
         context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
         tls = await _timed(report, "STUN over TLS", _stream_binding(host, tls_port, context, timeout, edge))
         if tls is not None:
@@ -186,7 +186,7 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
         if relayed is None:
             return report
         relay_address, key, nonce = relayed
-        report.steps[-1].detail = "relayed %s:%d" % relay_address
+        report.steps[-1].detail = f"relayed {relay_address[0]}:{relay_address[1]}"
         if await _timed(report, "relay round trip", _round_trip(
                 client, client_proto.queue, echo, echo_proto.queue, server, relay_address, realm, token[0], key,
                 nonce, timeout)) is not None:
@@ -245,8 +245,8 @@ async def _round_trip(client: Any, queue: asyncio.Queue, echo: Any, echo_queue: 
     for index in range(ROUND_TRIPS):
         payload = f"umedge-probe-{index}-{time.monotonic_ns()}".encode()
         send = stun.Message(stun.SEND, stun.INDICATION, None, [])
-        send.attributes += [(Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(echo_address[0], echo_address[1], send.transaction_id)),
-                            (Attr.DATA, payload)]
+        peer = stun.encode_xor_address(echo_address[0], echo_address[1], send.transaction_id)
+        send.attributes += [(Attr.XOR_PEER_ADDRESS, peer), (Attr.DATA, payload)]
         client.sendto(send.encode(fingerprint=True), server)
         try:
             data, source = await asyncio.wait_for(echo_queue.get(), timeout)

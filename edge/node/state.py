@@ -81,8 +81,9 @@ class NodeState:
     def allocations_by_transport(self) -> dict[str, int]:
         counts = {"udp": 0, "tcp": 0, "tls": 0}
         engine = self.engine
-        for link in list(engine.allocations) if engine is not None else []:
-            counts[link.kind] = counts.get(link.kind, 0) + 1
+        for allocation in list(engine.allocations.values()) if engine is not None else []:
+            kind = allocation.client.kind
+            counts[kind] = counts.get(kind, 0) + 1
         return counts
 
     def calls_active(self) -> int:

@@ -9,18 +9,23 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from twisted.logger import Logger
+
 from certs import tls
 from edge.node.schema import Config
 from um.callrouter import CallRouter, GatewayTable, ProbeSettings
 from um.config import CallRouterConfig
+from um.directory import LiveDirectory, load_directory
 from um.mailbox import MailboxService
-from um.services import CallRouterService, load_directory
+from um.services import CallRouterService
 from um.sip.uac import DeferredUac, UserAgentClient
 from um.slots import CallHandler
 from um.worker.context import WorkerContext
 from um.worker.handler import WorkerCalls
 from um.worker.pins import PinPolicy
-from um.worker.settings import WorkerSettings
+from um.worker.settings import WorkerSettings, host_port
+
+log = Logger(namespace="umedge.worker")
 
 
 def advertised_host(config: Config) -> str:
@@ -29,11 +34,6 @@ def advertised_host(config: Config) -> str:
     if ipaddress.ip_address(address).is_unspecified:
         return config.node.fqdn
     return f"[{address}]" if ":" in address else address
-
-
-def _hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _first_gateway(config: CallRouterConfig) -> tuple[str, int] | None:
@@ -57,9 +57,9 @@ def worker_settings(config: Config) -> WorkerSettings:
         except OSError:
             advertise = "127.0.0.1"
     edge_host = edge.listen_address if edge.listen_address not in ("0.0.0.0", "::") else "127.0.0.1"
-    mras = _hostport(w.edge_mras) if w.edge_mras else (edge_host, auth.mras_tls_port)
-    https = _hostport(w.edge_https) if w.edge_https else (edge_host, auth.https_port)
-    gateway = _hostport(w.outbound_gateway) if w.outbound_gateway else _first_gateway(config.callrouter)
+    mras = host_port(w.edge_mras) if w.edge_mras else (edge_host, auth.mras_tls_port)
+    https = host_port(w.edge_https) if w.edge_https else (edge_host, auth.https_port)
+    gateway = host_port(w.outbound_gateway) if w.outbound_gateway else _first_gateway(config.callrouter)
     return WorkerSettings(
         host=host, advertise=advertise, state_dir=node.state_dir, certs_dir=node.certs_dir,
         node_name=node.name, domain=node.domain, rtp_port_min=w.rtp_port_min, rtp_port_max=w.rtp_port_max,
@@ -75,8 +75,9 @@ def worker_settings(config: Config) -> WorkerSettings:
 
 def worker_calls(config: Config, current: Callable[[], Config]) -> WorkerCalls:
     """The worker's call handler; its directory follows `current()` (SIGHUP) and the directory file."""
-    context = WorkerContext(worker_settings(config), None, current)
-    return WorkerCalls(context)
+    directory = LiveDirectory(lambda: current().callrouter,
+                              on_error=lambda why: log.warn("worker: {why}", why=why))
+    return WorkerCalls(WorkerContext(worker_settings(config), directory))
 
 
 def mailbox_service(config: Config, host: str, calls: CallHandler | None, clock: object) -> MailboxService:

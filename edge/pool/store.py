@@ -159,7 +159,7 @@ class RedisStore:
         values = await self._call(self._client.mget(keys)) if keys else []
         prefix = len(f"{self._prefix}:mediation:")
         return {k.decode()[prefix:] if isinstance(k, bytes) else k[prefix:]: json.loads(v)
-                for k, v in zip(keys, values) if v is not None}
+                for k, v in zip(keys, values, strict=True) if v is not None}
 
     async def close(self) -> None:
         try:

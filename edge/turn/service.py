@@ -23,7 +23,7 @@ from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_u
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
 # Wraps the TLS port's factory, e.g. so a dialect can accept its own handshake beside real TLS.
-TlsPortWrapper = Callable[[IProtocolFactory, TurnEngine], IProtocolFactory]
+TlsPortWrapper = Callable[[TLSMemoryBIOFactory, TurnEngine], IProtocolFactory]
 
 
 class AdoptedStreamPort(service.Service):
@@ -109,9 +109,10 @@ class TurnService(service.MultiService):
         self._udp = UdpTurnListener(loop, udp, engine, limiter)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
-        tls_port: IProtocolFactory = TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
+        tls_factory = TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))
+        tls_port: IProtocolFactory = tls_factory
         if self._wrap_tls_port is not None:  # e.g. [MS-TURN]'s pseudo-TLS handshake (edge.msturn.pseudotls)
-            tls_port = self._wrap_tls_port(tls_port, engine)
+            tls_port = self._wrap_tls_port(tls_factory, engine)
         self.guards = [ConnectionGuard(TurnStreamFactory(engine, "tcp"), self.guard, "TURN over TCP"),
                        ConnectionGuard(tls_port, self.guard, "TURN over TLS", settle_on_data=False)]
         children: list[service.Service] = [AdoptedStreamPort(tcp, self.guards[0]),

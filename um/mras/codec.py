@@ -202,7 +202,7 @@ def decode_request(body: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
     Large beyond).
     """
     root = _parse(body, max_bytes, REQUEST_TOO_LARGE)
-    partial = {name: root.get(name) for name in _REQUEST_ATTRIBUTES if root.get(name) is not None}
+    partial = {name: value for name in _REQUEST_ATTRIBUTES if (value := root.get(name)) is not None}
     if root.tag != _q("request"):
         if root.tag.startswith("{" + NAMESPACE + "}"):
             raise MrasError(NOT_SUPPORTED, f"root element <{root.tag.split('}', 1)[1]}>", partial)

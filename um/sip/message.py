@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from um.sip.headers import Via
+    from um.sip.parser import SipParseError
+    from um.sip.uri import NameAddr, Uri
 
 COMPACT_FORMS = {
     "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
@@ -106,10 +111,10 @@ class Headers:
                     index[key] = value
             self._index = index
             self._indexed = (id(items), len(items))
-        value = index.get(name)
-        if value is None and name not in _CANONICAL_NAMES:
-            value = index.get(canonical_name(name))
-        return value
+        found = index.get(name)
+        if found is None and name not in _CANONICAL_NAMES:
+            found = index.get(canonical_name(name))
+        return found
 
     def set(self, name: str, value: str) -> None:
         wanted = canonical_name(name)
@@ -144,14 +149,18 @@ class Request:
     body: bytes = b""
     version: str = "SIP/2.0"
     # Parsed views, filled by um.sip.parser.validate_request. Class attributes, not
-    # dataclass fields: the defaults cost nothing per message.
-    ruri = None            # SipUri | TelUri | AbsoluteUri
-    vias = None            # list[Via], top first
-    cseq_number = None     # int
-    from_addr = None       # NameAddr
-    to_addr = None         # NameAddr
-    defect = None          # SipParseError found while framing, raised by validation
-    repeated = None        # single-valued header names that appeared more than once
+    # dataclass fields: the defaults cost nothing per message. The type checker sees
+    # them (as optional fields) only so that it knows their types.
+    if TYPE_CHECKING:
+        ruri: Uri | None = None
+        vias: list[Via] | None = None            # top first
+        cseq_number: int | None = None
+        from_addr: NameAddr | None = None
+        to_addr: NameAddr | None = None
+        defect: SipParseError | None = None      # found while framing, raised by validation
+        repeated: list[str] | None = None        # single-valued header names that appeared more than once
+    else:
+        ruri = vias = cseq_number = from_addr = to_addr = defect = repeated = None
 
     def encode(self) -> bytes:
         return _encode(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
@@ -168,11 +177,14 @@ class Response:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = "SIP/2.0"
-    vias = None
-    cseq_number = None
-    cseq_method = None
-    defect = None
-    repeated = None
+    if TYPE_CHECKING:
+        vias: list[Via] | None = None
+        cseq_number: int | None = None
+        cseq_method: str | None = None
+        defect: SipParseError | None = None
+        repeated: list[str] | None = None
+    else:
+        vias = cseq_number = cseq_method = defect = repeated = None
 
     def encode(self) -> bytes:
         return _encode(f"{self.version} {self.status} {self.reason}", self.headers, self.body)

@@ -18,9 +18,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -33,7 +34,7 @@ from um.sip.parser import (
     validate_request,
     validate_response,
 )
-from um.sip.transaction import RELIABLE, TransactionLayer
+from um.sip.transaction import RELIABLE, ClientTransaction, TransactionLayer
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class Peer:
     connection: Any = field(default=None, compare=False, repr=False)  # the protocol, to send on later
 
 
-Handler = Callable[[Request, Peer], "Response | None | defer.Deferred[Response | None]"]
+Handler = Callable[[Request, Peer],
+                   "Response | None | defer.Deferred[Response] | defer.Deferred[Response | None]"]
 
 
 def _certificate_names(cert: Any) -> tuple[str | None, tuple[str, ...]]:
@@ -121,13 +123,21 @@ class SipStreamProtocol(Protocol):
         self._transactions = transactions if transactions is not None else TransactionLayer(RELIABLE)
         self.connected_peer: Peer | None = None
 
+    @property
+    def _wire(self) -> ITCPTransport:
+        """The connection's transport (TCP, or TLS over TCP); set whenever bytes can flow."""
+        transport = self.transport
+        assert transport is not None
+        return cast(ITCPTransport, transport)
+
     def _peer(self) -> Peer:
         peer = self._peer_cache
         if peer is None:
-            address = self.transport.getPeer()
-            cert_name, names = None, ()
+            address = self._wire.getPeer()
+            cert_name: str | None = None
+            names: tuple[str, ...] = ()
             if self._transport_name == "tls":
-                cert_name, names = _certificate_names(self.transport.getPeerCertificate())
+                cert_name, names = _certificate_names(cast(ISSLTransport, self.transport).getPeerCertificate())
             peer = self._peer_cache = Peer(address.host, address.port, self._transport_name, cert_name, names,
                                            self)
         return peer
@@ -162,11 +172,11 @@ class SipStreamProtocol(Protocol):
                     if event.error.fatal:
                         return
                 elif event.ping:
-                    self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+                    self._wire.write(b"\r\n")  # RFC 5626 §4.4.1 pong
         except Exception:  # noqa: BLE001 - nothing a peer sends may escape the protocol
             self.log.failure("{role}: unexpected error on a connection; closing it", role=self._role)
             self._closing = True
-            self.transport.abortConnection()
+            self._wire.abortConnection()
 
     def _absorb_ack(self, ack: Request) -> bool:
         """The ACK of a non-2xx final response our server transaction sent: absorb it without the full parse.
@@ -197,7 +207,7 @@ class SipStreamProtocol(Protocol):
 
     def _response(self, response: Response) -> None:
         event = self._transactions.receive_response(response, time.monotonic())
-        if event.kind == "response" and event.transaction is not None:
+        if event.kind == "response" and isinstance(event.transaction, ClientTransaction):
             context = event.transaction.context
             if callable(context):
                 context(response, event.data)
@@ -210,7 +220,7 @@ class SipStreamProtocol(Protocol):
         kind = event.kind
         if kind == "retransmission":
             if event.data:
-                self.transport.write(event.data)
+                self._wire.write(event.data)
             return
         if kind == "ack":
             return
@@ -262,19 +272,19 @@ class SipStreamProtocol(Protocol):
 
     def _send(self, txn: Any, response: Response, now: float) -> None:
         STATS.response(response.status)
-        self.transport.write(self._transactions.send_response(txn, response, now))
+        self._wire.write(self._transactions.send_response(txn, response, now))
 
     def _write(self, response: Response) -> None:
         STATS.response(response.status)
-        self.transport.write(response.encode())
+        self._wire.write(response.encode())
 
     def send_request(self, request: Request) -> None:
         """Send a request on this connection (an in-dialog BYE, for example), outside any transaction."""
         if not self._closing and self.connected:
-            self.transport.write(request.encode())
+            self._wire.write(request.encode())
 
     def _reject(self, error: SipParseError) -> None:
-        peer = self.transport.getPeer()
+        peer = self._wire.getPeer()
         self.log.info("{role}: rejected message from {host}: {status} {reason}", role=self._role,
                       host=peer.host, status=error.status, reason=error.reason)
         request = error.partial
@@ -282,7 +292,7 @@ class SipStreamProtocol(Protocol):
             self._write(make_response(request, error.status, error.reason))
         if error.fatal:
             self._closing = True
-            self.transport.loseConnection()
+            self._wire.loseConnection()
 
 
 class SipStreamFactory(Factory):

@@ -80,6 +80,8 @@ def _tag_of(value: str | None) -> str | None:
 
 def server_key(request: Request) -> tuple[Any, ...]:
     """The server transaction a request belongs to (an ACK maps to its INVITE's)."""
+    if not request.vias:
+        raise ValueError("server_key needs a validated request (its Via headers parsed)")
     via: Via = request.vias[0]
     method = "INVITE" if request.method == "ACK" else request.method
     if via.rfc3261_branch:
@@ -243,7 +245,7 @@ class TransactionLayer:
     def receive_response(self, response: Response, now: float) -> Event:
         """A validated response arrives: for the TU, absorbed, or stray."""
         via = response.vias[0] if response.vias else None
-        method = response.cseq_method
+        method = response.cseq_method or ""
         txn = self.client.get((via.branch, method)) if via is not None and via.branch else None
         if txn is None or txn.terminated:
             return Event("stray", None, response)

@@ -286,7 +286,9 @@ def _split_quoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside double quotes; raises on an unterminated quote."""
     if '"' not in text:
         return text.split(sep)
-    parts, current, quoted, escape = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escape = False
     for ch in text:
         if escape:
             escape = False
@@ -309,7 +311,9 @@ def split_header_values(text: str) -> list[str]:
     """A comma-separated header value (RFC 3261 §7.3.1) split outside quotes and <...>."""
     if "," not in text:
         return [text]
-    parts, current, quoted, angle, escape = [], [], False, False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = angle = escape = False
     for ch in text:
         if escape:
             escape = False

@@ -84,9 +84,9 @@ class Call:
         use_ice = ice_offered and settings.media_via_edge
         remote_ice = None
         if use_ice:
-            for media in offer.media:
-                if media.kind == "audio" and media.port:
-                    remote_ice = sdp._ice(media, offer)
+            for offered in offer.media:
+                if offered.kind == "audio" and offered.port:
+                    remote_ice = sdp._ice(offered, offer)
                     break
         # Answerers are controlled (RFC 8445 §6.1.1), unless the offerer is an ICE-lite agent.
         transport = await context.open_transport(remote_ice, controlling=bool(remote_ice and remote_ice.lite))

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
+from um.directory import CallDirectory, LiveDirectory
 from um.worker import sdp
 from um.worker.media import MediaClock
 from um.worker.pins import PinStore
 from um.worker.prompts import Prompts
-from um.worker.settings import Directory, LiveDirectory, WorkerSettings
+from um.worker.settings import WorkerSettings
 from um.worker.store import VoicemailStore
 from um.worker.tokens import MediaToken, TokenSource
 from um.worker.transport import DirectTransport, IceTransport, MediaTransport, PortRange, RelayTransport
@@ -26,15 +27,14 @@ log = Logger(namespace="umedge.worker")
 class WorkerContext:
     """What every call of the worker shares: store, PINs, prompts, tokens, ports, the media clock."""
 
-    def __init__(self, settings: WorkerSettings, config: Any | None = None,
-                 config_source: Any = None) -> None:
+    def __init__(self, settings: WorkerSettings, directory: LiveDirectory | CallDirectory) -> None:
         self.settings = settings
         self.store = VoicemailStore(settings.state_dir)
         self.pins = PinStore(settings.state_dir, settings.pin_policy)
         self.prompts = Prompts(settings.prompt_dir or None, settings.greeting_dir or None)
         self.ports = PortRange(settings.rtp_port_min, settings.rtp_port_max)
         self.clock = MediaClock()
-        self.directory: Any = LiveDirectory(config_source) if config_source is not None else Directory(config)
+        self.directory = directory
         self.tokens = TokenSource(settings.certs_dir, settings.node_name, settings.edge_mras, settings.edge_https,
                                   server_hostname=settings.edge_server_name)
         self.counters = {"calls": 0, "answered": 0, "rejected": 0, "messages": 0, "messages_discarded": 0,

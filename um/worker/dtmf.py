@@ -50,7 +50,7 @@ def event_payloads(digit: str, duration_ms: int = 100, volume: int = 10, ptime: 
     code = EVENTS.index(digit.upper())
     step = rate * ptime // 1000
     total = rate * duration_ms // 1000
-    packets = []
+    packets: list[tuple[bytes, bool]] = []
     duration = step
     while duration < total:
         packets.append((struct.pack("!BBH", code, volume & 0x3F, duration), not packets))

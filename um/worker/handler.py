@@ -57,7 +57,7 @@ class WorkerCalls:
         method = request.method
         key = dialog_key(request)
         dialog = slot.calls.get(key)
-        call: Call | None = dialog.data.get("call") if dialog is not None else None  # type: ignore[assignment]
+        call: Call | None = dialog.data.get("call") if dialog is not None else None
         if method == "ACK":
             if call is not None:
                 call.acked()

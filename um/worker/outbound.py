@@ -63,7 +63,8 @@ async def play_on_phone(context: WorkerContext, number: str, message: Message, *
             media = MediaSession(media_transport, negotiated, context.clock, cname=f"umworker@{settings.node_name}")
             audio = context.store.audio(message).as_g711(negotiated.codec)
             play = media.play(context.prompts.get("message", negotiated.codec) + audio)
-            finished, _ = await asyncio.wait([play, bye_received], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [play, bye_received]
+            finished, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             result["played"] = play in finished and play.result()
             if bye_received not in finished:
                 bye = dialog.create_request("BYE", connection.sent_by, "TCP")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiortc.rtp import (
+    AnyRtcpPacket,
     RtcpByePacket,
     RtcpPacket,
     RtcpReceiverInfo,
@@ -174,9 +175,10 @@ class RtpReceiver:
             ext = packet.sequence_number
         else:
             released = []
-            ext = self._update_seq(packet.sequence_number)
-            if ext is None:
+            updated = self._update_seq(packet.sequence_number)
+            if updated is None:
                 return released
+            ext = updated
         s.octets += len(packet.payload)
         # Interarrival jitter (A.8) in timestamp units.
         arrival_ts = int(arrival * self.clock_rate)
@@ -255,17 +257,17 @@ def rtcp_compound(sender: RtpSender, receiver: RtpReceiver | None, now: float, s
     block = receiver.report_block(now) if receiver is not None else None
     reports = [block] if block is not None else []
     if sent_recently:
-        first: RtcpPacket = RtcpSrPacket(ssrc=sender.ssrc, sender_info=sender.sender_info(now), reports=reports)
+        first: AnyRtcpPacket = RtcpSrPacket(ssrc=sender.ssrc, sender_info=sender.sender_info(now), reports=reports)
     else:
         first = RtcpRrPacket(ssrc=sender.ssrc, reports=reports)
-    packets: list[RtcpPacket] = [first, RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=sender.ssrc,
+    packets: list[AnyRtcpPacket] = [first, RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=sender.ssrc,
                                                                                 items=[(1, sender.cname)])])]
     if bye:
         packets.append(RtcpByePacket(sources=[sender.ssrc]))
     return b"".join(bytes(p) for p in packets)
 
 
-def parse_rtcp(data: bytes) -> list[RtcpPacket]:
+def parse_rtcp(data: bytes) -> list[AnyRtcpPacket]:
     try:
         return RtcpPacket.parse(data)
     except ValueError:

@@ -48,7 +48,7 @@ async def _resolve(host: str, port: int) -> tuple[str, int]:
     for family in (socket.AF_INET, socket.AF_INET6):
         for info in infos:
             if info[0] == family:
-                return info[4][0], port
+                return str(info[4][0]), port
     raise TokenError(f"cannot resolve {host}")
 
 
@@ -134,9 +134,9 @@ class TokenSource:
         relay = self.relay_override
         if relay is None:
             for entry in grant.media_relays:
-                host = entry.direct_ip_address or entry.host_name
-                if host and entry.udp_port:
-                    relay = await _resolve(host, entry.udp_port)
+                relay_host = entry.direct_ip_address or entry.host_name
+                if relay_host and entry.udp_port:
+                    relay = await _resolve(relay_host, entry.udp_port)
                     break
         if relay is None:
             raise TokenError("the MRAS answer names no UDP media relay")

@@ -283,7 +283,7 @@ class _RangeIceConnection(aioice.Connection):
         super().__init__(**kwargs)
         self.owner = owner
 
-    async def get_component_candidates(self, component: int, addresses: list[str],  # type: ignore[override]
+    async def get_component_candidates(self, component: int, addresses: list[str],
                                        timeout: int = 5) -> list[Candidate]:
         owner = self.owner
         assert self.turn_server is not None and self.turn_username and self.turn_password

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from um.worker.g711 import PCMA, PCMU, g711_to_pcm16, pcm16_to_g711, transcode
@@ -110,8 +111,8 @@ def decode(blob: bytes) -> Wav:
     return Wav(tag, rate, channels, bits, data)
 
 
-def read(path: str | BinaryIO) -> Wav:
-    if hasattr(path, "read"):
-        return decode(path.read())  # type: ignore[union-attr]
-    with open(path, "rb") as handle:  # type: ignore[arg-type]
-        return decode(handle.read())
+def read(path: str | Path | BinaryIO) -> Wav:
+    if isinstance(path, (str, Path)):
+        with open(path, "rb") as handle:
+            return decode(handle.read())
+    return decode(path.read())

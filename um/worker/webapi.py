@@ -21,9 +21,10 @@ import asyncio
 import json
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -40,24 +41,26 @@ MAX_BODY = 8 * 1024
 class _Sniffer(Protocol):
     """Reads the first byte, then hands the connection to the TLS or the plain factory's protocol."""
 
-    def __init__(self, plain: Factory, tls: Factory | None, addr: Any) -> None:
+    def __init__(self, plain: IProtocolFactory, tls: IProtocolFactory | None, addr: Any) -> None:
         self.plain, self.tls, self.addr = plain, tls, addr
 
     def dataReceived(self, data: bytes) -> None:
         factory = self.tls if (data[:1] == b"\x16" and self.tls is not None) else self.plain
         protocol = factory.buildProtocol(self.addr)
+        transport = self.transport
+        assert transport is not None  # data came in on it
         if protocol is None:
-            self.transport.loseConnection()
+            transport.loseConnection()
             return
-        self.transport.protocol = protocol
-        protocol.makeConnection(self.transport)
+        cast(Any, transport).protocol = protocol  # the transport feeds the chosen protocol from now on
+        protocol.makeConnection(transport)
         protocol.dataReceived(data)
 
 
 class SniffingFactory(Factory):
     noisy = False
 
-    def __init__(self, plain: Factory, tls: Factory | None) -> None:
+    def __init__(self, plain: IProtocolFactory, tls: IProtocolFactory | None) -> None:
         self.plain, self.tls = plain, tls
 
     def buildProtocol(self, addr: Any) -> Protocol:
@@ -163,7 +166,7 @@ class UmWebServices(resource.Resource):
 
     def _voicemail(self, request: server.Request) -> bytes:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.uri.decode("latin-1")).query)
-        mailbox = (query.get("mailbox") or [None])[0]
+        mailbox = next(iter(query.get("mailbox") or []), None)
         try:
             messages = self.store.messages(mailbox)
         except StoreError as error:
@@ -197,7 +200,7 @@ class UmWebServices(resource.Resource):
 
     def _play_on_phone(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> Any:
         from um.worker.outbound import play_on_phone
-        from um.worker.settings import _hostport
+        from um.worker.settings import host_port
 
         unknown = sorted(set(body) - {"number", "message", "gateway", "wait"})
         if unknown:
@@ -214,15 +217,14 @@ class UmWebServices(resource.Resource):
         gateway = None
         if body.get("gateway") is not None:
             try:
-                gateway = _hostport(str(body["gateway"]))
+                gateway = host_port(str(body["gateway"]))
             except ValueError:
                 return _json(request, 400, {"error": "gateway must be HOST:PORT", "field": "gateway"})
         log.info("play-on-phone: {who} asks to play {message} to {number}", who=requester, message=message.id,
                  number=number)
         task = asyncio.ensure_future(play_on_phone(service.context, number, message, gateway=gateway))
         if not body.get("wait"):
-            task.add_done_callback(lambda t: t.exception() and log.warn("play-on-phone failed: {e!r}",
-                                                                        e=t.exception()))
+            task.add_done_callback(_report_failure)
             return _json(request, 202, {"status": "calling", "number": number, "message": message.id})
 
         def done(result: dict[str, Any]) -> None:
@@ -237,6 +239,12 @@ class UmWebServices(resource.Resource):
         return server.NOT_DONE_YET
 
 
+def _report_failure(task: asyncio.Future[Any]) -> None:
+    """A play-on-phone nobody waits for: its failure goes to the log."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warn("play-on-phone failed: {e!r}", e=task.exception())
+
+
 def web_factory(site: server.Site, worker: Callable[[], Any], api_keys: tuple[str, ...], state_dir: str,
                 tls_options: Callable[[], Any]) -> Factory:
     """The web listener: the status site plus the UM web services, HTTP and HTTPS on one port."""
@@ -245,7 +253,7 @@ def web_factory(site: server.Site, worker: Callable[[], Any], api_keys: tuple[st
     combined.displayTracebacks = False
     combined.noisy = False
     try:
-        secure: Factory | None = TLSMemoryBIOFactory(tls_options(), False, combined)
+        secure: IProtocolFactory | None = TLSMemoryBIOFactory(tls_options(), False, combined)
     except Exception as error:  # noqa: BLE001 - no certificate yet: HTTP only
         log.warn("web: HTTPS not available ({error}); UM web services are off", error=error)
         secure = None

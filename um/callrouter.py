@@ -171,7 +171,7 @@ class CallRouter:
                  probe: ProbeSettings | None = None) -> None:
         self.gateways = gateways
         self.local = local
-        self.client = client  # um.sip.client.SipClient for remote mailbox servers
+        self.client = client  # um.sip.uac (DeferredUac) for remote mailbox servers
         self.probe = probe or ProbeSettings()
         self.health: dict[str, Health] = {}
         self.state = RouterState(directory)

@@ -19,6 +19,8 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from um.config import LimitsConfig
+
 log = Logger(namespace="umedge.limits")
 LOG_EVERY = 60.0  # seconds: one log line per source and minute, however hard it pushes
 
@@ -78,7 +80,7 @@ class ConnectionLimits:
     idle_timeout: float
 
     @classmethod
-    def of(cls, limits: Any) -> ConnectionLimits:
+    def of(cls, limits: LimitsConfig) -> ConnectionLimits:
         """From the config's [limits] section."""
         return cls(limits.connections_per_source, limits.max_connections, limits.handshake_timeout,
                    limits.idle_timeout)

@@ -31,6 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 
 from um.apikeys import ApiKeys
+from um.jsonweb import json_body
 from um.worker.pins import PinPolicyError
 from um.worker.store import StoreError, VoicemailStore, check_mailbox
 
@@ -79,13 +80,6 @@ class SniffingFactory(Factory):
         super().doStop()
 
 
-def _json(request: server.Request, status: int, body: Any) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, indent=1).encode() + b"\n"
-
-
 class UmWebServices(resource.Resource):
     """/v1/play-on-phone, /v1/pin-reset, /v1/voicemail, /v1/worker; everything else goes to `fallback`."""
 
@@ -105,26 +99,26 @@ class UmWebServices(resource.Resource):
         service = self.worker()
         if path == b"/v1/worker" and request.method == b"GET":
             if service is None:
-                return _json(request, 503, {"error": "the worker role does not run in this process"})
-            return _json(request, 200, service.context.status())
+                return json_body(request, 503, {"error": "the worker role does not run in this process"})
+            return json_body(request, 200, service.context.status())
         if not request.isSecure():
-            return _json(request, 403, {"error": "UM web services need HTTPS (same port, TLS)"})
+            return json_body(request, 403, {"error": "UM web services need HTTPS (same port, TLS)"})
         requester, status, error = self._authenticate(request)
         if requester is None:
             if status == 401:
                 request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
-            return _json(request, status, {"error": error})
+            return json_body(request, status, {"error": error})
         allowed = {b"/v1/play-on-phone": b"POST", b"/v1/pin-reset": b"POST", b"/v1/voicemail": b"GET"}[path]
         if request.method != allowed:
             request.setHeader(b"allow", allowed)
-            return _json(request, 405, {"error": "method not allowed"})
+            return json_body(request, 405, {"error": "method not allowed"})
         if path == b"/v1/voicemail":
             return self._voicemail(request)
         body, problem = self._body(request)
         if problem is not None:
-            return _json(request, *problem)
+            return json_body(request, *problem)
         if service is None:
-            return _json(request, 503, {"error": "the worker role does not run in this process"})
+            return json_body(request, 503, {"error": "the worker role does not run in this process"})
         if path == b"/v1/pin-reset":
             return self._pin_reset(request, service, body, requester)
         return self._play_on_phone(request, service, body, requester)
@@ -170,33 +164,33 @@ class UmWebServices(resource.Resource):
         try:
             messages = self.store.messages(mailbox)
         except StoreError as error:
-            return _json(request, 400, {"error": str(error), "field": "mailbox"})
-        return _json(request, 200, [m.as_dict() for m in messages])
+            return json_body(request, 400, {"error": str(error), "field": "mailbox"})
+        return json_body(request, 200, [m.as_dict() for m in messages])
 
     def _pin_reset(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> bytes:
         unknown = sorted(set(body) - {"mailbox", "pin"})
         if unknown:
-            return _json(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: mailbox, pin",
+            return json_body(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: mailbox, pin",
                                         "field": unknown[0]})
         mailbox, pin = body.get("mailbox"), body.get("pin")
         try:
             check_mailbox(mailbox)  # type: ignore[arg-type]
         except StoreError as error:
-            return _json(request, 400, {"error": str(error), "field": "mailbox"})
+            return json_body(request, 400, {"error": str(error), "field": "mailbox"})
         context = service.context
         if context.directory.plans and not context.directory.known(mailbox):
-            return _json(request, 404, {"error": f"no mailbox {mailbox}", "field": "mailbox"})
+            return json_body(request, 404, {"error": f"no mailbox {mailbox}", "field": "mailbox"})
         if pin is not None and not isinstance(pin, str):
-            return _json(request, 400, {"error": "pin must be a string of digits", "field": "pin"})
+            return json_body(request, 400, {"error": "pin must be a string of digits", "field": "pin"})
         try:
             new_pin = context.pins.reset(mailbox, pin)
         except PinPolicyError as error:
-            return _json(request, 400, {"error": str(error), "field": "pin"})
+            return json_body(request, 400, {"error": str(error), "field": "pin"})
         log.info("PIN of mailbox {mailbox} reset by {who}", mailbox=mailbox, who=requester)
         answer: dict[str, Any] = {"mailbox": mailbox, "locked": False}
         if pin is None:
             answer["pin"] = new_pin  # generated: the caller must learn it
-        return _json(request, 200, answer)
+        return json_body(request, 200, answer)
 
     def _play_on_phone(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> Any:
         from um.worker.outbound import play_on_phone
@@ -204,35 +198,35 @@ class UmWebServices(resource.Resource):
 
         unknown = sorted(set(body) - {"number", "message", "gateway", "wait"})
         if unknown:
-            return _json(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: number, message, "
+            return json_body(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: number, message, "
                                                  "gateway, wait", "field": unknown[0]})
         number = body.get("number")
         if not isinstance(number, str) or not number.lstrip("+").isdigit() or len(number) > 32:
-            return _json(request, 400, {"error": "number must be digits with an optional '+'", "field": "number"})
+            return json_body(request, 400, {"error": "number must be digits with an optional '+'", "field": "number"})
         try:
             message = self.store.find(body.get("message"))  # type: ignore[arg-type]
         except StoreError as error:
-            return _json(request, 404 if "no message" in str(error) else 400, {"error": str(error),
+            return json_body(request, 404 if "no message" in str(error) else 400, {"error": str(error),
                                                                                 "field": "message"})
         gateway = None
         if body.get("gateway") is not None:
             try:
                 gateway = host_port(str(body["gateway"]))
             except ValueError:
-                return _json(request, 400, {"error": "gateway must be HOST:PORT", "field": "gateway"})
+                return json_body(request, 400, {"error": "gateway must be HOST:PORT", "field": "gateway"})
         log.info("play-on-phone: {who} asks to play {message} to {number}", who=requester, message=message.id,
                  number=number)
         task = asyncio.ensure_future(play_on_phone(service.context, number, message, gateway=gateway))
         if not body.get("wait"):
             task.add_done_callback(_report_failure)
-            return _json(request, 202, {"status": "calling", "number": number, "message": message.id})
+            return json_body(request, 202, {"status": "calling", "number": number, "message": message.id})
 
         def done(result: dict[str, Any]) -> None:
-            request.write(_json(request, 200, {"status": "done", **result}))
+            request.write(json_body(request, 200, {"status": "done", **result}))
             request.finish()
 
         def failed(failure: Any) -> None:
-            request.write(_json(request, 502, {"status": "failed", "error": failure.getErrorMessage()}))
+            request.write(json_body(request, 502, {"status": "failed", "error": failure.getErrorMessage()}))
             request.finish()
 
         defer.Deferred.fromFuture(task).addCallbacks(done, failed)

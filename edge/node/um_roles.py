@@ -89,9 +89,9 @@ def mailbox_service(config: Config, host: str, calls: CallHandler | None, clock:
 def call_router_service(config: Config, host: str, local: MailboxService | None, reactor: object
                         ) -> CallRouterService:
     cr, node = config.callrouter, config.node
-    router = CallRouter(GatewayTable(cr.gateways), cr.hunt_groups, load_directory(cr), local,
-                        probe=ProbeSettings(cr.probe_interval, cr.probe_timeout, cr.probe_failure_threshold,
-                                            cr.probe_success_threshold, cr.retry_after, cr.lookup_timeout))
     client = DeferredUac(UserAgentClient(
         via_host=host, ssl_context=lambda: tls.client_ssl_context(node.certs_dir, node.name)))
-    return CallRouterService(router, cr, host, client)
+    router = CallRouter(GatewayTable(cr.gateways), cr.hunt_groups, load_directory(cr), local, client,
+                        probe=ProbeSettings(cr.probe_interval, cr.probe_timeout, cr.probe_failure_threshold,
+                                            cr.probe_success_threshold, cr.retry_after, cr.lookup_timeout))
+    return CallRouterService(router, cr, host)

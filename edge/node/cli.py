@@ -236,6 +236,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"allocations {allocations['active']} ("
           + ", ".join(f"{k} {v}" for k, v in allocations["by_transport"].items())
           + f"), calls {status['calls']['active']}")
+    ports = status.get("relay_ports") or {}
+    if ports:
+        print(f"relay ports: {ports['free']} free of {ports['size']} ({ports['in_use']} in use), "
+              f"{ports['exhausted_refusals']} Allocate(s) refused for want of a port")
     relayed = status.get("relayed") or {}
     if relayed:
         print(f"relayed: {relayed['packets_to_peer']} packets to peers, {relayed['packets_to_client']} to clients")

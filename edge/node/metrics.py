@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edge.auth import audit
+from edge.node import logsetup
 from edge.node.state import NodeState
 from um.sip import stream as sip_stats
 
@@ -67,6 +68,15 @@ class NodeCollector:
                                     if k.startswith("auth_failed_")})
         yield _counter("umedge_turn_requests_refused", "TURN requests refused, by STUN error code", ["code"],
                        {(k.removeprefix("refused_"),): v for k, v in stats.items() if k.startswith("refused_")})
+        dropped = {k.removeprefix("dropped_"): v for k, v in stats.items() if k.startswith("dropped_")}
+        dropped["malformed"] = stats.get("malformed", 0)
+        yield _counter("umedge_turn_dropped", "Client datagrams the relay dropped, by reason", ["reason"],
+                       {(reason,): float(n) for reason, n in dropped.items()})
+        yield _counter("umedge_relay_ports_exhausted", "Allocates refused because no relay port was free", [],
+                       {(): stats.get("relay_ports_exhausted", 0)})
+        if engine is not None:
+            yield _gauge("umedge_relay_ports_free", "Relay ports not in use (per address family range)",
+                         float(engine.ports.size - engine.ports.in_use))
         yield _counter("umedge_stun_rate_limited", "STUN requests dropped by the per-source rate limit", [],
                        {(): stats.get("rate_limited", 0)})
         guards = [*(state.turn.guards if state.turn is not None else []), *state.guards]
@@ -103,6 +113,9 @@ class NodeCollector:
         yield _gauge("umedge_event_loop_lag_seconds", "How late the event loop ran its last timer",
                      state.loop_lag)
         yield _gauge("umedge_draining", "1 while the node drains after SIGTERM", 1.0 if state.draining else 0.0)
+        yield _counter("umedge_log_suppressed", "Log events counted instead of written (repeats beyond the "
+                       "per-minute burst), by namespace", ["namespace"],
+                       {(namespace,): float(n) for namespace, n in logsetup.suppressed.items()})
         for extra in EXTRA:
             yield from extra()
 

@@ -117,6 +117,10 @@ class NodeState:
             "uptime_seconds": round(time.time() - self.started, 1), "draining": self.draining,
             "listeners": [row.as_dict() for row in listeners(config)],
             "allocations": {"active": sum(allocations.values()), "by_transport": allocations},
+            "relay_ports": ({"size": engine.ports.size, "in_use": engine.ports.in_use,
+                             "free": engine.ports.size - engine.ports.in_use,
+                             "exhausted_refusals": engine.stats["relay_ports_exhausted"]}
+                            if engine is not None else {}),
             "calls": {"active": self.calls_active()},
             "relayed": engine.traffic() if engine is not None else {},
             "relayed_pps_history": [[round(t, 1), round(v, 1)] for t, v in self._history],

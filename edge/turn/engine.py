@@ -543,6 +543,7 @@ class TurnEngine:
             relay = self._bind_port(family, port)
             if relay is not None:
                 return relay
+        self.stats["relay_ports_exhausted"] += 1
         raise self._capacity_refusal("no relay port free")
 
     def _bind_even_pair(self, family: int) -> tuple[RelayEndpoint, RelayEndpoint]:
@@ -555,6 +556,7 @@ class TurnEngine:
             if held is not None:
                 return relay, held
             self._close_relay(relay)
+        self.stats["relay_ports_exhausted"] += 1
         raise self._capacity_refusal("no even relay port pair free")
 
     def _close_relay(self, relay: RelayEndpoint) -> None:

@@ -22,17 +22,30 @@ class PortPool:
 
     def candidates(self, family: int, even: bool = False, need_next: bool = False,
                    attempts: int = 64) -> Iterator[int]:
-        """Random free ports to try binding (even ones, with a free successor, if asked)."""
+        """Free ports to try binding (even ones, with a free successor, if asked).
+
+        Random ones first (RFC 8656 §7.2 wants relay ports hard to guess); then, so a nearly full
+        range still finds its last free ports, every port once from a random offset.
+        """
         span = self.high - self.low + 1
+
+        def fits(port: int) -> bool:
+            if even and port % 2:
+                return False
+            if need_next and (port + 1 > self.high or self._taken(family, port + 1)):
+                return False
+            return not self._taken(family, port)
+
+        tried: set[int] = set()
         for _ in range(min(attempts, span)):
             port = self.low + self._rng.randrange(span)
-            if even and port % 2:
-                port = port - 1 if port - 1 >= self.low else port + 1
-            if even and port % 2:
-                continue
-            if need_next and (port + 1 > self.high or self._taken(family, port + 1)):
-                continue
-            if not self._taken(family, port) and self.low <= port <= self.high:
+            if port not in tried and fits(port):
+                tried.add(port)
+                yield port
+        start = self._rng.randrange(span)
+        for offset in range(span):
+            port = self.low + (start + offset) % span
+            if port not in tried and fits(port):
                 yield port
 
     def take(self, family: int, port: int) -> None:
@@ -44,4 +57,9 @@ class PortPool:
     @property
     def in_use(self) -> int:
         return len(self._in_use)
+
+    @property
+    def size(self) -> int:
+        """Ports in the range, per address family."""
+        return self.high - self.low + 1
 

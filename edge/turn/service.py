@@ -16,11 +16,15 @@ from twisted.application import internet, service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from edge.turn.engine import TurnEngine
 from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_udp
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
+
+log = Logger(namespace="umedge.turn")
+EXHAUSTED_LOG_INTERVAL = 60.0  # seconds between reports of refused Allocates for want of relay ports
 
 # Wraps the TLS port's factory, e.g. so a dialect can accept its own handshake beside real TLS.
 TlsPortWrapper = Callable[[TLSMemoryBIOFactory, TurnEngine], IProtocolFactory]
@@ -89,6 +93,7 @@ class TurnService(service.MultiService):
         self._wrap_tls_port = tls_port_wrapper
         self.guards: list[ConnectionGuard] = []
         self._udp: UdpTurnListener | None = None
+        self._exhausted_logged, self._exhausted_at = 0, float("-inf")
 
     def startService(self) -> None:
         p, engine = self.ports, self.engine
@@ -117,10 +122,22 @@ class TurnService(service.MultiService):
                        ConnectionGuard(tls_port, self.guard, "TURN over TLS", settle_on_data=False)]
         children: list[service.Service] = [AdoptedStreamPort(tcp, self.guards[0]),
                                            AdoptedStreamPort(tls_sock, self.guards[1]),
-                                           internet.TimerService(1.0, engine.tick)]
+                                           internet.TimerService(1.0, self._tick)]
         for child in children:
             service.Service.setServiceParent(child, self)
         service.MultiService.startService(self)
+
+    def _tick(self) -> None:
+        """Every second: expiries (the engine's tick), and once a minute at most, exhausted relay ports."""
+        self.engine.tick()
+        refused = self.engine.stats["relay_ports_exhausted"]
+        now = self.engine.now
+        if refused > self._exhausted_logged and now - self._exhausted_at >= EXHAUSTED_LOG_INTERVAL:
+            ports = self.engine.ports
+            log.warn("relay ports exhausted: {n} Allocate(s) refused since the last report; {used} of {size} "
+                     "ports in use ([edge] relay_port_min..relay_port_max)", n=refused - self._exhausted_logged,
+                     used=ports.in_use, size=ports.size)
+            self._exhausted_logged, self._exhausted_at = refused, now
 
     def stopService(self) -> Deferred[None] | None:
         result: Deferred[None] | None = service.MultiService.stopService(self)

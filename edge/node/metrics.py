@@ -66,6 +66,12 @@ class NodeCollector:
         yield _counter("umedge_turn_auth_failures", "TURN requests failing authentication, by reason",
                        ["reason"], {(k.removeprefix("auth_failed_"),): v for k, v in stats.items()
                                     if k.startswith("auth_failed_")})
+        yield _counter("umedge_turn_auth_challenges", "Normal authentication steps answered: the first 401 "
+                       "(missing) and 438 (stale_nonce)", ["reason"],
+                       {(k.removeprefix("auth_challenged_"),): v for k, v in stats.items()
+                        if k.startswith("auth_challenged_")})
+        yield _counter("umedge_stun_classic_bindings", "RFC 3489 Binding requests (no magic cookie)", [],
+                       {(): stats.get("classic_bindings", 0)})
         yield _counter("umedge_turn_requests_refused", "TURN requests refused, by STUN error code", ["code"],
                        {(k.removeprefix("refused_"),): v for k, v in stats.items() if k.startswith("refused_")})
         dropped = {k.removeprefix("dropped_"): v for k, v in stats.items() if k.startswith("dropped_")}

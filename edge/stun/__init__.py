@@ -11,6 +11,7 @@ thing:
 * ``credentials`` - short/long-term keys, USERHASH, the nonce cookie
 * ``precis``      - RFC 8265 OpaqueString preparation
 * ``responses``   - success/error responses matching a request
+* ``classic``     - answers to RFC 3489 Binding requests (no magic cookie)
 * ``channeldata`` - TURN ChannelData framing
 * ``framing``     - splitting a TCP/TLS stream into frames
 """
@@ -81,6 +82,7 @@ from .channeldata import (
     is_channel_data,
     split_channel_data,
 )
+from .classic import ClassicAnswer, classic_binding
 from .constants import (
     ALLOCATE,
     BINDING,
@@ -139,6 +141,9 @@ MD5 = PasswordAlgorithm.MD5
 SHA256 = PasswordAlgorithm.SHA256
 
 __all__ = [
+    # classic (RFC 3489) Binding
+    "ClassicAnswer",
+    "classic_binding",
     # message
     "Message",
     "decode",

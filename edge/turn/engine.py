@@ -123,6 +123,12 @@ class TurnEngine:
         try:
             message = stun.decode(data)
         except StunDecodeError:
+            classic = stun.classic_binding(data, link.address)
+            if classic is not None:  # RFC 3489 client (RFC 8489 §12)
+                self.stats["classic_bindings"] += 1
+                if classic.response is not None:
+                    link.send(classic.response)
+                return
             for dialect in self.dialects:
                 if dialect.from_client(link, data):
                     return
@@ -251,6 +257,14 @@ class TurnEngine:
             self._respond(link, stun.make_unknown_attributes_error(request, unknown))
             return
         if request.method == stun.BINDING:
+            change = request.get(Attr.CHANGE_REQUEST)
+            if change is not None and len(change) != 4:
+                self._respond(link, stun.make_error(request, ErrorCode.BAD_REQUEST, "Bad Request: CHANGE-REQUEST"))
+                return
+            if change is not None and any(stun.decode_change_request(change)):
+                # Behaviour discovery (RFC 5780) needs a second address; without one, say so (RFC 5780 §6.1).
+                self._respond(link, stun.make_unknown_attributes_error(request, [Attr.CHANGE_REQUEST]))
+                return
             mapped = stun.encode_xor_address(link.address[0], link.address[1], request.transaction_id)
             self._respond(link, stun.make_success(request, [(Attr.XOR_MAPPED_ADDRESS, mapped)]))
             return
@@ -260,7 +274,9 @@ class TurnEngine:
         existing = link.allocation
         outcome = self.auth.check(request, link.address, existing.username if existing else None)
         if isinstance(outcome, Rejection):
-            self.stats[f"auth_failed_{outcome.reason}"] += 1
+            # The first 401 and a 438 are the protocol's normal steps, not failures.
+            kind = "auth_challenged" if outcome.reason in ("missing", "stale_nonce") else "auth_failed"
+            self.stats[f"{kind}_{outcome.reason}"] += 1
             self._respond(link, outcome.response)
             return
         if existing is not None and existing.username != outcome.username and request.method != stun.ALLOCATE:

@@ -322,7 +322,8 @@ def test_pool_quota_async_for_both_dialects() -> None:
 def test_rfc_clients_unaffected_and_garbage_still_malformed() -> None:
     h = MsHarness()
     assert h.allocate().msg_class == stun.SUCCESS
-    h.engine.from_client(FakeLink(("192.0.2.20", 1)), b"\x00\x01\x00\x00" + bytes(16))
+    # (A cookie-less Binding with a zero-length body would be a classic RFC 3489 request, which is answered.)
+    h.engine.from_client(FakeLink(("192.0.2.20", 1)), b"\x00\x01\x00\x03" + bytes(16))
     assert h.engine.stats["malformed"] == 1
     MsClient(h, FakeLink(("192.0.2.21", 1))).allocate()
     assert h.engine.stats["malformed"] == 1 and len(h.engine.allocations) == 2

@@ -143,6 +143,44 @@ def test_binding_needs_no_credentials() -> None:
     assert reply.msg_class == stun.SUCCESS and reply.xor_address() == CLIENT
 
 
+def test_change_request_without_a_second_address_gets_420() -> None:
+    h = Harness()
+    for flags, expected in ((b"\0\0\0\x06", 420), (b"\0\0\0\x02", 420), (b"\0\0\0\x00", None), (b"\x06", 400)):
+        h.engine.from_client(h.link, stun.Message(stun.BINDING, stun.REQUEST, None,
+                                                  [(Attr.CHANGE_REQUEST, flags)]).encode())
+        reply = h.link.last()
+        assert code(reply) == expected, flags
+        if expected == 420:
+            assert reply.get(Attr.UNKNOWN_ATTRIBUTES) == Attr.CHANGE_REQUEST.to_bytes(2, "big")
+
+
+def classic_request(tid: bytes, attributes: bytes = b"") -> bytes:
+    return (0x0001).to_bytes(2, "big") + len(attributes).to_bytes(2, "big") + tid + attributes
+
+
+def test_a_classic_binding_gets_mapped_address_and_its_whole_transaction_id() -> None:
+    h = Harness()
+    tid = bytes(range(1, 17))  # 128 bits, no magic cookie (RFC 3489)
+    h.engine.from_client(h.link, classic_request(tid))
+    answer = h.link.inbox[-1]
+    assert answer[:2] == b"\x01\x01" and answer[4:20] == tid
+    assert answer[20:24] == b"\x00\x01\x00\x08"  # MAPPED-ADDRESS, 8 bytes
+    assert stun.decode_address(answer[24:32])[:2] == CLIENT
+    sent = len(h.link.inbox)
+    change = (0x0003).to_bytes(2, "big") + (4).to_bytes(2, "big") + b"\0\0\0\x06"
+    h.engine.from_client(h.link, classic_request(tid, change))  # answer from another address: can't
+    h.engine.from_client(h.link, classic_request(tid)[:-1] + b"\x00\x00")  # length field lies: not classic
+    assert len(h.link.inbox) == sent
+    assert h.engine.stats["classic_bindings"] == 2 and h.engine.stats["malformed"] == 1
+
+
+def test_the_first_challenge_is_not_an_authentication_failure() -> None:
+    h = Harness()
+    h.allocate()
+    assert h.engine.stats["auth_challenged_missing"] == 1
+    assert not [k for k in h.engine.stats if k.startswith("auth_failed_")]
+
+
 def test_unauthenticated_allocate_is_challenged_with_a_cookie_nonce() -> None:
     h = Harness()
     reply = h.allocate(auth=False)

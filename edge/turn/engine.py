@@ -436,6 +436,10 @@ class TurnEngine:
             raise Refusal(ErrorCode.ALLOCATION_QUOTA_REACHED)
         return decision
 
+    def holds(self, link: ClientLink) -> bool:
+        """Whether `link` has an allocation, or an Allocate waiting for the pool's quota answer."""
+        return link.allocation is not None or link in self._pending
+
     def wait_for_quota(self, link: ClientLink, transaction_id: bytes, identity: str,
                        decision: asyncio.Future[bool], then: Callable[[bool], None]) -> None:
         """Park an admitted Allocate until the pool answers; `then(granted)` if the link is still there."""
@@ -444,7 +448,7 @@ class TurnEngine:
         def settled(done: asyncio.Future[bool]) -> None:
             granted = done.result()
             self._pending.pop(link, None)
-            if not getattr(link, "connected", True):  # a TCP/TLS client gone meanwhile
+            if not getattr(link, "connected", True):  # a TCP/TLS client gone, or a UDP link evicted, meanwhile
                 if granted and self.quota is not None:
                     self.quota.release(identity)
                 return

@@ -108,13 +108,14 @@ def relay_binder(loop: asyncio.AbstractEventLoop) -> Callable[[int, int, str], U
 class UdpClientLink:
     """A UDP client as the engine sees it: its 5-tuple key and how to answer it."""
 
-    __slots__ = ("allocation", "address", "_sock")
+    __slots__ = ("allocation", "address", "connected", "_sock")
     kind = "udp"
     stream = False
 
     def __init__(self, listener: UdpTurnListener, address: Address) -> None:
         self.allocation: Allocation | None = None
         self.address = address
+        self.connected = True  # False once evicted from the link table: a pending grant must not land here
         self._sock = listener.sock
 
     def send(self, data: bytes) -> None:
@@ -158,9 +159,11 @@ class UdpTurnListener:
         return admit(self._limiter, host, self._engine, "udp")
 
     def _new_link(self, address: Address) -> UdpClientLink:
-        if len(self._links) >= self.MAX_LINKS:  # keep only the clients that hold allocations
-            self._links = {a: link for a, link in self._links.items() if link.allocation is not None}
-        link = self._links[address] = UdpClientLink(self, address)
+        links = self._links
+        if len(links) >= self.MAX_LINKS:  # keep only the clients that hold an allocation or wait for one
+            for gone in [a for a, link in links.items() if not self._engine.holds(link)]:
+                links.pop(gone).connected = False  # in place: _readable holds this dict
+        link = links[address] = UdpClientLink(self, address)
         return link
 
     def close(self) -> None:

@@ -551,3 +551,77 @@ def test_pending_pool_answers_are_capped() -> None:
     assert len(h.engine._pending) == 2
     assert code(answers[2]) == 508  # the third waits for nothing: refused
     pool.loop.close()
+
+
+def test_a_pending_allocate_survives_link_eviction_and_a_gone_link_gives_its_quota_back() -> None:
+    """Issue 21 item 5: a grant must land on the client's live link, or release what it took."""
+    import asyncio
+    import socket
+
+    from edge.turn.io import UdpTurnListener
+
+    class ManualPool:
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop, self.waiting, self.released = loop, [], []
+
+        def acquire(self, identity: str) -> asyncio.Future[bool]:
+            future = self.loop.create_future()
+            self.waiting.append(future)
+            return future
+
+        def release(self, identity: str) -> None:
+            self.released.append(identity)
+
+    loop = asyncio.new_event_loop()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    h = Harness()
+    pool = h.engine.quota = ManualPool(loop)
+    listener = UdpTurnListener(loop, server, h.engine)
+    listener.MAX_LINKS = 3
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(2)
+    try:
+        def answer(request: stun.Message, key: bytes | None = None) -> stun.Message:
+            client.sendto(request.encode(key, fingerprint=key is not None), server.getsockname())
+            loop.run_until_complete(asyncio.sleep(0.05))
+            return stun.decode(client.recv(2048))
+
+        transport = (Attr.REQUESTED_TRANSPORT, stun.encode_requested_transport(17))
+        nonce = answer(stun.Message(stun.ALLOCATE, stun.REQUEST, None, [transport])).get(Attr.NONCE)
+        key = h.key()
+        creds = [(Attr.USERNAME, h.token.username.encode()), (Attr.REALM, REALM.encode()), (Attr.NONCE, nonce)]
+        client.sendto(stun.Message(stun.ALLOCATE, stun.REQUEST, None, [transport, *creds]).encode(
+            key, fingerprint=True), server.getsockname())
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(pool.waiting) == 1  # parked until the pool answers
+        others = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(6)]
+        for other in others:  # new sources fill the link table past MAX_LINKS: eviction
+            other.sendto(stun.Message(stun.BINDING, stun.REQUEST).encode(), server.getsockname())
+        loop.run_until_complete(asyncio.sleep(0.05))
+        for other in others:
+            other.close()
+        pool.waiting[0].set_result(True)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        granted = stun.decode(client.recv(2048))
+        assert granted.msg_class == stun.SUCCESS  # the grant landed on the client's link, which was kept
+        refresh = answer(stun.Message(stun.REFRESH, stun.REQUEST, None, creds), key)
+        assert refresh.msg_class == stun.SUCCESS  # not 437: the same allocation answers
+        assert len(h.engine.allocations) == 1 and pool.released == []
+
+        gone = FakeLink(address=("192.0.2.30", 4000))  # a link that goes away while its Allocate waits
+        h.nonce = b""
+        h.allocate(link=gone)
+        assert len(pool.waiting) == 2
+        gone.connected = False  # type: ignore[attr-defined]
+        sent = len(gone.inbox)
+        pool.waiting[1].set_result(True)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert pool.released == ["sip:alice@example.test"] and len(h.engine.allocations) == 1
+        assert len(gone.inbox) == sent and h.engine.ports.in_use == 1
+    finally:
+        listener.close()
+        client.close()
+        loop.close()

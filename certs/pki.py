@@ -49,6 +49,13 @@ class CertInfo:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
+    try:
+        _write_atomically(path, data, mode)
+    except OSError as error:
+        raise PkiError(f"{path}: cannot write: {error.strerror or error}") from None
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -81,12 +88,26 @@ def paths(certs_dir: str | Path, name: str) -> tuple[Path, Path]:
     return base / f"{name}.crt", base / f"{name}.key"
 
 
+def read(path: Path) -> bytes:
+    """A PKI file's bytes; PkiError naming the path and the reason if it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise PkiError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
 def load_certificate(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        return x509.load_pem_x509_certificate(read(path))
+    except ValueError:
+        raise PkiError(f"{path}: not a PEM certificate") from None
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(read(path), password=None)
+    except (ValueError, TypeError):
+        raise PkiError(f"{path}: not an unencrypted PEM private key") from None
     return key  # type: ignore[return-value]
 
 
@@ -95,11 +116,18 @@ def ca_exists(certs_dir: str | Path) -> bool:
     return crt.exists() and key.exists()
 
 
+def _make_dir(base: Path) -> None:
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o700)
+    except OSError as error:
+        raise PkiError(f"{base}: cannot create the certificate directory: {error.strerror or error}") from None
+
+
 def init_ca(certs_dir: str | Path, common_name: str) -> Path:
     """Create the pool CA unless one exists (never overwrite a CA others trust)."""
     base = Path(certs_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    os.chmod(base, 0o700)
+    _make_dir(base)
     crt_path, key_path = paths(base, CA_NAME)
     if crt_path.exists() or key_path.exists():
         if ca_exists(base):
@@ -175,15 +203,27 @@ def issue(certs_dir: str | Path, name: str, sans: list[str], days: int = NODE_DA
 
 
 def ensure_node(certs_dir: str | Path, ca_common_name: str, name: str, sans: list[str]) -> list[str]:
-    """Create the CA and this node's certificate if missing; return what was created."""
+    """Create the CA and this node's certificate if missing, then check that all of them load.
+
+    Returns what was created. Never overwrites: half a node pair (a certificate without its key or
+    the reverse) is refused, since a new pair would silently replace a certificate others may pin.
+    """
     created = []
     if not ca_exists(certs_dir):
         init_ca(certs_dir, ca_common_name)
         created.append(str(paths(certs_dir, CA_NAME)[0]))
     crt, key = paths(certs_dir, name)
-    if not (crt.exists() and key.exists()):
+    if crt.exists() != key.exists():
+        present, missing = (crt, key) if crt.exists() else (key, crt)
+        raise PkiError(f"{missing}: missing while {present} exists; restore it, or remove {present} and "
+                       f"reissue with `umedge certs issue {name}`")
+    if not crt.exists():
         issue(certs_dir, name, sans)
         created.append(str(crt))
+    ca_crt, ca_key = paths(certs_dir, CA_NAME)
+    load_certificate(ca_crt)
+    load_certificate(crt)
+    load_key(key)
     return created
 
 

@@ -10,26 +10,29 @@ from __future__ import annotations
 import ssl as stdlib_ssl
 from pathlib import Path
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
-from certs.pki import CA_NAME, paths
+from certs.pki import CA_NAME, PkiError, paths, read
 
 MINIMUM = ssl.TLSVersion.TLSv1_2
 
 
-def _pem(path: Path) -> bytes:
-    return path.read_bytes()
-
-
 def ca_certificate(certs_dir: str | Path) -> ssl.Certificate:
-    return ssl.Certificate.loadPEM(_pem(paths(certs_dir, CA_NAME)[0]))
+    path = paths(certs_dir, CA_NAME)[0]
+    try:
+        return ssl.Certificate.loadPEM(read(path))
+    except (SSL.Error, crypto.Error):
+        raise PkiError(f"{path}: not a PEM certificate") from None
 
 
 def node_certificate(certs_dir: str | Path, name: str) -> ssl.PrivateCertificate:
     crt, key = paths(certs_dir, name)
-    certificate: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(_pem(crt) + b"\n" + _pem(key))
+    try:
+        certificate: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(read(crt) + b"\n" + read(key))
+    except (SSL.Error, crypto.Error):
+        raise PkiError(f"{crt}, {key}: not a PEM certificate and its private key") from None
     return certificate
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 
 from twisted.application import internet, service
 
@@ -27,7 +26,7 @@ from edge.node.schema import Config
 from edge.node.state import NodeState, StateSampler
 from edge.node.web import status_site
 from edge.pool.members import Member
-from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
+from um.netguard import LISTEN_BACKLOG, ConnectionLimits, RateLimiter, guarded
 from um.services import DailyRecycle
 from um.sip.responder import OptionsResponder
 from um.sip.stream import Handler, SipStreamFactory
@@ -61,12 +60,14 @@ def _sip_handler(row: Listener, state: NodeState) -> Handler | None:
 def _sip_service(row: Listener, config: Config, state: NodeState) -> service.Service:
     sip = SipStreamFactory(_sip_handler(row, state) or OptionsResponder(row.role), row.transport, row.role,
                            limiter=state.sip_limiter)
-    factory = ConnectionGuard(sip, ConnectionLimits.of(config.limits), f"{row.service} SIP/{row.transport.upper()}")
-    state.guards.append(factory)
+    options = None
     if row.transport == "tls":
         options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="required")
-        return internet.SSLServer(row.port, factory, options, interface=row.address)
-    return internet.TCPServer(row.port, factory, interface=row.address)
+    # The guard outside TLS: it closes over-cap sockets and times the handshake; SIP settles it per message.
+    factory = guarded(sip, ConnectionLimits.of(config.limits), f"{row.service} SIP/{row.transport.upper()}",
+                      options)
+    state.guards.append(factory)
+    return internet.TCPServer(row.port, factory, backlog=LISTEN_BACKLOG, interface=row.address)
 
 
 def _web_service(row: Listener, config: Config, state: NodeState) -> service.Service:
@@ -76,8 +77,11 @@ def _web_service(row: Listener, config: Config, state: NodeState) -> service.Ser
     def options() -> object:
         return tls.server_options(node.certs_dir, node.name, client_cert="optional", alpn=(b"http/1.1",))
 
-    factory = web_factory(status_site(state), lambda: state.worker, config.auth.api_keys, node.state_dir, options)
-    return internet.TCPServer(row.port, factory, interface=row.address)
+    web = web_factory(status_site(state), lambda: state.worker, config.auth.api_keys, node.state_dir, options)
+    # Outside the sniffer (so outside TLS too); the site settles it on each connection's first whole request.
+    factory = guarded(web, ConnectionLimits.of(config.limits), "web")
+    state.guards.append(factory)
+    return internet.TCPServer(row.port, factory, backlog=LISTEN_BACKLOG, interface=row.address)
 
 
 def _listener_service(row: Listener, config: Config, state: NodeState,
@@ -144,7 +148,6 @@ def build(config: Config, turn_only: bool = False) -> NodeTree:
     root = NodeTree(state)
     # One request-rate bucket per source address across every SIP listener of the node.
     state.sip_limiter = RateLimiter(config.limits.sip_requests_per_second, config.limits.sip_burst)
-    Path(config.node.state_dir).mkdir(parents=True, exist_ok=True)
     roles = set(config.node.roles)
     if "edge" in roles or turn_only:
         _build_edge(config, state, root, turn_only)

@@ -1,4 +1,4 @@
-"""Run the service tree: Twisted's reactor on an asyncio (uvloop) loop, signals, exit codes.
+"""Run the service tree: Twisted's reactor on asyncio's selector loop, signals, exit codes.
 
 The reactor must be installed before anything imports
 twisted.internet.reactor, so this module imports the service tree only
@@ -8,12 +8,15 @@ after install_reactor().
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from certs.pki import PkiError
 from edge.node import logsetup, signals
 from edge.node.schema import Config
 
@@ -22,7 +25,24 @@ STOP_TIMEOUT = 4.0  # seconds: SIGTERM must end the process within 5
 
 
 def install_reactor() -> asyncio.AbstractEventLoop:
-    """Install Twisted's asyncio reactor on uvloop (plain asyncio where uvloop is absent)."""
+    """Install Twisted's asyncio reactor on asyncio's own selector event loop (epoll on Linux).
+
+    Not uvloop, on purpose. Every socket of the node (the UDP relays read
+    with loop.add_reader, Twisted's TCP and TLS connections) is watched by
+    the one loop's add_reader/add_writer, so the loop decides whether a
+    stream the peer closed or reset ever reaches connectionLost. libuv stops
+    watching a socket whose poll reports an error (EPOLLERR: an RST) and
+    uvloop then closes its poll handle after calling the reader at most
+    once (MagicStack/uvloop#552, twisted/twisted#11904). When that one read
+    finds data that arrived with the RST, Twisted never reads again, never
+    sees the reset, and the connection, its allocation, relay port, fd and
+    per-source slot are held until the idle timeout; the next write to it
+    raises "unable to perform operation on <UVPoll closed=True ...>". The
+    selector loop reports an error as readable for as long as it lasts, so
+    Twisted reads to the ECONNRESET and loses the connection
+    (tests/limits/test_stream_resets.py). uvloop cannot serve only the UDP
+    relay sockets: they share this one loop and thread with the streams.
+    """
     if "twisted.internet.reactor" in sys.modules:
         from twisted.internet import reactor
 
@@ -30,12 +50,7 @@ def install_reactor() -> asyncio.AbstractEventLoop:
         if loop is None:
             raise RuntimeError("a non-asyncio Twisted reactor is already installed")
         return loop
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
+    loop = asyncio.SelectorEventLoop()
     asyncio.set_event_loop(loop)
     from twisted.internet import asyncioreactor
 
@@ -60,20 +75,39 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     from edge.node.identity import ensure_certificates
     from edge.node.relayworkers import READY_LINE, RelayWorkers, die_with_parent
 
-    if turn_worker is not None:
-        die_with_parent()
-    else:
-        for path in ensure_certificates(config):
-            log.info("created {path}", path=path)
-        if "edge" in config.node.roles:
-            auth_secrets(config)  # a single node's generated secret exists from its first start
-    tree = build(config, turn_only=turn_worker is not None)
+    try:
+        # A node that cannot keep its state or certificates must fail before it creates anything.
+        for what, directory in (("state", config.node.state_dir), ("certificates", config.node.certs_dir)):
+            problem = _uncreatable(Path(directory))
+            if problem:
+                print(f"umedge: {what}: {directory}: {problem}", file=sys.stderr)
+                return 1
+        Path(config.node.state_dir).mkdir(parents=True, exist_ok=True)
+        if turn_worker is not None:
+            die_with_parent()
+        else:
+            for path in ensure_certificates(config):
+                log.info("created {path}", path=path)
+            if "edge" in config.node.roles:
+                auth_secrets(config)  # a single node's generated secret exists from its first start
+        tree = build(config, turn_only=turn_worker is not None)
+    except PkiError as error:  # certificates: one line naming the file and the reason
+        print(f"umedge: certificates: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the state directory or a file in it
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"umedge: state: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     workers: RelayWorkers | None = None
     try:
         tree.startService()
     except CannotListenError as error:
         print(f"umedge: cannot listen on {error.interface or '*'}:{error.port}: {error.socketError}",
               file=sys.stderr)
+        _stop_quietly(tree)
+        return 1
+    except PkiError as error:
+        print(f"umedge: certificates: {error}", file=sys.stderr)
         _stop_quietly(tree)
         return 1
     except OSError as error:
@@ -116,6 +150,20 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     reactor.run(installSignalHandlers=True)  # type: ignore[call-arg]  # IReactorCore omits the keyword
     log.info("stopped")
     return 0
+
+
+def _uncreatable(directory: Path) -> str | None:
+    """Why `directory` can neither be used nor created (None if it can), without creating anything."""
+    path = directory
+    while not path.exists():
+        if path.parent == path:
+            break
+        path = path.parent
+    if not path.is_dir():
+        return "Not a directory" if path == directory else f"{path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 def _raise_file_limit(wanted: int = 65536) -> None:

@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from aioice import turn
 
 from edge import stun
@@ -155,3 +156,34 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if line.strip() and "umedge.service" in line and "user" not in line.lower()]
     assert not problems, problems
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_a_drain_stops_at_once(tmp_path: Path, second: int) -> None:
+    files = write_config(tmp_path, {"edge": {"auth_secrets": [NEW]}, "node": {"drain_seconds": 60}})
+    process = ServeProcess(files.path, "--roles", "edge")
+    port = files.port("edge", "turn_udp_port")
+    loop = asyncio.new_event_loop()
+    try:
+        process.wait_ready()
+        token = mint(NEW, "sip:held@example.test", 600, time.time())
+        held, _ = loop.run_until_complete(turn.create_turn_endpoint(
+            Collector, ("127.0.0.1", port), token.username, token.password))
+        process.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while "SIGTERM: draining" not in process.stderr() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process.proc.poll() is None  # draining the held allocation
+        asked = time.monotonic()
+        process.proc.send_signal(second)
+        assert process.proc.wait(5) == 0
+        assert time.monotonic() - asked < 5
+
+        async def forget() -> None:  # the node is gone: close our side without waiting for it
+            held.close()
+            await asyncio.sleep(0)
+
+        loop.run_until_complete(forget())
+    finally:
+        loop.close()
+        process.kill()

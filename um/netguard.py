@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from um.config import LimitsConfig
@@ -86,33 +87,45 @@ class ConnectionLimits:
                    limits.idle_timeout)
 
 
+LISTEN_BACKLOG = 1024  # a flood must not fill the accept queue: its SYNs would crowd out honest clients
+
+
 class _Guarded(ProtocolWrapper):
-    """Counts the connection, closes it when it idles; first data must come quickly."""
+    """Counts the connection, closes it when it idles; its first whole message must come quickly.
+
+    Outermost on the socket (outside TLS), so the first-data timer covers
+    the TLS handshake and refusing (buildProtocol returning None) closes the
+    accepted socket itself.
+    """
 
     factory: ConnectionGuard
 
     def __init__(self, factory: ConnectionGuard, wrapped: Protocol) -> None:
         super().__init__(cast(Any, factory), wrapped)  # the stub wants WrappingFactory[_Guarded]
         self._timer: Any = None
-        self._source = ""
+        self._source = ""  # set with _counted by ConnectionGuard.buildProtocol
+        self._counted = False
         self._settled = False
+        self._closed = False
 
     def makeConnection(self, transport: Any) -> None:
-        self._source = transport.getPeer().host
-        self._arm(self.factory.limits.first_data_timeout)
+        self._arm(self.factory.limits.first_data_timeout)  # first: armed even if the inside fails to start
         super().makeConnection(transport)
 
     def _arm(self, seconds: float) -> None:
         from twisted.internet import reactor
 
+        if self._closed:
+            return
         if self._timer is not None and self._timer.active():
             self._timer.reset(seconds)
         else:
             self._timer = reactor.callLater(seconds, self._expired)
 
     def _expired(self) -> None:
+        self._timer = None
         self.factory.timed_out += 1
-        transport: Any = self.transport  # a TCP or TLS transport: both can abort
+        transport: Any = self.transport  # the TCP transport: it can abort
         transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -127,13 +140,22 @@ class _Guarded(ProtocolWrapper):
             self._arm(self.factory.limits.idle_timeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        super().connectionLost(reason)
+        self._timer = None
+        try:
+            super().connectionLost(reason)  # unregisterProtocol, then the protocol inside
+        finally:
+            self.factory.unregisterProtocol(self)  # idempotent: released even if the protocol inside raised
 
 
 class ConnectionGuard(WrappingFactory):
-    """Wraps a stream factory: caps connections per source and in total, times out idlers."""
+    """Wraps a stream factory: caps connections per source and in total, times out idlers.
+
+    Put it outermost on the listening port (around a TLSMemoryBIOFactory, never
+    inside one, see `guarded`): only there does refusing close the socket.
+    """
 
     protocol = _Guarded
     noisy = False
@@ -158,17 +180,53 @@ class ConnectionGuard(WrappingFactory):
                 log.warn("{name}: refusing connections from {host} (cap {per_source} per source, "
                          "{total} in total)", name=self.name, host=host, per_source=self.limits.per_source,
                          total=self.limits.total)
-            return None  # Twisted closes the accepted socket at once
+            return None  # the port closes the accepted socket at once
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            return None  # the factory inside refused: closed at once too, and nothing counted
+        protocol = _Guarded(self, inner)
+        protocol._source, protocol._counted = host, True
         self.per_source[host] += 1
-        return super().buildProtocol(addr)
+        return protocol
 
     def unregisterProtocol(self, protocol: Protocol) -> None:
-        source = getattr(protocol, "_source", "")
-        if self.per_source[source] > 1:
-            self.per_source[source] -= 1
-        else:
-            self.per_source.pop(source, None)
-        super().unregisterProtocol(protocol)
+        """Releases the connection's count once, whichever close path calls it (and however often)."""
+        if getattr(protocol, "_counted", False):
+            cast(_Guarded, protocol)._counted = False
+            source = cast(_Guarded, protocol)._source
+            if self.per_source[source] > 1:
+                self.per_source[source] -= 1
+            else:
+                self.per_source.pop(source, None)
+        self.protocols.pop(cast(Any, protocol), None)
+
+
+def guarded(factory: IProtocolFactory, limits: ConnectionLimits, name: str,
+            tls_options: Any = None) -> ConnectionGuard:
+    """A listener's factory with its guard outermost: ConnectionGuard(TLSMemoryBIOFactory(factory)) for TLS.
+
+    The protocol inside settles the guard (settle_connection) on its first
+    whole message, so a TLS handshake or a request dripping in is cut by the
+    handshake timeout and a working client only by the idle timeout.
+    """
+    inner = factory if tls_options is None else TLSMemoryBIOFactory(tls_options, False, factory)
+    return ConnectionGuard(inner, limits, name, settle_on_data=False)
+
+
+def settle_on_request(site: Any) -> None:
+    """Make an HTTP site (twisted.web Site) settle its connection's guard once a whole request is in."""
+    base = site.requestFactory
+    if getattr(base, "settles_guard", False):
+        return
+
+    class SettlingRequest(base):  # type: ignore[misc,valid-type]
+        settles_guard = True
+
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+            settle_connection(self.channel)
+            super().requestReceived(command, path, version)
+
+    site.requestFactory = SettlingRequest
 
 
 def settle_connection(protocol: Protocol) -> None:

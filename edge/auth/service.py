@@ -15,7 +15,7 @@ from edge.auth.mras_sip import MrasHandler
 from edge.auth.relays import Members, pool_media_relays, pool_turn_uris
 from edge.config import EdgeSections
 from um.apikeys import ApiKeys
-from um.netguard import ConnectionGuard, ConnectionLimits
+from um.netguard import LISTEN_BACKLOG, ConnectionLimits, guarded, settle_on_request
 from um.sip.stream import SipStreamFactory
 
 
@@ -24,8 +24,9 @@ def mras_service(port: int, address: str, config: EdgeSections, issuer: TokenIss
     handler = MrasHandler(issuer or TokenIssuer.from_config(config), pool_media_relays(config, members),
                           config.edge.realm)
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="required")
-    factory = ConnectionGuard(SipStreamFactory(handler, "tls", "edge"), ConnectionLimits.of(config.limits), "MRAS")
-    return internet.SSLServer(port, factory, options, interface=address)
+    # The guard outside TLS, so refusing closes the socket; SipStreamProtocol settles it per message.
+    factory = guarded(SipStreamFactory(handler, "tls", "edge"), ConnectionLimits.of(config.limits), "MRAS", options)
+    return internet.TCPServer(port, factory, backlog=LISTEN_BACKLOG, interface=address)
 
 
 def https_service(port: int, address: str, config: EdgeSections, issuer: TokenIssuer | None = None,
@@ -34,7 +35,8 @@ def https_service(port: int, address: str, config: EdgeSections, issuer: TokenIs
                                    pool_turn_uris(config, members))
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="optional",
                                  alpn=(b"http/1.1",))
-    factory = ConnectionGuard(credentials_site(config.node.name, endpoint), ConnectionLimits.of(config.limits),
-                              "token HTTPS")
-    return internet.SSLServer(port, factory, options, interface=address)
+    site = credentials_site(config.node.name, endpoint)
+    settle_on_request(site)  # a whole request settles the guard: then only the idle timeout applies
+    factory = guarded(site, ConnectionLimits.of(config.limits), "token HTTPS", options)
+    return internet.TCPServer(port, factory, backlog=LISTEN_BACKLOG, interface=address)
 

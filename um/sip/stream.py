@@ -25,6 +25,7 @@ from twisted.internet.interfaces import ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from um.netguard import settle_connection
 from um.sip.headers import parse_cseq, parse_via
 from um.sip.message import Request, Response, make_response
 from um.sip.parser import (
@@ -122,6 +123,7 @@ class SipStreamProtocol(Protocol):
         self._peer_cache: Peer | None = None
         self._transactions = transactions if transactions is not None else TransactionLayer(RELIABLE)
         self.connected_peer: Peer | None = None
+        self._settled = False  # the connection guard's first-message timeout is over
 
     @property
     def _wire(self) -> ITCPTransport:
@@ -147,6 +149,9 @@ class SipStreamProtocol(Protocol):
             return
         try:
             events = self._parser.feed(data)
+            if events and not self._settled and any(e.message is not None or e.ping for e in events):
+                self._settled = True
+                settle_connection(self)  # a whole message: only the idle timeout applies from now on
             for event in events:
                 if self._closing:
                     return

@@ -21,17 +21,19 @@ import asyncio
 import json
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from um.apikeys import ApiKeys
 from um.jsonweb import json_body
+from um.netguard import settle_on_request
 from um.worker.pins import PinPolicyError
 from um.worker.store import StoreError, VoicemailStore, check_mailbox
 
@@ -40,25 +42,40 @@ MAX_BODY = 8 * 1024
 
 
 class _Sniffer(Protocol):
-    """Reads the first byte, then hands the connection to the TLS or the plain factory's protocol."""
+    """Reads the first byte, then hands the connection to the TLS or the plain factory's protocol.
+
+    It stays the transport's protocol and relays to the chosen one, so it
+    works whatever the transport is (a TCP connection, or a ConnectionGuard's
+    wrapper in front of it).
+    """
 
     def __init__(self, plain: IProtocolFactory, tls: IProtocolFactory | None, addr: Any) -> None:
         self.plain, self.tls, self.addr = plain, tls, addr
+        self.chosen: IProtocol | None = None
 
     def dataReceived(self, data: bytes) -> None:
-        factory = self.tls if (data[:1] == b"\x16" and self.tls is not None) else self.plain
-        protocol = factory.buildProtocol(self.addr)
-        transport = self.transport
-        assert transport is not None  # data came in on it
-        if protocol is None:
-            transport.loseConnection()
-            return
-        cast(Any, transport).protocol = protocol  # the transport feeds the chosen protocol from now on
-        protocol.makeConnection(transport)
-        protocol.dataReceived(data)
+        chosen = self.chosen
+        if chosen is None:
+            factory = self.tls if (data[:1] == b"\x16" and self.tls is not None) else self.plain
+            chosen = factory.buildProtocol(self.addr)
+            transport = self.transport
+            assert transport is not None  # data came in on it
+            if chosen is None:
+                transport.loseConnection()
+                return
+            self.chosen = chosen
+            chosen.makeConnection(transport)
+        chosen.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        chosen, self.chosen = self.chosen, None
+        if chosen is not None:
+            chosen.connectionLost(reason)
 
 
 class SniffingFactory(Factory):
+    """HTTP and HTTPS on one port; the listener puts its ConnectionGuard around this factory."""
+
     noisy = False
 
     def __init__(self, plain: IProtocolFactory, tls: IProtocolFactory | None) -> None:
@@ -246,6 +263,7 @@ def web_factory(site: server.Site, worker: Callable[[], Any], api_keys: tuple[st
     combined = server.Site(services)
     combined.displayTracebacks = False
     combined.noisy = False
+    settle_on_request(combined)  # under the listener's guard, a whole request ends the handshake timeout
     try:
         secure: IProtocolFactory | None = TLSMemoryBIOFactory(tls_options(), False, combined)
     except Exception as error:  # noqa: BLE001 - no certificate yet: HTTP only

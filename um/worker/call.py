@@ -23,7 +23,7 @@ from um.worker import dialogs, sdp
 from um.worker.context import WorkerContext
 from um.worker.g711 import PCMU
 from um.worker.media import MediaSession, Recorder
-from um.worker.store import Message
+from um.worker.store import Message, Recording
 from um.worker.transport import IceTransport
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class Call:
         self.digits: asyncio.Queue[str] = asyncio.Queue()
         self._hangup = asyncio.get_event_loop().create_future()
         self._record_stop: asyncio.Future[str] | None = None
+        self._recording: asyncio.Future[None] | None = None  # done once the message is stored (or dropped)
         self._script: asyncio.Task[Any] | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
         self.started = time.time()
@@ -184,7 +185,15 @@ class Call:
         if self._record_stop is not None and not self._record_stop.done():
             self._record_stop.set_result(reason)
 
-    def remote_bye(self) -> None:
+    def remote_bye(self) -> asyncio.Future[None]:
+        """The caller hung up. Done once a message being recorded is stored: only then is the BYE answered."""
+        stored = self._recording if self._recording is not None else asyncio.get_event_loop().create_future()
+        if self._recording is None:
+            stored.set_result(None)
+        self._hang_up_remote()
+        return stored
+
+    def _hang_up_remote(self) -> None:
         self.ended = True
         self.end_reason = self.end_reason or "bye"
         if not self._hangup.done():
@@ -229,11 +238,20 @@ class Call:
         return digits
 
     async def record(self, mailbox: str) -> tuple[Message | None, str]:
-        media, settings, store = self.media, self.context.settings, self.context.store
-        if media is None or self.ended:
+        if self.media is None or self.ended:
             return None, "bye"
-        recording = store.start(mailbox, self.codec, caller=self.caller_uri, caller_name=self.caller_name,
-                                call_id=self.dialog.call_id)
+        store = self.context.store
+        self._recording = asyncio.get_event_loop().create_future()
+        try:
+            return await self._record(mailbox, store.start(mailbox, self.codec, caller=self.caller_uri,
+                                                           caller_name=self.caller_name, call_id=self.dialog.call_id))
+        finally:
+            if not self._recording.done():
+                self._recording.set_result(None)
+
+    async def _record(self, mailbox: str, recording: Recording) -> tuple[Message | None, str]:
+        media, settings = self.media, self.context.settings
+        assert media is not None  # checked by record(), nothing awaited since
         recorder = Recorder(recording.write, self.codec, int(settings.max_message_seconds * 8000),
                             settings.silence_timeout)
         self._record_stop = asyncio.get_event_loop().create_future()

@@ -44,10 +44,10 @@ class WorkerContext:
         self.finished: list[dict[str, Any]] = []  # media stats of the last calls (bounded)
 
     def start(self) -> None:
-        removed = self.store.recover()
-        if removed:
-            log.info("voicemail store: removed {n} incomplete file(s) a crash left: {files}", n=len(removed),
-                     files=", ".join(removed[:5]))
+        handled = self.store.recover()
+        if handled:  # what a crash left: finished as messages, or removed when unreadable
+            log.info("voicemail store: {n} file(s) a crash left: {files}", n=len(handled),
+                     files="; ".join(handled[:5]))
         self.clock.start()
 
     async def media_token(self) -> MediaToken:

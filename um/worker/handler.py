@@ -40,6 +40,7 @@ from um.worker.context import WorkerContext
 log = Logger(namespace="umedge.worker")
 SERVER = "umedge/0.1"
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+BYE_STORE_TIMEOUT = 10.0  # seconds a BYE may wait for its message's fsyncs before it is answered anyway
 ACCEPT = "application/sdp, multipart/alternative"  # Lync's ICEv6/ICEv19 alternatives: um.worker.multipart
 
 
@@ -78,13 +79,24 @@ class WorkerCalls:
         except DialogError as error:
             return make_response(request, error.status, error.reason)
         if method == "BYE":
-            call.remote_bye()
-            return make_response(request, 200, None, [("Server", SERVER)])
+            stored = call.remote_bye()
+            if stored.done():
+                return make_response(request, 200, None, [("Server", SERVER)])
+            return self._deferred(self._answer_bye(request, stored))
         if method in ("INVITE", "UPDATE"):
             return self._deferred(self._reoffer(call, request))
         if method == "INFO":
             return self._info(call, request)
         return make_response(request, 405, None, [("Allow", ALLOW)])
+
+    @staticmethod
+    async def _answer_bye(request: Request, stored: asyncio.Future[None]) -> Response:
+        """200 once the caller's message is on disk: a caller told it is saved must find it saved."""
+        try:
+            await asyncio.wait_for(asyncio.shield(stored), BYE_STORE_TIMEOUT)
+        except TimeoutError:
+            log.warn("BYE answered before its voicemail was stored ({seconds}s)", seconds=BYE_STORE_TIMEOUT)
+        return make_response(request, 200, None, [("Server", SERVER)])
 
     @staticmethod
     def _deferred(coro: Any) -> defer.Deferred[Response]:

@@ -1,16 +1,20 @@
 """The voicemail store under `[node] state_dir`/voicemail: one WAV and one JSON per message.
 
-    voicemail/.tmp/                 recordings in progress (emptied when a worker starts)
+    voicemail/.tmp/<id>.wav.part    a recording in progress (header completed at commit)
+    voicemail/.tmp/<id>.meta        who it is for and from, written when the recording starts
     voicemail/<mailbox>/<id>.wav    G.711 audio as received (WAVE_FORMAT_MULAW/ALAW)
     voicemail/<mailbox>/<id>.json   caller, called mailbox, time, duration, codec, size, SHA-256, read
 
-Crash safety: audio is written to a temp file in .tmp (same file system),
-the header is completed, the file fsynced and renamed to <id>.wav; then the
-JSON is written the same way (temp, fsync, rename) and the directory
-fsynced. A message exists only once its JSON does, and the JSON only
-exists for a complete WAV, so a crash at any point leaves no message or a
-whole one. Orphans (a WAV whose JSON never came, temp files) are removed by
-`recover()` when a worker starts, and are never listed.
+Crash safety: audio is written to a temp file in .tmp (same file system);
+commit completes the header, fsyncs and renames it to <id>.wav, then writes
+the JSON the same way (temp, fsync, rename) and fsyncs the directory; the
+worker answers the caller's BYE only after that. A message is listed only
+once its JSON exists, and the JSON only exists for a complete WAV, so
+nothing torn is ever listed. `recover()`, when a worker starts, finishes
+what a crash interrupted instead of throwing it away: a WAV renamed into
+place whose JSON never came gets its JSON, and a recording in progress
+becomes a message of the length it had (reason "interrupted"). Only what
+cannot be read or attributed to a mailbox is removed.
 """
 
 from __future__ import annotations
@@ -111,6 +115,10 @@ class Recording:
             "-" + secrets.token_hex(4)
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_path = store.tmp_dir / f"{self.id}.wav.part"
+        self.meta_path = store.tmp_dir / f"{self.id}.meta"
+        meta = {"mailbox": self.mailbox, "codec": codec, "caller": caller, "caller_name": caller_name,
+                "call_id": call_id, "started": self.started}
+        atomic_write(self.meta_path, json.dumps(meta).encode())  # before any audio: recover() can attribute it
         self._file: BinaryIO | None = open(self.tmp_path, "wb")
         self._file.write(wav.header(codec, 0))  # completed at commit
         self.samples = 0
@@ -123,6 +131,7 @@ class Recording:
     def write(self, audio: bytes) -> None:
         if self._file is not None:
             self._file.write(audio)
+            self._file.flush()  # in the kernel at once: a crashed worker's recording keeps what it had
             self.samples += len(audio)
 
     def abort(self) -> None:
@@ -131,10 +140,8 @@ class Recording:
             self._file.close()
             self._file = None
         self.closed = True
-        try:
-            self.tmp_path.unlink()
-        except OSError:
-            pass
+        self.tmp_path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
 
     def commit(self, reason: str = "", keep: int | None = None) -> Message:
         """Complete the WAV (first `keep` samples), fsync, rename; then the JSON the same way. Blocking."""
@@ -149,32 +156,28 @@ class Recording:
                 handle.truncate(wav.HEADER_BYTES + keep)
                 handle.seek(0, 2)
                 self.samples = keep
-            if self.samples & 1:
-                handle.write(b"\x00")  # RIFF chunks are word aligned
-            handle.seek(0)
-            handle.write(wav.header(self.codec, self.samples))
-            handle.flush()
-            os.fsync(handle.fileno())
+            _complete_header(handle, self.codec, self.samples)
             handle.close()
-            digest = hashlib.sha256(self.tmp_path.read_bytes()).hexdigest()
-            folder = self.store.mailbox_dir(self.mailbox)
-            folder.mkdir(parents=True, exist_ok=True)
-            os.replace(self.tmp_path, folder / f"{self.id}.wav")
-            fsync_dir(folder)
-            message = Message(self.id, self.mailbox, self.caller, self.caller_name,
-                              dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(timespec="seconds"),
-                              self.started, round(self.duration, 3), self.codec, self.samples, digest, self.call_id,
-                              False, reason)
-            atomic_write(folder / f"{self.id}.json", json.dumps(message.as_dict(), indent=1).encode(),
-                         self.store.tmp_dir)
+            message = self.store._publish(self.tmp_path, self.id, self.mailbox, self.codec, self.samples, reason,
+                                          self.caller, self.caller_name, self.call_id, self.started)
+            self.meta_path.unlink(missing_ok=True)
             return message
         except BaseException:
             handle.close()
-            try:
-                self.tmp_path.unlink()
-            except OSError:
-                pass
+            self.tmp_path.unlink(missing_ok=True)
+            self.meta_path.unlink(missing_ok=True)
             raise
+
+
+def _complete_header(handle: BinaryIO, codec: str, samples: int) -> None:
+    """Pad the data to a word (RIFF chunks are word aligned), write the real header, fsync."""
+    if samples & 1:
+        handle.seek(0, 2)
+        handle.write(b"\x00")
+    handle.seek(0)
+    handle.write(wav.header(codec, samples))
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 class VoicemailStore:
@@ -185,25 +188,82 @@ class VoicemailStore:
     def mailbox_dir(self, mailbox: str) -> Path:
         return self.root / check_mailbox(mailbox)
 
+    def _publish(self, audio: Path, message_id: str, mailbox: str, codec: str, samples: int, reason: str,
+                 caller: str, caller_name: str, call_id: str, started: float) -> Message:
+        """Rename a completed WAV into its mailbox (unless it is there already), then write its JSON."""
+        folder = self.mailbox_dir(mailbox)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{message_id}.wav"
+        if audio != target:
+            os.replace(audio, target)
+            fsync_dir(folder)
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        message = Message(message_id, mailbox, caller, caller_name,
+                          dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
+                          started, round(samples / wav.RATE, 3), codec, samples, digest, call_id, False, reason)
+        atomic_write(folder / f"{message_id}.json", json.dumps(message.as_dict(), indent=1).encode(), self.tmp_dir)
+        return message
+
+    def _meta(self, message_id: str) -> dict[str, Any] | None:
+        try:
+            meta = json.loads((self.tmp_dir / f"{message_id}.meta").read_text())
+            check_mailbox(meta["mailbox"])
+            return meta if isinstance(meta, dict) else None
+        except (OSError, ValueError, TypeError, KeyError, StoreError):
+            return None
+
     def recover(self) -> list[str]:
-        """Remove what a crash left: temp files and WAVs without their JSON. Returns what was removed."""
-        removed = []
-        if self.tmp_dir.is_dir():
-            for path in self.tmp_dir.iterdir():
-                path.unlink(missing_ok=True)
-                removed.append(str(path))
+        """Finish what a crash interrupted (see the module's docstring). Returns one line per file handled."""
+        done: list[str] = []
         if self.root.is_dir():
             for folder in self.root.iterdir():
                 if not folder.is_dir() or folder.name.startswith("."):
                     continue
-                for path in folder.glob("*.wav"):
-                    if not path.with_suffix(".json").exists():
-                        path.unlink(missing_ok=True)
-                        removed.append(str(path))
+                for path in folder.glob("*.wav"):  # renamed into place, its JSON never written
+                    if ID_PATTERN.match(path.stem) and not path.with_suffix(".json").exists():
+                        done.append(self._recover_published(folder.name, path))
                 for path in folder.glob(".*.tmp"):
                     path.unlink(missing_ok=True)
-                    removed.append(str(path))
-        return removed
+                    done.append(f"removed {path}")
+        if self.tmp_dir.is_dir():
+            for path in sorted(self.tmp_dir.glob("*.wav.part")):
+                done.append(self._recover_recording(path))
+            for path in self.tmp_dir.iterdir():  # sidecars of finished messages, temp files of atomic writes
+                path.unlink(missing_ok=True)
+                done.append(f"removed {path}")
+        return done
+
+    def _recover_published(self, mailbox: str, path: Path) -> str:
+        message_id = path.stem
+        try:
+            audio = wav.read(path)
+        except (OSError, wav.WavError):
+            path.unlink(missing_ok=True)
+            return f"removed {path} (unreadable)"
+        meta = self._meta(message_id) or {}
+        started = float(meta.get("started") or dt.datetime.strptime(message_id[:16], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=dt.UTC).timestamp())
+        self._publish(path, message_id, mailbox, audio.codec, len(audio.data), "recovered", str(meta.get("caller", "")),
+                      str(meta.get("caller_name", "")), str(meta.get("call_id", "")), started)
+        return f"recovered {path}"
+
+    def _recover_recording(self, path: Path) -> str:
+        message_id = path.name.removesuffix(".wav.part")
+        meta = self._meta(message_id) if ID_PATTERN.match(message_id) else None
+        try:
+            samples = path.stat().st_size - wav.HEADER_BYTES
+        except OSError:
+            samples = 0
+        if meta is None or samples <= 0 or meta.get("codec") not in wav.TAG_OF:
+            path.unlink(missing_ok=True)
+            return f"removed {path} (no audio, or no record of whom it was for)"
+        with open(path, "r+b") as handle:
+            handle.truncate(wav.HEADER_BYTES + samples)
+            _complete_header(handle, meta["codec"], samples)
+        self._publish(path, message_id, meta["mailbox"], meta["codec"], samples, "interrupted",
+                      str(meta.get("caller", "")), str(meta.get("caller_name", "")), str(meta.get("call_id", "")),
+                      float(meta.get("started", time.time())))
+        return f"recovered {path} ({samples / wav.RATE:.2f}s, interrupted)"
 
     def start(self, mailbox: str, codec: str, caller: str = "", caller_name: str = "",
               call_id: str = "") -> Recording:

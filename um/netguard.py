@@ -140,6 +140,8 @@ class _Guarded(ProtocolWrapper):
             self._arm(self.factory.limits.idle_timeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._closed:
+            return  # once: the protocol inside has been told already
         self._closed = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()

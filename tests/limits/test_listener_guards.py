@@ -13,6 +13,7 @@ matters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -21,13 +22,20 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from certs import pki
 from edge import stun
 from tests.conftest import NodeFiles, ServeProcess, write_config
 from tests.test_serve import read_response, sip_request
+from um.netguard import ConnectionGuard, ConnectionLimits
 
 CAP = 20
 HANDSHAKE = 2.0
@@ -292,3 +300,67 @@ def test_every_close_path_releases_the_per_source_count(node: Node) -> None:
         finally:
             for sock in held:
                 sock.close()
+
+
+# --- the guard's bookkeeping, in process ------------------------------------------------
+
+class _Raising(Protocol):
+    """An application protocol that fails where the fuzzer made the token API fail."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def makeConnection(self, transport: object) -> None:
+        if self.where == "makeConnection":
+            raise RuntimeError("boom")
+        super().makeConnection(transport)  # type: ignore[arg-type]
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self.where == "connectionLost":
+            raise RuntimeError("boom")
+
+
+def _guard(where: str, per_source: int = 2) -> ConnectionGuard:
+    factory = Factory.forProtocol(lambda: _Raising(where))
+    return ConnectionGuard(factory, ConnectionLimits(per_source, 100, 60.0, 600.0), "test", settle_on_data=False)
+
+
+def _connect(guard: ConnectionGuard, host: str = "192.0.2.1") -> Any:
+    address = IPv4Address("TCP", host, 5000)
+    protocol = guard.buildProtocol(address)
+    assert protocol is not None
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 5000))
+    return protocol, transport
+
+
+@pytest.mark.parametrize("where", ["makeConnection", "connectionLost", "nowhere"])
+def test_every_close_releases_the_count_once(where: str) -> None:
+    guard = _guard(where)
+    first, transport = _connect(guard)
+    second, other = _connect(guard)
+    assert guard.buildProtocol(IPv4Address("TCP", "192.0.2.1", 5001)) is None  # at the cap
+    for protocol, wire in ((first, transport), (second, other)):
+        try:
+            protocol.makeConnection(wire)
+        except RuntimeError:
+            pass
+    with pytest.raises(RuntimeError) if where == "connectionLost" else contextlib.nullcontext():
+        first.connectionLost(Failure(ConnectionDone()))
+    assert guard.per_source["192.0.2.1"] == 1
+    with contextlib.suppress(RuntimeError):
+        first.connectionLost(Failure(ConnectionDone()))  # a second call: nothing released twice
+    assert guard.per_source["192.0.2.1"] == 1
+    with contextlib.suppress(RuntimeError):
+        second.connectionLost(Failure(ConnectionDone()))
+    assert "192.0.2.1" not in guard.per_source and not guard.protocols
+    assert first._timer is None and second._timer is None  # no timer left behind
+
+
+def test_a_refusing_inner_factory_is_refused_and_not_counted() -> None:
+    class Refusing(Factory):
+        def buildProtocol(self, addr: object) -> None:  # type: ignore[override]
+            return None
+
+    guard = ConnectionGuard(Refusing(), ConnectionLimits(2, 100, 60.0, 600.0), "test")
+    assert guard.buildProtocol(IPv4Address("TCP", "192.0.2.1", 5000)) is None
+    assert not guard.per_source

@@ -8,6 +8,8 @@ from typing import Any
 
 from twisted.web import resource, server
 
+from um.apikeys import ApiKeys, bearer
+
 
 def json_body(request: server.Request, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
@@ -38,3 +40,39 @@ class JsonRoutes(resource.Resource):
         if self.fallback is not None:
             return self.fallback(request)
         return json_body(request, 404, {"error": f"no such resource: {request.path.decode(errors='replace')}"})
+
+
+def header_text(request: server.Request, name: bytes) -> str | None:
+    """A request header as text, whatever bytes a client sent (ISO-8859-1, as HTTP/1.1 defines it):
+    a non-UTF-8 value must get a 4xx for what it says, never a decoding error."""
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def media_type(request: server.Request, default: str = "application/json") -> str:
+    """The request's Content-Type without parameters, lower-cased."""
+    return (header_text(request, b"content-type") or default).split(";")[0].strip().lower()
+
+
+def authenticate(request: server.Request, keys: ApiKeys, where: str) -> tuple[str | None, int, str]:
+    """Who asks: a pool-CA client certificate (verified in the handshake) or a configured bearer API key.
+
+    Returns (requester, 200, "") or (None, 401/403, why).
+    """
+    transport = getattr(request.channel, "transport", None)
+    get_cert = getattr(transport, "getPeerCertificate", None)
+    cert = get_cert() if get_cert is not None else None
+    if cert is not None:
+        return f"cert:{cert.get_subject().commonName}@{where}", 200, ""
+    header = header_text(request, b"authorization")
+    if header is None:
+        return None, 401, "authentication required: a pool-CA client certificate or Authorization: Bearer <API key>"
+    token = bearer(header)
+    if token is None:
+        return None, 401, "Authorization must be Bearer <API key>"
+    ident = keys.match(token)
+    if ident is None:
+        return None, 403, "API key not accepted"
+    return f"apikey:{ident}@{where}", 200, ""

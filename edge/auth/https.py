@@ -23,8 +23,8 @@ from twisted.web import server
 
 from edge.auth import audit
 from edge.auth.issuer import IdentityError, TokenIssuer
-from um.apikeys import ApiKeys, bearer
-from um.jsonweb import JsonRoutes
+from um.apikeys import ApiKeys
+from um.jsonweb import JsonRoutes, authenticate, media_type
 
 MAX_BODY = 8 * 1024
 FIELDS = ("identity", "ttl")
@@ -61,26 +61,10 @@ class CredentialsEndpoint:
                      "uris": self.uris}
 
     def _authenticate(self, request: server.Request, where: str) -> tuple[str | None, int, str]:
-        transport = getattr(request.channel, "transport", None)
-        get_cert = getattr(transport, "getPeerCertificate", None)
-        cert = get_cert() if get_cert is not None else None
-        if cert is not None:  # sent and verified against the pool CA during the handshake
-            return f"cert:{cert.get_subject().commonName}@{where}", 200, ""
-        header = request.getHeader("authorization")
-        if header is None:
-            return None, 401, "authentication required: a pool-CA client certificate or " \
-                              "Authorization: Bearer <API key>"
-        token = bearer(header)
-        if token is None:
-            return None, 401, "Authorization must be Bearer <API key>"
-        ident = self.keys.match(token)
-        if ident is None:
-            return None, 403, "API key not accepted"
-        return f"apikey:{ident}@{where}", 200, ""
+        return authenticate(request, self.keys, where)
 
     def _body(self, request: server.Request) -> tuple[dict[str, Any], tuple[int, Any] | None]:
-        content_type = (request.getHeader("content-type") or "application/json").split(";")[0].strip()
-        if content_type.lower() != "application/json":
+        if media_type(request) != "application/json":
             return {}, (415, {"error": "Content-Type must be application/json", "field": "body"})
         data = request.content.read(MAX_BODY + 1) if request.content is not None else b""
         if len(data) > MAX_BODY:

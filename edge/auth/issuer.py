@@ -19,7 +19,9 @@ from edge.config import EdgeSections
 from edge.tokens import MAX_USERNAME_BYTES, Token, mint
 
 # user@host of a SIP URI without parameters or headers; the host is a domain name.
-_IDENTITY = re.compile(r"^sips?:([^@\s;?<>:\"]+)@([A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
+# The user part: RFC 3261's unreserved and user-unreserved characters and escapes, ASCII only (no
+# control characters: they would end up in a TURN username and a log line).
+_IDENTITY = re.compile(r"^sips?:([A-Za-z0-9\-_.!~*'()&=+$,%/]+)@([A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
 _EXPIRY_DIGITS = 12  # room for the "<expiry>:" prefix of the TURN username
 
 

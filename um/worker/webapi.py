@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from um.apikeys import ApiKeys
-from um.jsonweb import json_body
+from um.jsonweb import authenticate, json_body, media_type
 from um.netguard import settle_on_request
 from um.worker.pins import PinPolicyError
 from um.worker.store import StoreError, VoicemailStore, check_mailbox
@@ -125,7 +126,8 @@ class UmWebServices(resource.Resource):
             if status == 401:
                 request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
             return json_body(request, status, {"error": error})
-        allowed = {b"/v1/play-on-phone": b"POST", b"/v1/pin-reset": b"POST", b"/v1/voicemail": b"GET"}[path]
+        allowed = {b"/v1/play-on-phone": b"POST", b"/v1/pin-reset": b"POST", b"/v1/voicemail": b"GET",
+                   b"/v1/worker": b"GET"}[path]
         if request.method != allowed:
             request.setHeader(b"allow", allowed)
             return json_body(request, 405, {"error": "method not allowed"})
@@ -141,28 +143,12 @@ class UmWebServices(resource.Resource):
         return self._play_on_phone(request, service, body, requester)
 
     def _authenticate(self, request: server.Request) -> tuple[str | None, int, str]:
-        transport = getattr(request.channel, "transport", None)
-        get_cert = getattr(transport, "getPeerCertificate", None)
-        cert = get_cert() if get_cert is not None else None
         peer = request.getClientAddress()
-        where = f"{getattr(peer, 'host', '-')}:{getattr(peer, 'port', '-')}"
-        if cert is not None:  # verified against the pool CA in the handshake
-            return f"cert:{cert.get_subject().commonName}@{where}", 200, ""
-        header = request.getHeader("authorization")
-        if header is None:
-            return None, 401, "authentication required: a pool-CA client certificate or Authorization: Bearer <API key>"
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None, 401, "Authorization must be Bearer <API key>"
-        ident = self.keys.match(token.strip())
-        if ident is None:
-            return None, 403, "API key not accepted"
-        return f"apikey:{ident}@{where}", 200, ""
+        return authenticate(request, self.keys, f"{getattr(peer, 'host', '-')}:{getattr(peer, 'port', '-')}")
 
     @staticmethod
     def _body(request: server.Request) -> tuple[dict[str, Any], tuple[int, Any] | None]:
-        content_type = (request.getHeader("content-type") or "application/json").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        if media_type(request) != "application/json":
             return {}, (415, {"error": "Content-Type must be application/json", "field": "body"})
         data = request.content.read(MAX_BODY + 1) if request.content is not None else b""
         if len(data) > MAX_BODY:
@@ -218,7 +204,7 @@ class UmWebServices(resource.Resource):
             return json_body(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: number, message, "
                                                  "gateway, wait", "field": unknown[0]})
         number = body.get("number")
-        if not isinstance(number, str) or not number.lstrip("+").isdigit() or len(number) > 32:
+        if not isinstance(number, str) or not re.fullmatch(r"\+?[0-9]{1,32}", number):
             return json_body(request, 400, {"error": "number must be digits with an optional '+'", "field": "number"})
         try:
             message = self.store.find(body.get("message"))  # type: ignore[arg-type]

@@ -15,22 +15,26 @@ from edge.auth.mras_sip import MrasHandler
 from edge.auth.relays import Members, pool_media_relays, pool_turn_uris
 from edge.config import EdgeSections
 from um.apikeys import ApiKeys
-from um.netguard import LISTEN_BACKLOG, ConnectionLimits, guarded, settle_on_request
+from um.netguard import LISTEN_BACKLOG, ConnectionGuard, ConnectionLimits, guarded, settle_on_request
 from um.sip.stream import SipStreamFactory
 
 
 def mras_service(port: int, address: str, config: EdgeSections, issuer: TokenIssuer | None = None,
-                 members: Members | None = None) -> service.Service:
+                 members: Members | None = None, guards: list[ConnectionGuard] | None = None) -> service.Service:
+    """`guards` (if given) collects the listener's connection guard, for the node's metrics."""
     handler = MrasHandler(issuer or TokenIssuer.from_config(config), pool_media_relays(config, members),
                           config.edge.realm)
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="required")
     # The guard outside TLS, so refusing closes the socket; SipStreamProtocol settles it per message.
     factory = guarded(SipStreamFactory(handler, "tls", "edge"), ConnectionLimits.of(config.limits), "MRAS", options)
+    if guards is not None:
+        guards.append(factory)
     return internet.TCPServer(port, factory, backlog=LISTEN_BACKLOG, interface=address)
 
 
 def https_service(port: int, address: str, config: EdgeSections, issuer: TokenIssuer | None = None,
-                  members: Members | None = None) -> service.Service:
+                  members: Members | None = None, guards: list[ConnectionGuard] | None = None) -> service.Service:
+    """`guards` (if given) collects the listener's connection guard, for the node's metrics."""
     endpoint = CredentialsEndpoint(issuer or TokenIssuer.from_config(config), ApiKeys(config.auth.api_keys),
                                    pool_turn_uris(config, members))
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="optional",
@@ -38,5 +42,7 @@ def https_service(port: int, address: str, config: EdgeSections, issuer: TokenIs
     site = credentials_site(config.node.name, endpoint)
     settle_on_request(site)  # a whole request settles the guard: then only the idle timeout applies
     factory = guarded(site, ConnectionLimits.of(config.limits), "token HTTPS", options)
+    if guards is not None:
+        guards.append(factory)
     return internet.TCPServer(port, factory, backlog=LISTEN_BACKLOG, interface=address)
 

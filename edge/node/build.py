@@ -87,13 +87,13 @@ def _web_service(row: Listener, config: Config, state: NodeState) -> service.Ser
 def _listener_service(row: Listener, config: Config, state: NodeState,
                       members: Members | None) -> service.Service | None:
     if row.key == "[auth].mras_tls_port":  # MRAS: SIP SERVICE over MTLS (edge.auth)
-        return mras_service(row.port, row.address, config, state.issuer, members=members)
+        return mras_service(row.port, row.address, config, state.issuer, members=members, guards=state.guards)
     if row.protocol == "SIP":
         return _sip_service(row, config, state)
     if row.protocol == "STUN/TURN":
         return None  # one TurnService serves UDP, TCP and TLS
     if row.protocol == "HTTPS":  # the token API (edge.auth)
-        return https_service(row.port, row.address, config, state.issuer, members=members)
+        return https_service(row.port, row.address, config, state.issuer, members=members, guards=state.guards)
     if row.protocol == "HTTP":
         return _web_service(row, config, state)
     return None  # port ranges: sockets are opened per call or allocation

@@ -27,6 +27,7 @@ Lync's dialect ([MS-SDPEXT], [MS-ICE2]; the multipart offer is um.worker.multipa
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
@@ -117,8 +118,17 @@ class Session:
 def _address(value: str) -> str:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(400, f"malformed c= line {value!r}")
-    return parts[2].split("/")[0]
+        raise SdpError(400, f"malformed c= line {value[:80]!r}")
+    address = parts[2].split("/")[0]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        ip = None
+    if ip is None or ip.version != (4 if parts[1] == "IP4" else 6):
+        # RFC 4566 allows a domain name here; media go to addresses only, so say what is needed.
+        raise SdpError(488, f"Not Acceptable Here - c= address is not an {parts[1]} address",
+                       warning=f"c= connection address {address[:64]!r} is not an {parts[1]} address literal")
+    return str(ip)
 
 
 def parse(body: bytes | str) -> Session:

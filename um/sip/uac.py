@@ -48,7 +48,7 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = cast(asyncio.Transport, transport)  # some loops' transports (uvloop's) are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self.client._received(self, data)

@@ -138,7 +138,7 @@ class MediaClock:
         if loop is None:
             return
         due = int((loop.time() - self._start) / self.interval)
-        if due <= self.tick_index:  # woken early (uvloop's timers have millisecond granularity)
+        if due <= self.tick_index:  # woken early (some loops' timers, uvloop's, have millisecond granularity)
             self._handle = loop.call_at(self._start + (self.tick_index + 1) * self.interval + 0.0005, self._tick)
             return
         if due > self.tick_index + 1:

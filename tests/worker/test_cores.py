@@ -383,3 +383,60 @@ def test_subscriber_access_plays_new_messages_and_marks_them_read(tmp_path: Path
         audio=lambda m, c: store.audio(m).as_g711(c), mark_read=store.mark_read))
     assert outcome == "played" and b"\x10" * 8000 in call.played and b"\x20" * 8000 in call.played
     assert call.played[1] == Prompts().count(2, "PCMU") and store.counts("1001") == (0, 2)
+
+
+def test_a_bye_on_a_dead_connection_does_not_skip_the_call_cleanup(tmp_path: Path) -> None:
+
+    from twisted.logger import globalLogPublisher
+
+    from um.directory import CallDirectory, Directory
+    from um.sip.dialog import Dialog
+    from um.sip.message import new_tag
+    from um.sip.parser import parse_datagram
+    from um.sip.stream import Peer
+    from um.slots import WorkerSlot
+    from um.worker.call import Call
+    from um.worker.context import WorkerContext
+    from um.worker.handler import WorkerCalls
+    from um.worker.settings import WorkerSettings
+
+    class DeadConnection:
+        def send_request(self, request: object) -> None:
+            raise RuntimeError("unable to perform operation on a closed handle")
+
+    class Media:
+        closed = False
+
+        def stats(self) -> dict[str, int]:
+            return {}
+
+        async def close(self) -> None:
+            self.closed = True
+
+    invite = parse_datagram(b"INVITE sip:5000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-d\r\n"
+                            b"From: <sip:gw@127.0.0.1>;tag=a\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: dead@test\r\n"
+                            b"CSeq: 1 INVITE\r\nContact: <sip:gw@127.0.0.1:5999;transport=tcp>\r\n"
+                            b"Content-Length: 0\r\n\r\n")
+    seen: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(seen.append)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        context = WorkerContext(WorkerSettings(host="127.0.0.1", advertise="127.0.0.1", state_dir=str(tmp_path),
+                                               certs_dir=str(tmp_path), node_name="n", domain="example.test"),
+                                CallDirectory(Directory()))
+        calls = WorkerCalls(context)
+        slot = WorkerSlot(1, 5065, None, state="active")
+        dialog = Dialog.uas(invite, new_tag())
+        dialog.data["connection"] = DeadConnection()
+        call = Call(context, calls, None, slot, dialog, invite, Peer("127.0.0.1", 5999, "tcp"), "voicemail",
+                    "1001", False)
+        media = call.media = Media()  # type: ignore[assignment]
+        context.calls[dialog.id] = slot.calls[dialog.id] = call  # type: ignore[assignment]
+        loop.run_until_complete(call.end("shutdown", send_bye=True))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert media.closed and dialog.id not in context.calls and dialog.id not in slot.calls
+    assert any("BYE not sent" in str(event.get("log_format")) for event in seen)

@@ -335,7 +335,10 @@ class Call:
         self.ended = True
         self.end_reason = self.end_reason or reason
         if send_bye and first and self.dialog.state != "terminated":
-            self.handler.send_bye(self)
+            try:
+                self.handler.send_bye(self)
+            except Exception:  # noqa: BLE001 - a dead connection must not skip the cleanup below
+                log.failure("call {call_id}: BYE not sent", call_id=self.dialog.call_id)
         if not self._hangup.done():
             self._hangup.set_result(reason)
         if self._record_stop is not None and not self._record_stop.done():

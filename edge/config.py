@@ -83,6 +83,8 @@ class EdgeConfig:
     alternate_servers: tuple[tuple[str, int], ...] = key(host_port_list)
     workers: int = key(worker_count)
     ms_turn: bool = key(boolean)
+    alternate_address: str = key(optional_ip_address)
+    alternate_port: int = key(port)
 
 
 @dataclass(frozen=True)

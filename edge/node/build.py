@@ -107,8 +107,10 @@ def _build_edge(config: Config, state: NodeState, root: service.MultiService, tu
             lambda: dict(state.engine.per_identity) if state.engine else {})
         state.pool.setName("edge/pool")
         state.pool.setServiceParent(root)
-    state.engine = edge_roles.build_engine(config, loop, pool=state.pool)
-    state.turn = edge_roles.turn_service(config, state.engine, reuse_port=config.edge.workers > 1)
+    discovery = edge_roles.behaviour_discovery(config)
+    state.engine = edge_roles.build_engine(config, loop, pool=state.pool, discovery=discovery)
+    state.turn = edge_roles.turn_service(config, state.engine, reuse_port=config.edge.workers > 1,
+                                         discovery=discovery)
     state.turn.setServiceParent(root)
     if turn_only:
         return

@@ -8,6 +8,7 @@ file, the [section].key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import tomllib
 from dataclasses import dataclass, fields, replace
 from importlib import resources
@@ -98,9 +99,28 @@ def _cross_checks(config: Config, source: str, problems: list[Problem]) -> None:
     if e.relay_port_min is not None and e.relay_port_max is not None and e.relay_port_min > e.relay_port_max:
         problems.append(Problem(source, "[edge].relay_port_min", f"{e.relay_port_min} is greater than "
                                 f"[edge].relay_port_max {e.relay_port_max}; allowed: relay_port_min <= relay_port_max"))
+    if e.alternate_address:
+        problems.extend(Problem(source, where, message) for where, message in _discovery_problems(config))
     for a, b in collisions(listeners(config)):
         problems.append(Problem(source, b.key, f"{b.port} collides with {a.key} ({a.l4.upper()} {a.port} "
                                 f"on {a.address}, {a.service}); allowed: a port no other listener uses"))
+
+
+def _discovery_problems(config: Config) -> list[tuple[str, str]]:
+    """RFC 5780 needs two distinct specific addresses of one family and two ports."""
+    e = config.edge
+    primary, alternate = ipaddress.ip_address(e.listen_address), ipaddress.ip_address(e.alternate_address)
+    found = []
+    if primary.is_unspecified:
+        found.append(("[edge].listen_address", f'"{e.listen_address}" is not allowed with [edge].alternate_address; '
+                      "allowed: a specific address of this host (responses name it in OTHER-ADDRESS)"))
+    if alternate.version != primary.version or alternate == primary or alternate.is_unspecified:
+        found.append(("[edge].alternate_address", f'"{e.alternate_address}" is not allowed; allowed: another '
+                      f"specific IPv{primary.version} address of this host than [edge].listen_address"))
+    if e.alternate_port == e.turn_udp_port:
+        found.append(("[edge].alternate_port", f"{e.alternate_port} is not allowed; allowed: a port other than "
+                      "[edge].turn_udp_port"))
+    return found
 
 
 def load(path: str | Path | None = None) -> Config:

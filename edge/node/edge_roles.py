@@ -21,7 +21,9 @@ from edge.node.listeners import listeners
 from edge.node.schema import Config
 from edge.pool.service import PoolMembership, describe_node
 from edge.pool.store import open_store
+from edge.stun.discovery import DiscoveryAddresses
 from edge.turn.auth import Authenticator
+from edge.turn.discovery import BehaviourDiscovery
 from edge.turn.engine import RelayAddresses, TurnEngine
 from edge.turn.io import relay_binder
 from edge.turn.policy import Limits, PeerPolicy
@@ -38,8 +40,17 @@ def limits_from(config: Config) -> Limits:
                   max_pending=config.limits.max_pending_allocations)
 
 
+def behaviour_discovery(config: Config) -> BehaviourDiscovery | None:
+    """RFC 5780 on the TURN UDP port when [edge] alternate_address is set (checked by the config loader)."""
+    e = config.edge
+    if not e.alternate_address:
+        return None
+    return BehaviourDiscovery(DiscoveryAddresses((e.listen_address, e.turn_udp_port),
+                                                 (e.alternate_address, e.alternate_port)))
+
+
 def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock: Callable[[], float] = time.time,
-                 pool: PoolMembership | None = None) -> TurnEngine:
+                 pool: PoolMembership | None = None, discovery: BehaviourDiscovery | None = None) -> TurnEngine:
     """The TURN engine with its policies: auth, limits, peer policy, relay addresses, quotas, dialects."""
     e = config.edge
     secrets = auth_secrets(config)
@@ -69,7 +80,7 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock: Callabl
     return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
                       PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
                       alternates=alternates_now if pool is not None else alternates, quota=quota,
-                      dialects=[MsTurnServer()] if e.ms_turn else [])
+                      dialects=[MsTurnServer()] if e.ms_turn else [], binding=discovery)
 
 
 def pool_membership(config: Config, allocations: Callable[[], int],
@@ -83,7 +94,8 @@ def pool_membership(config: Config, allocations: Callable[[], int],
                           local_counts)
 
 
-def turn_service(config: Config, engine: TurnEngine, reuse_port: bool) -> TurnService:
+def turn_service(config: Config, engine: TurnEngine, reuse_port: bool,
+                 discovery: BehaviourDiscovery | None = None) -> TurnService:
     """The TURN listeners (UDP, TCP, TLS) around `engine`."""
     e, node, lim = config.edge, config.node, config.limits
     ports = TurnPorts(e.listen_address, e.turn_udp_port, e.turn_tcp_port, e.turn_tls_port, reuse_port,
@@ -98,6 +110,6 @@ def turn_service(config: Config, engine: TurnEngine, reuse_port: bool) -> TurnSe
 
         def wrapper(tls_factory: TLSMemoryBIOFactory, engine: TurnEngine) -> IProtocolFactory:
             return PseudoTlsFactory(tls_factory, engine)  # [MS-TURN]'s pseudo-TLS handshake beside real TLS
-    service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper)
+    service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper, discovery)
     service.setName("edge/turn")
     return service

@@ -105,8 +105,21 @@ def _edge(config: Config) -> list[Listener]:
                  "MTLS", EDGE_ONLY, "AVAuthMRAS (TCP-In)", "[auth].mras_tls_port"),
         Listener("edge", "A/V authentication (HTTPS)", "HTTPS", "tls", a.https_port, None, address,
                  "TLS + client cert or API key", EDGE_ONLY, "AVAuthHTTPS (TCP-In)", "[auth].https_port"),
+        *_discovery(config),
     ]
 
+
+def _discovery(config: Config) -> list[Listener]:
+    """RFC 5780's three extra STUN sockets, when [edge] alternate_address is set."""
+    e = config.edge
+    if not e.alternate_address:
+        return []
+    sockets = ((e.listen_address, e.alternate_port, "[edge].alternate_port"),
+               (e.alternate_address, e.turn_udp_port, "[edge].alternate_address"),
+               (e.alternate_address, e.alternate_port, "[edge].alternate_port"))
+    return [Listener("edge", "STUN behaviour discovery (RFC 5780)", "STUN", "udp", port, None, address,
+                     "no (Binding only)", EDGE_ONLY, "AVEdgeSTUN-RFC5780 (UDP-In)", key)
+            for address, port, key in sockets]
 
 def listeners(config: Config, roles: tuple[str, ...] | None = None) -> list[Listener]:
     """The ports table for `roles` (default: the config's [node].roles), in seed order."""

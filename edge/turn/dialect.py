@@ -13,6 +13,9 @@ the engine never imports them.  It calls a dialect in three places only:
 A dialect serves its clients with the rules of :class:`DialectHost` (the
 engine), the same code the RFC requests run, so quotas, lifetimes, the peer
 policy, bandwidth caps, expiry and counters are one set.
+
+A :class:`BindingResponder` (RFC 5780 behaviour discovery) is the one other
+plug: it may answer Binding requests instead of the engine.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
+    from edge.stun import Message
     from edge.turn.allocation import Address, Allocation, ClientLink, RelayEndpoint
     from edge.turn.auth import Authenticator, Credentials
 
-__all__ = ["DialectHost", "TurnDialect"]
+__all__ = ["BindingResponder", "DialectHost", "TurnDialect"]
 
 
 class TurnDialect(Protocol):
@@ -89,3 +93,11 @@ class DialectHost(Protocol):
 
     def relay_to_peer(self, allocation: Allocation, payload: bytes, peer: Address) -> bool:
         """Send `payload` from the allocation's relay (permission, port policy and bandwidth checked)."""
+
+
+class BindingResponder(Protocol):
+    """Answers Binding requests another way than the engine's plain XOR-MAPPED-ADDRESS (RFC 5780)."""
+
+    def answer(self, link: ClientLink, request: Message) -> bool:
+        """True if it answered `request` (the engine then does nothing more)."""
+        ...

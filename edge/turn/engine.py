@@ -28,7 +28,7 @@ from edge import stun
 from edge.stun import Attr, StunDecodeError, split_channel_data
 from edge.turn.allocation import Address, Allocation, ClientLink, RelayEndpoint
 from edge.turn.auth import Authenticator, Credentials, Rejection
-from edge.turn.dialect import TurnDialect
+from edge.turn.dialect import BindingResponder, TurnDialect
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
 from edge.turn.refusal import ErrorCode, Refusal
@@ -69,7 +69,8 @@ class TurnEngine:
     def __init__(self, authenticator: Authenticator, limits: Limits, policy: PeerPolicy,
                  relay_addresses: RelayAddresses, ports: PortPool, bind_relay: RelayBinder,
                  clock: Callable[[], float], alternates: Sequence[Address] | Callable[[], Sequence[Address]] = (),
-                 quota: QuotaGate | None = None, dialects: Sequence[TurnDialect] = ()) -> None:
+                 quota: QuotaGate | None = None, dialects: Sequence[TurnDialect] = (),
+                 binding: BindingResponder | None = None) -> None:
         self.auth = authenticator
         self.limits = limits
         self.policy = policy
@@ -89,6 +90,7 @@ class TurnEngine:
         self.now = clock()
         self.accepting = True  # False while draining: no new allocations
         self.dialects = tuple(dialects)  # e.g. Lync's [MS-TURN] on the same ports
+        self.binding = binding  # e.g. RFC 5780 behaviour discovery (edge.turn.discovery)
         for dialect in self.dialects:
             dialect.attach(self)
 
@@ -257,6 +259,8 @@ class TurnEngine:
             self._respond(link, stun.make_unknown_attributes_error(request, unknown))
             return
         if request.method == stun.BINDING:
+            if self.binding is not None and self.binding.answer(link, request):
+                return
             change = request.get(Attr.CHANGE_REQUEST)
             if change is not None and len(change) != 4:
                 self._respond(link, stun.make_error(request, ErrorCode.BAD_REQUEST, "Bad Request: CHANGE-REQUEST"))

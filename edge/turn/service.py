@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from edge.turn.discovery import BehaviourDiscovery
 from edge.turn.engine import TurnEngine
-from edge.turn.io import TurnStreamFactory, UdpTurnListener, bind_stream, bind_udp
+from edge.turn.io import TurnStreamFactory, UdpTurnListener, admit, bind_stream, bind_udp
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
 log = Logger(namespace="umedge.turn")
@@ -84,13 +85,16 @@ class TurnService(service.MultiService):
     """
 
     def __init__(self, engine: TurnEngine, ports: TurnPorts, guard: ConnectionLimits,
-                 tls_options: Callable[[], Any], tls_port_wrapper: TlsPortWrapper | None = None) -> None:
+                 tls_options: Callable[[], Any], tls_port_wrapper: TlsPortWrapper | None = None,
+                 discovery: BehaviourDiscovery | None = None) -> None:
+        """`discovery` (RFC 5780) gets the UDP socket and binds its three others when the service starts."""
         service.MultiService.__init__(self)
         self.engine = engine
         self.ports = ports
         self.guard = guard
         self._tls_options = tls_options
         self._wrap_tls_port = tls_port_wrapper
+        self.discovery = discovery
         self.guards: list[ConnectionGuard] = []
         self._udp: UdpTurnListener | None = None
         self._exhausted_logged, self._exhausted_at = 0, float("-inf")
@@ -111,6 +115,15 @@ class TurnService(service.MultiService):
             udp.close()
             raise
         limiter = RateLimiter(p.stun_requests_per_second, p.stun_burst)  # one bucket per source address
+        if self.discovery is not None:
+            try:
+                self.discovery.start(loop, udp, lambda host, port: _bind(bind_udp, host, port, p.reuse_port,
+                                                                          "UDP (RFC 5780)"),
+                                     lambda host: admit(limiter, host, engine, "udp"))
+            except CannotListenError:
+                for sock in (udp, tcp, tls_sock):
+                    sock.close()
+                raise
         self._udp = UdpTurnListener(loop, udp, engine, limiter)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
@@ -142,6 +155,8 @@ class TurnService(service.MultiService):
     def stopService(self) -> Deferred[None] | None:
         result: Deferred[None] | None = service.MultiService.stopService(self)
         self.engine.close_all()
+        if self.discovery is not None:
+            self.discovery.close()
         if self._udp is not None:
             self._udp.close()
             self._udp = None

@@ -87,7 +87,8 @@ def test_sigkill_mid_recording_keeps_the_audio_so_far(tmp_path: Path) -> None:
         again.kill()
 
 
-KILL_AFTER_BYE_MS = (0, 1, 2, 3, 5, 8, 12, 20, 40, 100)  # ten points (the issue asks twenty: time-bounded here)
+# Twenty moments between the BYEs (right after the last RTP packet) and 100 ms after their 200 OK.
+KILL_AFTER_BYE_MS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75, 90, 100)
 
 
 async def hang_up_then_kill(files: NodeFiles, process: ServeProcess, delay: float) -> list[bool]:

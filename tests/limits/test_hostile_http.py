@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -88,3 +89,25 @@ def test_um_web_services_answer_hostile_requests_with_a_4xx(node: tuple[NodeFile
     assert status == expected and isinstance(answer.get("error"), str), answer
     log = process.stderr()
     assert "Traceback" not in log and "critical" not in log
+
+
+@pytest.mark.parametrize("listener", [("auth", "https_port"), ("web", "http_port")])
+def test_a_request_split_across_tls_records_is_served(node: tuple[NodeFiles, ServeProcess],
+                                                      listener: tuple[str, str]) -> None:
+    """Issue 21: a request in two TLS records once met "'HTTPChannel' has no '_version'" through the guard."""
+    files, process = node
+    context = ssl.create_default_context(cafile=str(files.certs_dir / "ca.crt"))
+    context.check_hostname = False
+    head = b"GET /healthz HTTP/1.1\r\nHost: node1\r\n" if listener[0] == "auth" else \
+        b"GET /v1/status HTTP/1.1\r\nHost: node1\r\n"
+    with socket.create_connection(("127.0.0.1", files.port(*listener)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="node1") as sock:
+        for piece in (head[:7], head[7:], b"Connection: close\r\n", b"\r\n"):  # one TLS record each
+            sock.sendall(piece)
+            time.sleep(0.05)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    log = process.stderr()
+    assert "Traceback" not in log and "_version" not in log

@@ -62,7 +62,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 def cmd_firewall(args: argparse.Namespace) -> int:
     config = _load(args)
-    sys.stdout.write(firewall.render(listeners(config), config.node.name, args.format))
+    sys.stdout.write(firewall.render(config, args.format))
     return EXIT_OK
 
 
@@ -258,6 +258,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """`probe`: check from here that media can cross the edge (exit 0 only if it can)."""
     import asyncio
+    import ipaddress
 
     from edge.node.probe import probe
 
@@ -274,11 +275,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.ca and not Path(args.ca).is_file():
         return _fail(f"--ca {args.ca}: no such file", EXIT_CONFIG)
+    if args.echo_address:
+        try:
+            ipaddress.ip_address(args.echo_address)
+        except ValueError:
+            return _fail(f"--echo-address {args.echo_address}: not an IP address", EXIT_CONFIG)
     report = asyncio.run(probe(
         args.edge, args.udp_port or e.turn_udp_port, args.tcp_port or e.turn_tcp_port,
         args.tls_port or e.turn_tls_port, args.realm or e.realm, args.timeout, args.ca,
         read(args.secret_file), args.token_from, read(args.api_key_file),
-        args.identity or f"sip:probe@{config.node.domain}"))
+        args.identity or f"sip:probe@{config.node.domain}", args.echo_address))
     print(json.dumps(report.as_dict(), indent=1) if args.json else report.text())
     return EXIT_OK if report.media_ok else EXIT_FAILURE
 
@@ -364,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--secret-file", metavar="FILE", help="mint the token from this shared secret")
     probe.add_argument("--identity", metavar="URI", help="token identity (default: sip:probe@[node].domain)")
     probe.add_argument("--ca", metavar="FILE", help="CA to trust for TLS (the pool's ca.crt)")
+    probe.add_argument("--echo-address", metavar="ADDR",
+                       help="address the edge relays to; the probe's echo socket binds there (default: the "
+                            "echo's address as the edge sees it; the edge denies loopback and private ones "
+                            "unless [edge] allowed_peer_networks opens them)")
     probe.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(func=cmd_probe)

@@ -7,11 +7,20 @@ STUN Binding over UDP, TCP and TLS (the reflexive address), a media token
 the relay to an echo socket of its own and back. The echo first sends
 towards the relay, as a phone behind NAT would, so a NAT in front of the
 probe opens the way back. Exit code 0 only when the round trip worked.
+
+The edge relays only to peers its policy permits, and by default it refuses
+loopback and private networks (edge.turn.policy). A probe on the edge's own
+host, or inside the same private network, has an echo address in one of them
+and gets 403: the reason then names the network and the two ways out, an
+`--echo-address` of this host the edge may relay to (the echo binds there,
+and the edge is asked to relay to it as it is), or the edge's
+`[edge] allowed_peer_networks`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import socket
 import ssl
@@ -24,6 +33,7 @@ from typing import Any
 from edge import stun
 from edge.stun import Attr
 from edge.tokens import mint
+from edge.turn.policy import BUILTIN_DENIED
 
 ROUND_TRIPS = 5
 
@@ -70,6 +80,38 @@ def _error_reason(message: stun.Message) -> str:
     return {401: "401 bad token (wrong secret, altered or expired)", 403: "403 peer denied by the edge's policy",
             437: "437 allocation mismatch", 486: "486 allocation quota reached",
             508: "508 edge at capacity"}.get(code, f"{code} {phrase}")
+
+
+# What each network the edge denies by default is (edge.turn.policy.BUILTIN_DENIED).
+DENIED_KINDS = {
+    "0.0.0.0/8": "'this network'", "127.0.0.0/8": "loopback", "169.254.0.0/16": "link-local",
+    "224.0.0.0/4": "multicast", "255.255.255.255/32": "broadcast", "10.0.0.0/8": "private, RFC 1918",
+    "172.16.0.0/12": "private, RFC 1918", "192.168.0.0/16": "private, RFC 1918",
+    "100.64.0.0/10": "carrier-grade NAT, RFC 6598", "192.0.0.0/24": "IETF protocol assignments",
+    "198.18.0.0/15": "benchmarking", "240.0.0.0/4": "reserved", "::/128": "unspecified", "::1/128": "loopback",
+    "fe80::/10": "link-local", "ff00::/8": "multicast", "fc00::/7": "unique local",
+}
+
+
+def peer_denied_reason(echo_ip: str, echo_address_given: bool) -> str:
+    """The 403 on the echo's permission in plain words: which network, and how to probe anyway."""
+    ip = ipaddress.ip_address(echo_ip)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    network = next((n for n in BUILTIN_DENIED if n.version == ip.version and ip in n), None)
+    whose = "the --echo-address" if echo_address_given else "the echo address (as the edge saw it)"
+    if network is None:
+        where = (f"{whose} {ip} is not in a network the edge denies by default, so the edge's "
+                 "[edge] denied_peer_networks lists it or it is one of the edge's own addresses")
+        advice = "pass --echo-address with another address of this host that the edge may relay to"
+    else:
+        where = (f"{whose} {ip} is in {network} ({DENIED_KINDS.get(str(network), 'reserved')}), a network "
+                 "the edge refuses to relay to by default")
+        advice = ("pass --echo-address with an address of this host outside the denied networks (one the "
+                  "edge reaches, e.g. a public one), or on the edge add the network to [edge] "
+                  f"allowed_peer_networks (e.g. \"{ipaddress.ip_network(ip)}\"; it lets every relay reach "
+                  "it, so only for a test or an internal network you mean to open)")
+    return f"403 peer denied by the edge's policy: {where}. To probe from here anyway, {advice}"
 
 
 # --- STUN over the three transports ------------------------------------------------------------
@@ -159,12 +201,21 @@ def _token_from_url(url: str, identity: str, api_key: str | None, context: ssl.S
 
 async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: str, timeout: float,
                 ca_file: str | None, secret: str | None, token_url: str | None, api_key: str | None,
-                identity: str) -> Report:
+                identity: str, echo_address: str | None = None) -> Report:
+    """`echo_address`: the address the edge relays to, where the echo socket binds (default: any
+    address, and the edge is asked to relay to the echo's address as the edge sees it)."""
     report = Report(f"{edge} (udp {udp_port}, tcp {tcp_port}, tls {tls_port})")
     host = str(socket.getaddrinfo(edge, udp_port, type=socket.SOCK_DGRAM)[0][4][0])
     loop = asyncio.get_running_loop()
     client, client_proto = await loop.create_datagram_endpoint(_Udp, local_addr=("0.0.0.0", 0))
-    echo, echo_proto = await loop.create_datagram_endpoint(_Udp, local_addr=("0.0.0.0", 0))
+    try:
+        echo, echo_proto = await loop.create_datagram_endpoint(_Udp, local_addr=(echo_address or "0.0.0.0", 0))
+    except OSError as error:
+        client.close()
+        report.steps.append(Step("echo socket", False, reason=(
+            f"cannot bind the echo socket to --echo-address {echo_address} ({error.strerror}): "
+            "give an address of this host")))
+        return report
     try:
         server = (host, udp_port)
         binding = await _timed(report, "STUN over UDP", _udp_request(
@@ -189,7 +240,7 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
         report.steps[-1].detail = f"relayed {relay_address[0]}:{relay_address[1]}"
         if await _timed(report, "relay round trip", _round_trip(
                 client, client_proto.queue, echo, echo_proto.queue, server, relay_address, realm, token[0], key,
-                nonce, timeout)) is not None:
+                nonce, timeout, echo_address)) is not None:
             report.steps[-1].detail = f"{ROUND_TRIPS} datagrams there and back"
         await _release(client, client_proto.queue, server, realm, token[0], key, nonce, timeout)
         return report
@@ -229,17 +280,23 @@ async def _allocate(client: Any, queue: asyncio.Queue, server: tuple[str, int], 
 
 async def _round_trip(client: Any, queue: asyncio.Queue, echo: Any, echo_queue: asyncio.Queue,
                       server: tuple[str, int], relay: tuple[str, int], realm: str, username: str, key: bytes,
-                      nonce: bytes, timeout: float) -> bool:
-    # The echo's address as the edge sees it (through any NAT), learned with a Binding from the echo socket.
-    binding = await _udp_request(echo, echo_queue, stun.Message(stun.BINDING, stun.REQUEST), server, timeout)
-    ip, port = binding.xor_address()[:2]  # type: ignore[index]
-    echo_address: tuple[str, int] = (str(ip), int(port))
+                      nonce: bytes, timeout: float, given: str | None = None) -> bool:
+    echo_address: tuple[str, int]
+    if given:
+        echo_address = (given, int(echo.get_extra_info("sockname")[1]))  # bound there, relayed to as it is
+    else:
+        # The echo's address as the edge sees it (through any NAT), learned with a Binding from the echo socket.
+        binding = await _udp_request(echo, echo_queue, stun.Message(stun.BINDING, stun.REQUEST), server, timeout)
+        ip, port = binding.xor_address()[:2]  # type: ignore[index]
+        echo_address = (str(ip), int(port))
     permission = stun.Message(stun.CREATE_PERMISSION, stun.REQUEST, None, [])
     permission.attributes += [
         (Attr.XOR_PEER_ADDRESS, stun.encode_xor_address(echo_address[0], echo_address[1], permission.transaction_id)),
         (Attr.USERNAME, username.encode()), (Attr.REALM, realm.encode()), (Attr.NONCE, nonce)]
     reply = await _udp_request(client, queue, permission, server, timeout, key)
     if reply.msg_class != stun.SUCCESS:
+        if (reply.error_code() or (0, ""))[0] == 403:
+            raise ProbeError(peer_denied_reason(echo_address[0], bool(given)))
         raise ProbeError(_error_reason(reply))
     echo.sendto(b"open", relay)  # a NAT in front of the echo now lets the relay's datagrams in
     for index in range(ROUND_TRIPS):

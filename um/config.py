@@ -138,6 +138,7 @@ class WorkerConfig:
     pin_min_length: int = key(bounded(4, 24, "digits", integer=True))
     pin_max_failures: int = key(bounded(1, 100, "wrong PINs in a row before the mailbox locks", integer=True))
     outbound_gateway: str = key(optional_host_port)
+    play_on_phone_per_hour: int = key(bounded(1, 10000, "play-on-phone calls per mailbox per hour", integer=True))
 
 
 @dataclass(frozen=True)

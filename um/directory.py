@@ -134,11 +134,31 @@ class DialPlan:
     voip_security: str = "unsecured"
     access_numbers: tuple[str, ...] = ()
     auto_attendant_numbers: tuple[str, ...] = ()
+    # Dialing rules of play-on-phone: regexes a number must match whole; () for the plan's own extensions.
+    allowed_numbers: tuple[str, ...] = ()
 
     @property
     def secured(self) -> bool:
         """SIP secured and secured dial plans need MTLS signalling (and sips: workers)."""
         return self.voip_security != "unsecured"
+
+    def allows(self, number: str) -> bool:
+        """The dialing rules let a mailbox of this plan have `number` called (play-on-phone)."""
+        patterns = self.allowed_numbers or (f"[0-9]{{{self.extension_length}}}",)
+        return any(re.fullmatch(pattern, number) for pattern in patterns)
+
+
+def _patterns(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise DirectoryError(f"{what}: allowed a list of regular expressions (a number must match one whole), "
+                             'such as ["1[0-9]{3}", "0[1-9][0-9]{9}"]')
+    for pattern in value:
+        _str(pattern, what, None, "regular expressions as strings")
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise DirectoryError(f"{what} {pattern!r}: not a regular expression ({error})") from None
+    return tuple(value)
 
 
 def parse_dial_plans(value: Any) -> tuple[DialPlan, ...]:
@@ -148,13 +168,14 @@ def parse_dial_plans(value: Any) -> tuple[DialPlan, ...]:
     for item in value:
         table = _table(item, "dial plan", ("name",), {
             "extension_length": 4, "uri_type": "telephone-extension", "voip_security": "unsecured",
-            "access_numbers": [], "auto_attendant_numbers": []})
+            "access_numbers": [], "auto_attendant_numbers": [], "allowed_numbers": []})
         plans.append(DialPlan(_str(table["name"], "dial plan name", _NAME, "letters, digits, '.', '_', '-'"),
                               _int(table["extension_length"], "extension_length", 1, 20),
                               _choice(table["uri_type"], "uri_type", URI_TYPES),
                               _choice(table["voip_security"], "voip_security", SECURITY),
                               _numbers(table["access_numbers"], "access_numbers"),
-                              _numbers(table["auto_attendant_numbers"], "auto_attendant_numbers")))
+                              _numbers(table["auto_attendant_numbers"], "auto_attendant_numbers"),
+                              _patterns(table["allowed_numbers"], "allowed_numbers")))
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
         raise DirectoryError("dial plan names must be unique")

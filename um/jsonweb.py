@@ -9,6 +9,7 @@ from typing import Any
 from twisted.web import resource, server
 
 from um.apikeys import ApiKeys, bearer
+from um.webtokens import Grant, WebTokenError, WebTokens, looks_like_jwt
 
 
 def json_body(request: server.Request, status: int, body: Any) -> bytes:
@@ -61,18 +62,35 @@ def authenticate(request: server.Request, keys: ApiKeys, where: str) -> tuple[st
 
     Returns (requester, 200, "") or (None, 401/403, why).
     """
+    grant, status, error = identify(request, keys, where)
+    return (grant.requester if grant is not None else None), status, error
+
+
+def identify(request: server.Request, keys: ApiKeys, where: str,
+             tokens: WebTokens | None = None) -> tuple[Grant | None, int, str]:
+    """Who asks and what they may do: a pool-CA client certificate or an API key of `[auth] api_keys`
+    (both admin: any mailbox, every scope), or with `tokens` a per-mailbox JWT (um.webtokens).
+
+    Returns (grant, 200, "") or (None, 401/403, why).
+    """
     transport = getattr(request.channel, "transport", None)
     get_cert = getattr(transport, "getPeerCertificate", None)
     cert = get_cert() if get_cert is not None else None
     if cert is not None:
-        return f"cert:{cert.get_subject().commonName}@{where}", 200, ""
+        return Grant(f"cert:{cert.get_subject().commonName}@{where}"), 200, ""
+    what = "Bearer <API key>" if tokens is None else "Bearer <API key or web token>"
     header = header_text(request, b"authorization")
     if header is None:
-        return None, 401, "authentication required: a pool-CA client certificate or Authorization: Bearer <API key>"
+        return None, 401, f"authentication required: a pool-CA client certificate or Authorization: {what}"
     token = bearer(header)
     if token is None:
-        return None, 401, "Authorization must be Bearer <API key>"
+        return None, 401, f"Authorization must be {what}"
     ident = keys.match(token)
-    if ident is None:
-        return None, 403, "API key not accepted"
-    return f"apikey:{ident}@{where}", 200, ""
+    if ident is not None:
+        return Grant(f"apikey:{ident}@{where}"), 200, ""
+    if tokens is not None and looks_like_jwt(token):
+        try:
+            return tokens.verify(token, where), 200, ""
+        except WebTokenError as error:
+            return None, 401 if "expired" in str(error) else 403, str(error)
+    return None, 403, "API key not accepted"

@@ -77,7 +77,8 @@ def _web_service(row: Listener, config: Config, state: NodeState) -> service.Ser
     def options() -> object:
         return tls.server_options(node.certs_dir, node.name, client_cert="optional", alpn=(b"http/1.1",))
 
-    web = web_factory(status_site(state), lambda: state.worker, config.auth.api_keys, node.state_dir, options)
+    web = web_factory(status_site(state), lambda: state.worker, config.auth.api_keys, node.state_dir, options,
+                      play_per_hour=lambda: state.config.worker.play_on_phone_per_hour)
     # Outside the sniffer (so outside TLS too); the site settles it on each connection's first whole request.
     factory = guarded(web, ConnectionLimits.of(config.limits), "web")
     state.guards.append(factory)

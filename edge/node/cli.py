@@ -111,7 +111,8 @@ def _show_certs(certs_dir: str) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """`token issue`: a media token minted locally from the config's secret, as the HTTPS API answers."""
+    """`token issue`: a media token minted locally from the config's secret, as the HTTPS API answers;
+    with --web a UM web services token (a JWT for one mailbox, um.webtokens)."""
     import getpass
     import socket
 
@@ -122,6 +123,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.ttl is not None and args.ttl <= 0:
         return _fail(f"--ttl {args.ttl} not allowed; allowed: a positive number of seconds", EXIT_CONFIG)
+    if args.web:
+        return _web_token(args, config)
+    if args.mailbox is not None or args.scope is not None:
+        return _fail("--mailbox and --scope go with --web", EXIT_CONFIG)
+    if args.identity is None:
+        return _fail("--identity is needed (or --web for a UM web services token)", EXIT_CONFIG)
     logsetup.start(config.log.format, config.log.level)  # the audit line goes to stderr
     try:
         issued = TokenIssuer.from_config(config).issue(
@@ -131,6 +138,31 @@ def cmd_token(args: argparse.Namespace) -> int:
     token = issued.token
     print(json.dumps({"username": token.username, "password": token.password, "ttl": issued.ttl,
                       "uris": turn_uris(config)}, indent=1))
+    return EXIT_OK
+
+
+def _web_token(args: argparse.Namespace, config: Config) -> int:
+    """`token issue --web`: a JWT for the UM web services, signed with <state_dir>/web_token_secret."""
+    import getpass
+    import socket
+
+    from um import webtokens
+
+    if args.identity is not None:
+        return _fail("--identity is for media tokens; a web token takes --mailbox and --scope", EXIT_CONFIG)
+    if args.scope is None:
+        return _fail(f"--scope is needed: a comma list of {','.join(webtokens.SCOPES)}", EXIT_CONFIG)
+    ttl = args.ttl if args.ttl is not None else webtokens.DEFAULT_TTL
+    try:
+        token, claims = webtokens.issue(config.node.state_dir, args.mailbox, args.scope, ttl)
+    except webtokens.WebTokenError as error:
+        return _fail(str(error), EXIT_CONFIG)
+    except OSError as error:
+        return _fail(f"web token secret in {config.node.state_dir}: {error.strerror}")
+    print(f"umedge: web token {claims['jti']} for {claims['sub']} ({claims['scope']}) issued by "
+          f"cli:{getpass.getuser()}@{socket.gethostname()}", file=sys.stderr)
+    print(json.dumps({"token": token, "mailbox": args.mailbox, "scope": claims["scope"],
+                      "expires": claims["exp"], "ttl": ttl}, indent=1))
     return EXIT_OK
 
 
@@ -383,11 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     mediation.add_argument("--json", action="store_true")
     mediation.set_defaults(func=cmd_mediation)
 
-    token = with_config(sub.add_parser("token", help="media relay tokens (TURN REST API credentials)"))
+    token = with_config(sub.add_parser("token", help="media relay tokens (TURN REST API credentials), "
+                                                     "or UM web services tokens (--web)"))
     token.add_argument("action", choices=("issue",))
-    token.add_argument("--identity", required=True, metavar="URI", help="SIP URI, e.g. sip:alice@example.test")
+    token.add_argument("--identity", metavar="URI", help="SIP URI, e.g. sip:alice@example.test (media token)")
+    token.add_argument("--web", action="store_true",
+                       help="a UM web services token (JWT) for --mailbox with --scope instead of a media token")
+    token.add_argument("--mailbox", metavar="EXT", help="--web: the mailbox (extension) the token acts on; "
+                                                         "may be left out with --scope admin")
+    token.add_argument("--scope", metavar="LIST", help="--web: a comma list of play, pin-reset, voicemail, admin")
     token.add_argument("--ttl", type=int, metavar="SECONDS",
-                       help="lifetime in seconds (default and cap: [auth].max_token_lifetime)")
+                       help="lifetime in seconds (media: default and cap [auth].max_token_lifetime; "
+                            "--web: default 3600, at most 90 days)")
     token.set_defaults(func=cmd_token)
 
     worker = with_config(sub.add_parser("worker", help="UM worker slots: recycle now, or show their state"))

@@ -4,15 +4,14 @@ the INVITE 487, and the slot lets go of the call; without any token the INVITE g
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import socket
 import threading
-import urllib.request
 from pathlib import Path
 
 from tests.conftest import ServeProcess, write_config
 from tests.worker.caller import Caller, sdp_offer
+from tests.worker.webauth import worker_status
 
 
 def black_hole() -> tuple[socket.socket, int]:
@@ -69,8 +68,7 @@ def test_cancel_during_media_setup_and_503_without_a_token(tmp_path: Path) -> No
         process.wait_ready()
         trying, finals, unavailable = asyncio.run(scenario())
         assert trying == 100 and finals == [200, 487] and unavailable == 503
-        with urllib.request.urlopen(f"http://127.0.0.1:{files.port('web', 'http_port')}/v1/worker", timeout=5) as r:
-            status = json.loads(r.read())
+        status = worker_status(files)  # the live calls: admin over HTTPS
         assert status["active_calls"] == 0 and status["tokens"]["mras_failed"] >= 1
         assert "media setup failed" in process.stderr()
     finally:
@@ -102,8 +100,7 @@ def test_media_token_falls_back_to_https_when_mras_is_down(tmp_path: Path) -> No
         answer = asyncio.run(scenario())
         port = int(answer.split("m=audio ")[1].split()[0])
         assert 50000 <= port <= 59999  # the relay on the edge
-        with urllib.request.urlopen(f"http://127.0.0.1:{files.port('web', 'http_port')}/v1/worker", timeout=5) as r:
-            tokens = json.loads(r.read())["tokens"]
+        tokens = worker_status(files)["tokens"]
         assert tokens["mras_failed"] == 1 and tokens["https"] == 1 and tokens["mras"] == 0
         assert "path=https" in process.stderr()  # the edge's audit line: issued over HTTPS to the node certificate
     finally:

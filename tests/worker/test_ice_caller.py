@@ -17,6 +17,7 @@ import pytest
 from edge.tokens import mint
 from tests.conftest import NodeFiles, ServeProcess, write_config
 from tests.worker.caller import Caller, sdp_offer, sine_payloads
+from tests.worker.webauth import worker_status
 from um.worker.store import VoicemailStore
 
 CALLER_EDGE_SECRET = "caller-side-edge-secret-0123456789"
@@ -93,9 +94,7 @@ def test_ice_caller_behind_its_own_relay_leaves_a_bit_exact_message(
     relayed_to_worker = after["relayed"]["packets_to_client"] - before["relayed"].get("packets_to_client", 0)
     relayed_to_caller = after["relayed"]["packets_to_peer"] - before["relayed"].get("packets_to_peer", 0)
     assert relayed_to_worker >= len(stored) // 160 and relayed_to_caller >= 50
-    port = main.port("web", "http_port")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/worker", timeout=5) as r:
-        [finished] = json.loads(r.read())["recent"]
+    [finished] = worker_status(main)["recent"]  # the live calls: admin over HTTPS
     assert finished["transport"]["kind"] == "ice" and 42000 <= finished["transport"]["host_port"] <= 42999
     assert 50000 <= finished["transport"]["local"][1] <= 59999  # the worker's relay candidate on its edge
     log = node.stderr()

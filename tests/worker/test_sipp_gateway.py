@@ -17,6 +17,7 @@ from tests.sip.sipp_tools import sipp_available
 from tests.worker.caller import free_udp_port, sine_payloads
 from tests.worker.sipp_media import run_voicemail_sipp, write_rtp_pcap, write_voicemail_scenario
 from tests.worker.sniff import LoopbackUdp
+from tests.worker.webauth import worker_status
 from um.worker import wav
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
@@ -76,7 +77,7 @@ def test_sipp_pcap_leaves_a_voicemail_of_the_right_length(tmp_path: Path, media_
         assert stored.data == b"".join(payloads)  # bit-exact: the gateway's G.711 payload, in order, no gaps
         table = umedge("voicemail", "list", "--mailbox", "1003", "--config", str(files.path)).stdout
         assert message["id"] in table and "4.00s" in table
-        worker = web_json(web, "/v1/worker")
+        worker = worker_status(files)  # the live calls: admin over HTTPS
         [call] = worker["recent"]
         transport = call["transport"]
         assert RTP_RANGE[0] <= transport["host_port"] <= RTP_RANGE[1]

@@ -1,25 +1,38 @@
-"""UM web services on `[web] http_port`: play-on-phone and PIN reset (HTTPS only), worker status.
+"""UM web services on `[web] http_port`: play-on-phone, PIN reset, voicemail list, worker status (HTTPS only).
 
     POST /v1/play-on-phone  {"number": "+15551234", "message": "<id>", "gateway"?: "HOST:PORT", "wait"?: bool}
-        the worker calls `number` through a gateway and plays the message;
-        202 {"status": "calling", ...} at once, or with "wait": true 200 with the outcome
+        the worker calls `number` through the outbound gateway and plays the message;
+        202 {"status": "calling", ...} at once, or with "wait": true 200 with the outcome  (scope play)
     POST /v1/pin-reset      {"mailbox": "1001", "pin"?: "246813"}
-        a new PIN (the one given, or a generated one, returned) and the lockout cleared
-    GET  /v1/voicemail[?mailbox=EXT]   the messages (id, mailbox, caller, time, duration, codec)
-    GET  /v1/worker                    calls, media and token counters (no authentication, like /v1/status)
+        a new PIN (the one given, or a generated one, returned) and the lockout cleared  (scope pin-reset)
+    GET  /v1/voicemail[?mailbox=EXT]   the messages (id, mailbox, caller, time, duration, codec)  (scope voicemail)
+    GET  /v1/worker                    calls in progress (callers' numbers), media and token counters  (admin)
 
 The web port speaks plain HTTP and HTTPS (node certificate, optional client
 certificate) on the same socket: the first byte of a connection (0x16, a TLS
 handshake) says which. The status page answers on both; the UM web services
-only over HTTPS, authenticated like the token service: a pool-CA client
-certificate, or `Authorization: Bearer KEY` with a key of `[auth] api_keys`.
+only over HTTPS (403 over plain HTTP), for
+
+- a pool-CA client certificate, or `Authorization: Bearer KEY` with a key of
+  `[auth] api_keys`: admin, any mailbox and every service;
+- `Authorization: Bearer JWT`, a web token of um.webtokens (`umedge token issue
+  --web`): its mailbox (`sub`) only, its scopes only (403 otherwise, with the
+  rule in "rule"). Play-on-phone for a token goes through the configured
+  outbound gateway only (a "gateway" field is refused) and only to numbers the
+  mailbox's dial plan allows (`allowed_numbers`, by default its extensions).
+
+Whoever asks, a mailbox gets at most `[worker] play_on_phone_per_hour`
+play-on-phone calls per hour (429 with Retry-After beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import math
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +46,9 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from um.apikeys import ApiKeys
-from um.jsonweb import authenticate, json_body, media_type
+from um.jsonweb import identify, json_body, media_type
 from um.netguard import settle_on_request
+from um.webtokens import Grant, WebTokens
 from um.worker.pins import PinPolicyError
 from um.worker.store import StoreError, VoicemailStore, check_mailbox
 
@@ -98,53 +112,92 @@ class SniffingFactory(Factory):
         super().doStop()
 
 
+class PlayLimiter:
+    """Play-on-phone calls per mailbox in a sliding hour."""
+
+    WINDOW = 3600.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.calls: dict[str, collections.deque[float]] = {}
+
+    def take(self, mailbox: str, per_hour: int) -> float | None:
+        """Count one call of `mailbox`; None when allowed, else the seconds until the next one is."""
+        now = self.clock()
+        calls = self.calls.setdefault(mailbox, collections.deque())
+        while calls and calls[0] <= now - self.WINDOW:
+            calls.popleft()
+        if len(calls) >= per_hour:
+            return calls[len(calls) - per_hour] + self.WINDOW - now
+        calls.append(now)
+        for other in [m for m, c in self.calls.items() if not c]:  # forget idle mailboxes
+            del self.calls[other]
+        return None
+
+
+def refused(request: server.Request, rule: str, error: str, status: int = 403, **extra: Any) -> bytes:
+    """A refusal naming the rule that refused it."""
+    return json_body(request, status, {"error": error, "rule": rule, **extra})
+
+
 class UmWebServices(resource.Resource):
     """/v1/play-on-phone, /v1/pin-reset, /v1/voicemail, /v1/worker; everything else goes to `fallback`."""
 
     isLeaf = True
     PATHS = (b"/v1/play-on-phone", b"/v1/pin-reset", b"/v1/voicemail", b"/v1/worker")
+    METHODS = {b"/v1/play-on-phone": b"POST", b"/v1/pin-reset": b"POST", b"/v1/voicemail": b"GET",
+               b"/v1/worker": b"GET"}
+    SCOPES = {b"/v1/play-on-phone": "play", b"/v1/pin-reset": "pin-reset", b"/v1/voicemail": "voicemail",
+              b"/v1/worker": "admin"}
 
     def __init__(self, fallback: resource.Resource, worker: Callable[[], Any], keys: ApiKeys,
-                 state_dir: str) -> None:
+                 state_dir: str, play_per_hour: Callable[[], int] = lambda: 10) -> None:
         super().__init__()
         self.fallback, self.worker, self.keys = fallback, worker, keys
         self.store = VoicemailStore(state_dir)
+        self.tokens = WebTokens(state_dir)
+        self.play_per_hour = play_per_hour
+        self.limiter = PlayLimiter()
 
     def render(self, request: server.Request) -> Any:
         path = request.path
         if path not in self.PATHS:
             return self.fallback.render(request)
-        service = self.worker()
-        if path == b"/v1/worker" and request.method == b"GET":
-            if service is None:
-                return json_body(request, 503, {"error": "the worker role does not run in this process"})
-            return json_body(request, 200, service.context.status())
         if not request.isSecure():
-            return json_body(request, 403, {"error": "UM web services need HTTPS (same port, TLS)"})
-        requester, status, error = self._authenticate(request)
-        if requester is None:
+            return refused(request, "https", "UM web services need HTTPS (same port, TLS)")
+        grant, status, error = self._authenticate(request)
+        if grant is None:
             if status == 401:
                 request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
             return json_body(request, status, {"error": error})
-        allowed = {b"/v1/play-on-phone": b"POST", b"/v1/pin-reset": b"POST", b"/v1/voicemail": b"GET",
-                   b"/v1/worker": b"GET"}[path]
+        allowed = self.METHODS[path]
         if request.method != allowed:
             request.setHeader(b"allow", allowed)
             return json_body(request, 405, {"error": "method not allowed"})
+        scope = self.SCOPES[path]
+        if not grant.may(scope):
+            return refused(request, "scope", f"this needs the {scope!r} scope; the token has "
+                                             f"{' '.join(sorted(grant.scopes))!r}")
+        service = self.worker()
+        if path == b"/v1/worker":
+            if service is None:
+                return json_body(request, 503, {"error": "the worker role does not run in this process"})
+            return json_body(request, 200, service.context.status())
         if path == b"/v1/voicemail":
-            return self._voicemail(request)
+            return self._voicemail(request, grant)
         body, problem = self._body(request)
         if problem is not None:
             return json_body(request, *problem)
         if service is None:
             return json_body(request, 503, {"error": "the worker role does not run in this process"})
         if path == b"/v1/pin-reset":
-            return self._pin_reset(request, service, body, requester)
-        return self._play_on_phone(request, service, body, requester)
+            return self._pin_reset(request, service, body, grant)
+        return self._play_on_phone(request, service, body, grant)
 
-    def _authenticate(self, request: server.Request) -> tuple[str | None, int, str]:
+    def _authenticate(self, request: server.Request) -> tuple[Grant | None, int, str]:
         peer = request.getClientAddress()
-        return authenticate(request, self.keys, f"{getattr(peer, 'host', '-')}:{getattr(peer, 'port', '-')}")
+        return identify(request, self.keys, f"{getattr(peer, 'host', '-')}:{getattr(peer, 'port', '-')}",
+                        self.tokens)
 
     @staticmethod
     def _body(request: server.Request) -> tuple[dict[str, Any], tuple[int, Any] | None]:
@@ -161,16 +214,25 @@ class UmWebServices(resource.Resource):
             return {}, (400, {"error": "body must be a JSON object", "field": "body"})
         return body, None
 
-    def _voicemail(self, request: server.Request) -> bytes:
+    @staticmethod
+    def _other_mailbox(request: server.Request, grant: Grant, mailbox: str | None) -> bytes:
+        what = f"mailbox {mailbox}" if mailbox is not None else "every mailbox"
+        return refused(request, "mailbox", f"the token is for mailbox {grant.mailbox}, not {what}")
+
+    def _voicemail(self, request: server.Request, grant: Grant) -> bytes:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.uri.decode("latin-1")).query)
         mailbox = next(iter(query.get("mailbox") or []), None)
+        if mailbox is None and not grant.admin:
+            mailbox = grant.mailbox  # a token lists its own mailbox
+        if not grant.covers(mailbox):
+            return self._other_mailbox(request, grant, mailbox)
         try:
             messages = self.store.messages(mailbox)
         except StoreError as error:
             return json_body(request, 400, {"error": str(error), "field": "mailbox"})
         return json_body(request, 200, [m.as_dict() for m in messages])
 
-    def _pin_reset(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> bytes:
+    def _pin_reset(self, request: server.Request, service: Any, body: dict[str, Any], grant: Grant) -> bytes:
         unknown = sorted(set(body) - {"mailbox", "pin"})
         if unknown:
             return json_body(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: mailbox, pin",
@@ -180,6 +242,8 @@ class UmWebServices(resource.Resource):
             check_mailbox(mailbox)  # type: ignore[arg-type]
         except StoreError as error:
             return json_body(request, 400, {"error": str(error), "field": "mailbox"})
+        if not grant.covers(mailbox):
+            return self._other_mailbox(request, grant, mailbox)
         context = service.context
         if context.directory.plans and not context.directory.known(mailbox):
             return json_body(request, 404, {"error": f"no mailbox {mailbox}", "field": "mailbox"})
@@ -189,13 +253,25 @@ class UmWebServices(resource.Resource):
             new_pin = context.pins.reset(mailbox, pin)
         except PinPolicyError as error:
             return json_body(request, 400, {"error": str(error), "field": "pin"})
-        log.info("PIN of mailbox {mailbox} reset by {who}", mailbox=mailbox, who=requester)
+        log.info("PIN of mailbox {mailbox} reset by {who}", mailbox=mailbox, who=grant.requester)
         answer: dict[str, Any] = {"mailbox": mailbox, "locked": False}
         if pin is None:
             answer["pin"] = new_pin  # generated: the caller must learn it
         return json_body(request, 200, answer)
 
-    def _play_on_phone(self, request: server.Request, service: Any, body: dict[str, Any], requester: str) -> Any:
+    @staticmethod
+    def _dialing_rules(service: Any, mailbox: str, number: str) -> str | None:
+        """Why the mailbox's dial plans do not let it have `number` called, or None when one does."""
+        directory = service.context.directory
+        plans = [plan for plan in directory.plans.values() if directory.mailbox(plan, mailbox) == mailbox]
+        if not plans:
+            return f"mailbox {mailbox} is in no dial plan, so it has no dialing rules"
+        if any(plan.allows(number) for plan in plans):
+            return None
+        names = ", ".join(plan.name for plan in plans)
+        return f"{number} is not allowed by the allowed_numbers of dial plan {names}"
+
+    def _play_on_phone(self, request: server.Request, service: Any, body: dict[str, Any], grant: Grant) -> Any:
         from um.worker.outbound import play_on_phone
         from um.worker.settings import host_port
 
@@ -203,6 +279,9 @@ class UmWebServices(resource.Resource):
         if unknown:
             return json_body(request, 400, {"error": f"unknown field {unknown[0]!r}; allowed: number, message, "
                                                  "gateway, wait", "field": unknown[0]})
+        if body.get("gateway") is not None and not grant.admin:
+            return refused(request, "gateway", "only an admin may name a gateway; calls go through the "
+                                               "configured outbound gateway", field="gateway")
         number = body.get("number")
         if not isinstance(number, str) or not re.fullmatch(r"\+?[0-9]{1,32}", number):
             return json_body(request, 400, {"error": "number must be digits with an optional '+'", "field": "number"})
@@ -211,13 +290,26 @@ class UmWebServices(resource.Resource):
         except StoreError as error:
             return json_body(request, 404 if "no message" in str(error) else 400, {"error": str(error),
                                                                                 "field": "message"})
+        if not grant.covers(message.mailbox):
+            return self._other_mailbox(request, grant, message.mailbox)
+        if not grant.admin:
+            why = self._dialing_rules(service, message.mailbox, number)
+            if why is not None:
+                return refused(request, "allowed_numbers", why, field="number")
         gateway = None
         if body.get("gateway") is not None:
             try:
                 gateway = host_port(str(body["gateway"]))
             except ValueError:
                 return json_body(request, 400, {"error": "gateway must be HOST:PORT", "field": "gateway"})
-        log.info("play-on-phone: {who} asks to play {message} to {number}", who=requester, message=message.id,
+        per_hour = self.play_per_hour()
+        wait = self.limiter.take(message.mailbox, per_hour)
+        if wait is not None:
+            retry = max(1, math.ceil(wait))
+            request.setHeader(b"retry-after", str(retry).encode())
+            return refused(request, "play_on_phone_per_hour", f"mailbox {message.mailbox} had {per_hour} "
+                           "play-on-phone calls in the last hour", 429, retry_after=retry)
+        log.info("play-on-phone: {who} asks to play {message} to {number}", who=grant.requester, message=message.id,
                  number=number)
         task = asyncio.ensure_future(play_on_phone(service.context, number, message, gateway=gateway))
         if not body.get("wait"):
@@ -243,9 +335,9 @@ def _report_failure(task: asyncio.Future[Any]) -> None:
 
 
 def web_factory(site: server.Site, worker: Callable[[], Any], api_keys: tuple[str, ...], state_dir: str,
-                tls_options: Callable[[], Any]) -> Factory:
+                tls_options: Callable[[], Any], play_per_hour: Callable[[], int] = lambda: 10) -> Factory:
     """The web listener: the status site plus the UM web services, HTTP and HTTPS on one port."""
-    services = UmWebServices(site.resource, worker, ApiKeys(api_keys), state_dir)
+    services = UmWebServices(site.resource, worker, ApiKeys(api_keys), state_dir, play_per_hour)
     combined = server.Site(services)
     combined.displayTracebacks = False
     combined.noisy = False

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,17 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+@contextmanager
+def serving(files: NodeFiles, *extra: str) -> Iterator[ServeProcess]:
+    """`umedge serve` on `files`, ready, killed on the way out."""
+    process = ServeProcess(files.path, *extra)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.kill()
 
 
 @pytest.fixture

@@ -177,7 +177,7 @@ class CallRouter:
         self.state = RouterState(directory)
         self.set_directory(directory, hunt_groups)
         self._round_robin = itertools.count()
-        self.counters = {"redirects": 0, "rejected": 0}
+        self.counters = {"redirects": 0, "rejected": 0, "untrusted": 0}
 
     def set_directory(self, directory: Directory, hunt_groups: Iterable[HuntGroup] | None = None) -> None:
         groups: dict[str, list[HuntGroup]] = {}
@@ -198,9 +198,10 @@ class CallRouter:
         gateway = self.gateways.match(peer)
         if gateway is None:
             self.counters["rejected"] += 1
+            self.counters["untrusted"] += 1
             log.info("call router: {method} from {host} refused: not a UM IP gateway", method=method,
                      host=peer.host)
-            return make_response(request, 403, "Forbidden - not a UM IP gateway", [("Server", SERVER)])
+            return make_response(request, 403, "Forbidden")  # generic: the log says why, the stranger not
         if gateway.status == "disabled":
             return make_response(request, 403, "Forbidden - UM IP gateway disabled", [("Server", SERVER)])
         if method not in ("INVITE", "OPTIONS", "CANCEL"):

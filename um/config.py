@@ -50,6 +50,12 @@ ROLES = ("callrouter", "mailbox", "worker", "edge", "web")
 STARTUP_MODES = ("tcp", "tls", "dual")
 
 
+def server_header(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 64 or not all(32 < ord(c) < 127 for c in value):
+        raise Invalid('"" or a product token of up to 64 visible ASCII characters, such as "umedge"')
+    return value
+
+
 def role_list(value: Any) -> tuple[str, ...]:
     allowed = '["all"] or a list of ' + ", ".join(f'"{r}"' for r in ROLES)
     if not isinstance(value, list) or not value or not all(isinstance(r, str) for r in value):
@@ -70,6 +76,7 @@ class NodeConfig:
     state_dir: str = key(path)
     certs_dir: str = key(path)
     drain_seconds: float = key(lambda v: 0.0 if v == 0 and not isinstance(v, bool) else seconds(v))
+    server_header: str = key(server_header)
 
     @property
     def fqdn(self) -> str:
@@ -139,6 +146,8 @@ class WorkerConfig:
     pin_max_failures: int = key(bounded(1, 100, "wrong PINs in a row before the mailbox locks", integer=True))
     outbound_gateway: str = key(optional_host_port)
     play_on_phone_per_hour: int = key(bounded(1, 10000, "play-on-phone calls per mailbox per hour", integer=True))
+    ack_timeout: float = key(bounded(1, 32, "seconds"))
+    max_calls_per_source: int = key(bounded(1, 10000, "calls", integer=True))
 
 
 @dataclass(frozen=True)

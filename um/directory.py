@@ -362,7 +362,7 @@ class CallDirectory:
         for plan in self.plans.values():
             if pilot in plan.access_numbers:
                 return plan
-        return next(iter(self.plans.values()), None)
+        return None
 
     def mailbox(self, plan: DialPlan | None, user: str | None, host: str | None = None) -> str | None:
         if plan is None or not user:

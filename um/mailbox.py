@@ -69,6 +69,7 @@ class MailboxService:
     def __init__(self, host: str, startup_mode: str, sip_ports: tuple[int, int],
                  dual_tls_ports: tuple[int, int], call_routers: tuple[str, ...] = ("127.0.0.1",),
                  drain_timeout: float = 3600.0, *, call_handler: CallHandler | None, clock: Any = None,
+                 gateway: Callable[[Peer], object | None] | None = None,
                  control_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")) -> None:
         self.host = host
         self.mode = startup_mode
@@ -88,6 +89,10 @@ class MailboxService:
         # The worker's calls, media and voicemail (um.worker); None on a node without the worker role,
         # which serves no worker listener.
         self.call_handler = call_handler
+        # Who may call the worker: a configured UM IP gateway (the call router's table, FQDNs resolved),
+        # the pool's call routers, or an MTLS peer the pool CA vouched for. None: call routers and MTLS only.
+        self.gateway = gateway
+        self.untrusted = 0  # requests refused for their source
         self.active = self.slots[0]
         self._start(self.active)
 
@@ -163,7 +168,8 @@ class MailboxService:
         if method == "ACK":
             return None
         if peer.transport != "tls" and not _allowed(peer.host, self.call_routers):
-            return make_response(request, 403, "Forbidden - not a call router of this pool", [("Server", SERVER)])
+            self.untrusted += 1
+            return make_response(request, 403, "Forbidden")
         if method == "INVITE":
             secure = request.ruri is not None and request.ruri.scheme == "sips"
             user = getattr(request.ruri, "user", None)
@@ -216,8 +222,18 @@ class MailboxService:
         handle.slot = slot  # type: ignore[attr-defined]
         return handle
 
+    def trusts_caller(self, peer: Peer) -> bool:
+        """Whether `peer` may send requests to a worker slot."""
+        if peer.transport == "tls" or _allowed(peer.host, self.call_routers):
+            return True
+        return self.gateway is not None and self.gateway(peer) is not None
+
     def _handle_worker(self, slot: WorkerSlot, request: Request, peer: Peer) -> Response | None | Deferred[Response]:
         method = request.method
+        if not self.trusts_caller(peer):
+            self.untrusted += 1
+            # The same generic answer whatever was asked: nothing about mailboxes or slots to strangers.
+            return None if method == "ACK" else make_response(request, 403, "Forbidden")
         if method == "OPTIONS":
             return make_response(request, 200, None, [("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
                                                       ("Accept", "application/sdp"), ("Server", SERVER)])

@@ -12,9 +12,7 @@ issued. Replacing or removing the file revokes every token issued so far
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
+
+from um.secretfile import generated_secret
 
 SECRET_FILE = "web_token_secret"
 ALGORITHM = "HS256"
@@ -66,17 +66,7 @@ def secret_path(state_dir: str | Path) -> Path:
 def load_secret(state_dir: str | Path) -> bytes:
     """The signing key, generated (32 random bytes, URL-safe text, 0600) on first use."""
     path = secret_path(state_dir)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, secrets.token_urlsafe(32).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    secret = path.read_bytes().strip()
+    secret = generated_secret(path).encode()
     if len(secret) < 16:
         raise WebTokenError(f"{path}: the web token secret is shorter than 16 bytes")
     return secret

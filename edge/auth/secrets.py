@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from edge.config import EdgeSections
+from um.secretfile import generated_secret
 
 
 def auth_secrets(config: EdgeSections) -> tuple[str, ...]:
@@ -18,15 +17,4 @@ def auth_secrets(config: EdgeSections) -> tuple[str, ...]:
     """
     if config.edge.auth_secrets:
         return config.edge.auth_secrets
-    path = Path(config.node.state_dir) / "auth_secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".auth_secret.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, secrets.token_urlsafe(32).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    return (path.read_text().strip(),)
+    return (generated_secret(Path(config.node.state_dir) / "auth_secret"),)

@@ -26,7 +26,8 @@ def mras_service(port: int, address: str, config: EdgeSections, issuer: TokenIss
                           config.edge.realm)
     options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="required")
     # The guard outside TLS, so refusing closes the socket; SipStreamProtocol settles it per message.
-    factory = guarded(SipStreamFactory(handler, "tls", "edge"), ConnectionLimits.of(config.limits), "MRAS", options)
+    sip = SipStreamFactory(handler, "tls", "edge", server=config.node.server_header or None)
+    factory = guarded(sip, ConnectionLimits.of(config.limits), "MRAS", options)
     if guards is not None:
         guards.append(factory)
     return internet.TCPServer(port, factory, backlog=LISTEN_BACKLOG, interface=address)

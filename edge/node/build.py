@@ -10,7 +10,7 @@ fails start-up at once), stopping it closes them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.application import internet, service
 
@@ -26,6 +26,7 @@ from edge.node.schema import Config
 from edge.node.state import NodeState, StateSampler
 from edge.node.web import status_site
 from edge.pool.members import Member
+from um.callrouter import GatewayTable
 from um.netguard import LISTEN_BACKLOG, ConnectionLimits, RateLimiter, guarded
 from um.services import DailyRecycle
 from um.sip.responder import OptionsResponder
@@ -59,7 +60,7 @@ def _sip_handler(row: Listener, state: NodeState) -> Handler | None:
 
 def _sip_service(row: Listener, config: Config, state: NodeState) -> service.Service:
     sip = SipStreamFactory(_sip_handler(row, state) or OptionsResponder(row.role), row.transport, row.role,
-                           limiter=state.sip_limiter)
+                           limiter=state.sip_limiter, server=config.node.server_header or None)
     options = None
     if row.transport == "tls":
         options = tls.server_options(config.node.certs_dir, config.node.name, client_cert="required")
@@ -123,6 +124,21 @@ def _build_edge(config: Config, state: NodeState, root: service.MultiService, tu
     state.issuer = TokenIssuer.from_config(config)
 
 
+def _trusted_gateways(state: NodeState) -> Callable[[], GatewayTable]:
+    """The UM IP gateways the worker takes calls from: the call router's table when it runs here (FQDNs
+    resolved, reloaded on SIGHUP), else one built from the current config's [callrouter] gateways."""
+    built: list[tuple[Config, GatewayTable]] = []
+
+    def table() -> GatewayTable:
+        if state.callrouter is not None:
+            return state.callrouter.router.gateways
+        if not built or built[0][0] is not state.config:
+            built[:] = [(state.config, GatewayTable(state.config.callrouter.gateways))]
+        return built[0][1]
+
+    return table
+
+
 def _build_um(config: Config, state: NodeState, root: service.MultiService) -> None:
     from twisted.internet import reactor
 
@@ -132,7 +148,7 @@ def _build_um(config: Config, state: NodeState, root: service.MultiService) -> N
     if "worker" in roles:
         calls = um_roles.worker_calls(config, lambda: state.config)
     if roles & {"mailbox", "worker"}:
-        state.mailbox = um_roles.mailbox_service(config, host, calls, reactor)
+        state.mailbox = um_roles.mailbox_service(config, host, calls, reactor, _trusted_gateways(state))
         if "mailbox" in roles:
             recycle = DailyRecycle(state.mailbox, lambda: state.config.mailbox.recycle_time)
             recycle.setServiceParent(root)

@@ -99,6 +99,11 @@ def _cross_checks(config: Config, source: str, problems: list[Problem]) -> None:
     if e.relay_port_min is not None and e.relay_port_max is not None and e.relay_port_min > e.relay_port_max:
         problems.append(Problem(source, "[edge].relay_port_min", f"{e.relay_port_min} is greater than "
                                 f"[edge].relay_port_max {e.relay_port_max}; allowed: relay_port_min <= relay_port_max"))
+    if w.media_via_edge and w.max_calls_per_source >= e.max_allocations_per_user:
+        problems.append(Problem(source, "[worker].max_calls_per_source", f"{w.max_calls_per_source} is not below "
+                                f"[edge].max_allocations_per_user {e.max_allocations_per_user}, which caps the "
+                                "worker's relay allocations (one per call) with media_via_edge; allowed: a smaller "
+                                "number, so one source cannot take them all"))
     if e.alternate_address:
         problems.extend(Problem(source, where, message) for where, message in _discovery_problems(config))
     for a, b in collisions(listeners(config)):

@@ -143,7 +143,7 @@ def listeners(config: Config, roles: tuple[str, ...] | None = None) -> list[List
     if "web" in roles:
         rows.append(Listener("web", "Status page and UM web services", "HTTP", "tcp",
                              config.web.http_port, None, node_address,
-                             "HTTP or TLS (UM web services: TLS + client cert or API key)", UMEDGE_ONLY,
+                             "HTTP or TLS (UM web services: TLS + web token, client cert or API key)", UMEDGE_ONLY,
                              "UMWeb (TCP-In)", "[web].http_port"))
     return rows
 

@@ -119,6 +119,13 @@ class NodeCollector:
         yield _gauge("umedge_event_loop_lag_seconds", "How late the event loop ran its last timer",
                      state.loop_lag)
         yield _gauge("umedge_draining", "1 while the node drains after SIGTERM", 1.0 if state.draining else 0.0)
+        untrusted: dict[tuple[str, ...], float] = {}
+        if state.callrouter is not None:
+            untrusted[("callrouter",)] = float(state.callrouter.router.counters["untrusted"])
+        if state.mailbox is not None:
+            untrusted[("mailbox",)] = float(state.mailbox.untrusted)
+        yield _counter("umedge_sip_untrusted", "SIP requests refused (403) for their source: not a configured "
+                       "gateway, call router or MTLS peer", ["role"], untrusted)
         yield _counter("umedge_log_suppressed", "Log events counted instead of written (repeats beyond the "
                        "per-minute burst), by namespace", ["namespace"],
                        {(namespace,): float(n) for namespace, n in logsetup.suppressed.items()})

@@ -70,7 +70,7 @@ def worker_settings(config: Config) -> WorkerSettings:
         silence_timeout=float(w.silence_timeout), jitter_buffer_ms=int(w.jitter_buffer_ms),
         media_timeout=float(w.media_timeout),
         pin_policy=PinPolicy(min_length=w.pin_min_length, max_failures=w.pin_max_failures),
-        outbound_gateway=gateway)
+        outbound_gateway=gateway, ack_timeout=w.ack_timeout, max_calls_per_source=w.max_calls_per_source)
 
 
 def worker_calls(config: Config, current: Callable[[], Config]) -> WorkerCalls:
@@ -80,10 +80,12 @@ def worker_calls(config: Config, current: Callable[[], Config]) -> WorkerCalls:
     return WorkerCalls(WorkerContext(worker_settings(config), directory))
 
 
-def mailbox_service(config: Config, host: str, calls: CallHandler | None, clock: object) -> MailboxService:
+def mailbox_service(config: Config, host: str, calls: CallHandler | None, clock: object,
+                    gateways: Callable[[], GatewayTable]) -> MailboxService:
+    """`gateways()`: the UM IP gateway table the worker trusts (the call router's, FQDNs resolved, if it runs)."""
     m, w = config.mailbox, config.worker
     return MailboxService(host, w.startup_mode, w.sip_ports, w.sip_dual_tls_ports, m.call_routers,
-                          m.drain_timeout, call_handler=calls, clock=clock)
+                          m.drain_timeout, call_handler=calls, clock=clock, gateway=lambda peer: gateways().match(peer))
 
 
 def call_router_service(config: Config, host: str, local: MailboxService | None, reactor: object

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import NodeFiles, ServeProcess, write_config
+from tests.conftest import NodeFiles, ServeProcess, serving, write_config
 
 API_KEY = "api-key-for-hostile-0123456789abcdef"
 
@@ -20,12 +20,8 @@ API_KEY = "api-key-for-hostile-0123456789abcdef"
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeFiles, ServeProcess]]:
     files = write_config(tmp_path_factory.mktemp("hostile"), {
         "node": {"roles": ["mailbox", "worker", "edge", "web"]}, "auth": {"api_keys": [API_KEY]}})
-    process = ServeProcess(files.path)
-    try:
-        process.wait_ready()
+    with serving(files) as process:
         yield files, process
-    finally:
-        process.kill()
 
 
 def exchange(port: int, files: NodeFiles, head: bytes, body: bytes = b"") -> tuple[int, dict[str, object]]:

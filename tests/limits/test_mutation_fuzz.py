@@ -14,7 +14,6 @@ thousands for a long run.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -32,6 +31,7 @@ from edge import stun
 from edge.stun import Attr
 from edge.tokens import mint
 from tests.conftest import NodeFiles, ServeProcess, write_config
+from tests.worker.webauth import web_request
 
 ROUNDS = int(os.environ.get("UMEDGE_FUZZ_ROUNDS", "40"))
 SECRET = "fuzz-secret-0123456789abcdef"
@@ -235,8 +235,9 @@ def test_mutated_messages_on_every_listener(node: Node) -> None:
 
     def active_calls() -> int:
         """Worker calls a mutated INVITE set up (valid ones are answered; they wait for their ACK)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{port('web', 'http_port')}/v1/worker", timeout=2) as page:
-            return int(json.loads(page.read())["active_calls"])
+        status, _, body = web_request(files, "GET", "/v1/worker", token=API_KEY)  # admin, over HTTPS
+        assert status == 200, body
+        return int(body["active_calls"])
 
     # Every connection closed: the node comes back to its fds (handshake timeouts close the slow ones),
     # but for the RTP sockets of calls still waiting for their ACK.

@@ -15,7 +15,7 @@ import pytest
 from edge import stun
 from edge.stun import Attr
 from edge.tokens import mint
-from tests.conftest import NodeFiles, ServeProcess, umedge, write_config
+from tests.conftest import NodeFiles, ServeProcess, serving, umedge, write_config
 
 SECRET = "hygiene-secret-0123456789"
 RELAY_PORTS = 4
@@ -72,12 +72,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeFiles, 
     files = write_config(tmp_path_factory.mktemp("hygiene"), {
         "node": {"roles": ["edge", "web"]},
         "edge": {"auth_secrets": [SECRET], "relay_port_min": low, "relay_port_max": low + RELAY_PORTS - 1}})
-    process = ServeProcess(files.path)
-    try:
-        process.wait_ready()
+    with serving(files) as process:
         yield files, process
-    finally:
-        process.kill()
 
 
 def metric(files: NodeFiles, name: str) -> float:

@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioice import turn
@@ -38,6 +39,14 @@ def allocate_code(port: int, secret: str, identity: str = "sip:drain@example.tes
         return None if reply.msg_class == stun.SUCCESS else reply.error_code()[0]
 
 
+def hold_an_allocation(loop: asyncio.AbstractEventLoop, port: int) -> Any:
+    """An aioice TURN client with an allocation on the edge at `port` (keeps it until closed)."""
+    token = mint(NEW, "sip:held@example.test", 600, time.time())
+    held, _ = loop.run_until_complete(turn.create_turn_endpoint(
+        Collector, ("127.0.0.1", port), token.username, token.password))
+    return held
+
+
 def test_sigterm_drains_then_exits_when_the_last_allocation_ends(tmp_path: Path) -> None:
     files = write_config(tmp_path, {"edge": {"auth_secrets": [NEW]}, "node": {"drain_seconds": 20}})
     process = ServeProcess(files.path, "--roles", "edge")
@@ -45,9 +54,7 @@ def test_sigterm_drains_then_exits_when_the_last_allocation_ends(tmp_path: Path)
     loop = asyncio.new_event_loop()
     try:
         process.wait_ready()
-        token = mint(NEW, "sip:held@example.test", 600, time.time())
-        held, _ = loop.run_until_complete(turn.create_turn_endpoint(
-            Collector, ("127.0.0.1", port), token.username, token.password))
+        held = hold_an_allocation(loop, port)
         process.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert process.proc.poll() is None  # still serving the active allocation
@@ -166,9 +173,7 @@ def test_a_second_signal_during_a_drain_stops_at_once(tmp_path: Path, second: in
     loop = asyncio.new_event_loop()
     try:
         process.wait_ready()
-        token = mint(NEW, "sip:held@example.test", 600, time.time())
-        held, _ = loop.run_until_complete(turn.create_turn_endpoint(
-            Collector, ("127.0.0.1", port), token.username, token.password))
+        held = hold_an_allocation(loop, port)
         process.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
         while "SIGTERM: draining" not in process.stderr() and time.monotonic() < deadline:

@@ -76,7 +76,7 @@ def test_redirects_to_the_called_mailbox_worker() -> None:
 def test_unknown_gateway_disabled_and_no_new_calls() -> None:
     router = make_router()
     refused = router(invite(), Peer("192.0.2.99", 5060, "tcp"))
-    assert refused.status == 403 and "not a UM IP gateway" in refused.reason
+    assert refused.status == 403 and refused.reason == "Forbidden"  # generic toward strangers
     assert router(options(), Peer("192.0.2.99", 5060, "tcp")).status == 403
     assert router(invite(), Peer("203.0.113.7", 5060, "tcp")).status == 403  # disabled
     assert router(options(), Peer("203.0.113.7", 5060, "tcp")).status == 403
@@ -230,11 +230,13 @@ def test_directory_parsing_errors_and_file(tmp_path) -> None:  # type: ignore[no
 def test_mailbox_service_recycle_and_drain() -> None:
     clock = task.Clock()
     service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), clock=clock, drain_timeout=100,
-                             call_handler=StandInCalls())
+                             call_handler=StandInCalls(), gateway=lambda peer: "gw" if peer.host == GW.host else None)
     worker1 = service.worker_handler(1)
     sdp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
     call = invite(extra="Content-Type: application/sdp\r\n").encode().replace(
         b"Content-Length: 0", b"Content-Length: %d" % len(sdp)) + sdp
+    stranger = worker1(parse_datagram(call), Peer("198.51.100.7", 5060, "tcp"))  # not a gateway: nothing to learn
+    assert (stranger.status, stranger.reason, service.untrusted) == (403, "Forbidden", 1)
     answered = worker1(parse_datagram(call), GW)
     assert answered.status == 200 and b"m=audio 0 RTP/AVP 0" in answered.body
     assert len(service.slots[0].calls) == 1
@@ -259,7 +261,8 @@ def test_um_service_accepts_only_call_routers() -> None:
     service = MailboxService("192.0.2.1", "dual", (5065, 5067), (5066, 5068), call_routers=("192.0.2.0/28",),
                              call_handler=StandInCalls())
     assert contact(service.handle_um_service(invite(), GW)) == "<sip:5000@192.0.2.1:5065;transport=tcp>"
-    assert service.handle_um_service(invite(), Peer("192.0.2.99", 1, "tcp")).status == 403
+    refused = service.handle_um_service(invite(), Peer("192.0.2.99", 1, "tcp"))
+    assert (refused.status, refused.reason) == (403, "Forbidden")
     assert contact(service.handle_um_service(invite(), Peer("203.0.113.1", 1, "tls"))).startswith("<sip:")
     secure = parse_datagram(invite().encode().replace(b"INVITE sip:5000", b"INVITE sips:5000"))
     assert contact(service.handle_um_service(secure, GW)) == "<sips:5000@192.0.2.1:5066>"

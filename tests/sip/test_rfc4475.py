@@ -218,7 +218,8 @@ def test_sdp01_accept_without_sdp() -> None:
     request = parse_datagram(load("sdp01"))
     assert request.headers.get("Accept") == "text/nobodyKnowsThis"
     assert router_for("sdp01")(request, PEER).status == 302  # a 302 carries no body: Accept is moot
-    worker = MailboxService("127.0.0.1", "dual", (5065, 5067), (5066, 5068), call_handler=StandInCalls())
+    worker = MailboxService("127.0.0.1", "dual", (5065, 5067), (5066, 5068), call_handler=StandInCalls(),
+                            gateway=lambda peer: "gw")  # the test's peer is a gateway
     answer_ = worker.worker_handler(1)(parse_datagram(load("sdp01")), PEER)
     assert answer_.status == 406 and answer_.headers.get("Accept") == "application/sdp"  # the worker's SDP can't go
 

@@ -108,14 +108,17 @@ class SipStats:
 
 
 STATS = SipStats()
+DEFAULT_SERVER = "umedge"  # no version: telling strangers the release helps nobody but them
 
 
 class SipStreamProtocol(Protocol):
     log = Logger(namespace="umedge.sip")
 
     def __init__(self, handler: Handler, transport_name: str, role: str,
-                 transactions: TransactionLayer | None = None, max_message: int = MAX_MESSAGE_BYTES) -> None:
+                 transactions: TransactionLayer | None = None, max_message: int = MAX_MESSAGE_BYTES,
+                 server: str | None = DEFAULT_SERVER) -> None:
         self._handler = handler
+        self._server = server
         self._transport_name = transport_name
         self._role = role
         self._parser = StreamParser(max_message=max_message, validate=False)  # validated below
@@ -277,11 +280,18 @@ class SipStreamProtocol(Protocol):
 
     def _send(self, txn: Any, response: Response, now: float) -> None:
         STATS.response(response.status)
-        self._wire.write(self._transactions.send_response(txn, response, now))
+        self._wire.write(self._transactions.send_response(txn, self._stamp(response), now))
 
     def _write(self, response: Response) -> None:
         STATS.response(response.status)
-        self._wire.write(response.encode())
+        self._wire.write(self._stamp(response).encode())
+
+    def _stamp(self, response: Response) -> Response:
+        """The listener's Server header (`[node] server_header`; none if empty), whatever the handler put."""
+        response.headers.remove("Server")
+        if self._server:
+            response.headers.add("Server", self._server)
+        return response
 
     def send_request(self, request: Request) -> None:
         """Send a request on this connection (an in-dialog BYE, for example), outside any transaction."""
@@ -312,8 +322,10 @@ class SipStreamFactory(Factory):
     tick_interval = 1.0
 
     def __init__(self, handler: Handler, transport_name: str, role: str,
-                 max_message: int = MAX_MESSAGE_BYTES, limiter: Any = None) -> None:
+                 max_message: int = MAX_MESSAGE_BYTES, limiter: Any = None,
+                 server: str | None = DEFAULT_SERVER) -> None:
         self.handler, self.transport_name, self.role = handler, transport_name, role
+        self.server = server
         self.max_message = max_message
         self.limiter = limiter  # um.netguard.RateLimiter: requests per source address (None: unlimited)
         self.transactions = TransactionLayer(RELIABLE)
@@ -341,6 +353,6 @@ class SipStreamFactory(Factory):
 
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
         protocol = SipStreamProtocol(self.handler, self.transport_name, self.role, self.transactions,
-                                     self.max_message)
+                                     self.max_message, self.server)
         protocol.factory = self
         return protocol

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from um.worker.handler import WorkerCalls
 
 log = Logger(namespace="umedge.worker")
-ACK_TIMEOUT = 32.0
 
 
 def address_parts(value: str | None) -> tuple[str | None, str | None, str]:
@@ -162,7 +161,7 @@ class Call:
 
     def wait_for_ack(self) -> None:
         self._ack_timer = asyncio.get_event_loop().call_later(
-            ACK_TIMEOUT, lambda: asyncio.ensure_future(self.end("no-ack", send_bye=True)))
+            self.context.settings.ack_timeout, lambda: asyncio.ensure_future(self.end("no-ack", send_bye=True)))
 
     def _digit(self, digit: str) -> None:
         self.digits.put_nowait(digit)
@@ -368,4 +367,4 @@ class Call:
                 "media": media.stats() if media is not None else None}
 
 
-__all__ = ["ACK_TIMEOUT", "Call", "address_parts"]
+__all__ = ["Call", "address_parts"]

@@ -119,11 +119,19 @@ class WorkerCalls:
         if not request.body or content_type not in ("application/sdp",) + multipart.MULTIPART_TYPES:
             return make_response(request, 488, "Not Acceptable Here - an SDP offer is required",
                                  [("Accept", ACCEPT)])
+        calls_from_peer = sum(1 for call in context.calls.values() if call.peer.host == peer.host)
+        if calls_from_peer >= context.settings.max_calls_per_source:
+            context.counters["rejected"] += 1
+            return make_response(request, 503, "Service Unavailable - too many calls from this source",
+                                 [("Retry-After", "10")])
         directory = context.directory
         ruri = request.ruri
         pilot = getattr(ruri, "user", None)
         pilot = pilot.split(";")[0] if pilot else None
         plan = directory.plan_for(pilot)
+        if plan is None:  # the same answer as the call router's for a pilot no hunt group names
+            context.counters["rejected"] += 1
+            return make_response(request, 404, "Not Found - no hunt group for this pilot number")
         from um.callrouter import diverting_user
 
         user, host = diverting_user(request, pilot)

@@ -41,6 +41,8 @@ class WorkerSettings:
     pin_policy: PinPolicy = field(default_factory=PinPolicy)
     outbound_gateway: tuple[str, int] | None = None
     codecs: tuple[str, ...] = (PCMU, PCMA)
+    ack_timeout: float = 8.0           # seconds an answered call waits for its ACK
+    max_calls_per_source: int = 40     # calls at once from one source address
 
     @property
     def media_identity(self) -> str:

@@ -29,9 +29,9 @@ PEER = ("203.0.113.5", 6000)
 class MsHarness(Harness):
     """The engine suite's harness with the [MS-TURN] dialect plugged in, as the composition root does."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, alternates: tuple[tuple[str, int], ...] = ()) -> None:
         self.ms = MsTurnServer()
-        super().__init__(limits, dialects=[self.ms])
+        super().__init__(limits, alternates=alternates, dialects=[self.ms])
 
 
 class MsClient:
@@ -265,6 +265,18 @@ def test_quota_per_identity() -> None:
     assert r.msg_type == MsType.ALLOCATE_ERROR
     assert decode_error_code(r.get(MsAttr.ERROR_CODE))[0] == 486
     assert r.verify_integrity(other.key)
+
+
+def test_a_draining_node_redirects_ms_turn_clients_like_rfc_ones() -> None:
+    """Issue 14: MS-TURN answered a bare 508 while draining; now it names the alternate server too."""
+    h = MsHarness(alternates=(("198.51.100.77", 3478),))
+    h.engine.accepting = False  # SIGTERM: draining
+    client = MsClient(h)
+    r = client.allocate()
+    assert r.msg_type == MsType.ALLOCATE_ERROR
+    assert decode_error_code(r.get(MsAttr.ERROR_CODE))[0] == 300
+    assert r.get(MsAttr.ALTERNATE_SERVER) is not None
+    assert not h.engine.allocations
 
 
 class PoolQuota:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from um.sip.headers import parse_addresses
 from um.sip.message import Headers, Request, Response, new_tag
 from um.sip.transaction import new_branch
-from um.sip.uri import parse_name_addr
+from um.sip.uri import SipUri, parse_name_addr, split_header_values
 
 
 class DialogError(ValueError):
@@ -50,7 +50,7 @@ class Dialog:
         contacts = parse_addresses(headers.get("Contact") or "")
         if len(contacts) != 1:
             raise DialogError(400, "Bad Request - INVITE needs exactly one Contact")
-        record_route = [v for value in headers.get_all("Record-Route") for v in value.split(",")]
+        record_route = _route_values(headers.get_all("Record-Route"))
         from_addr = invite.from_addr or parse_name_addr(headers.get("From") or "")
         to_value = headers.get("To") or ""
         return cls(
@@ -60,7 +60,7 @@ class Dialog:
             local_uri=to_value.split(";tag=")[0],
             remote_uri=(headers.get("From") or "").split(";tag=")[0],
             remote_target=str(contacts[0].uri),
-            route_set=[r.strip() for r in record_route],
+            route_set=record_route,
             remote_seq=invite.cseq_number,
             secure=bool(invite.ruri is not None and invite.ruri.scheme == "sips"),
         )
@@ -70,7 +70,7 @@ class Dialog:
         """The UAC dialog state of RFC 3261 §12.1.2 from our `invite` and the 2xx answering it."""
         headers, answer = invite.headers, response.headers
         contacts = parse_addresses(answer.get("Contact") or "")
-        record_route = [v for value in answer.get_all("Record-Route") for v in value.split(",")]
+        record_route = _route_values(answer.get_all("Record-Route"))
         from_value, to_value = headers.get("From") or "", answer.get("To") or ""
         cseq = (headers.get("CSeq") or "1").split(" ", 1)[0]
         return cls(
@@ -80,7 +80,7 @@ class Dialog:
             local_uri=from_value.split(";tag=")[0],
             remote_uri=to_value.split(";tag=")[0],
             remote_target=str(contacts[0].uri) if contacts else invite.uri,
-            route_set=[r.strip() for r in reversed(record_route)],
+            route_set=list(reversed(record_route)),
             local_seq=int(cseq) if cseq.isdigit() else 1,
             secure=invite.uri.startswith("sips:"),
             state="confirmed",
@@ -109,8 +109,26 @@ class Dialog:
                  ("To", self.remote_uri + (f";tag={self.remote_tag}" if self.remote_tag else "")),
                  ("Call-ID", self.call_id),
                  ("CSeq", f"{self.local_seq} {method}")]
-        items.extend(("Route", route) for route in self.route_set)
-        return Request(method, self.remote_target, Headers(items))
+        target, routes = self.route()
+        items.extend(("Route", route) for route in routes)
+        return Request(method, target, Headers(items))
+
+    def route(self) -> tuple[str, list[str]]:
+        """Request-URI and Route values of an in-dialog request (RFC 3261 §12.2.1.1).
+
+        Loose routing (the first route has `lr`): the remote target is the
+        Request-URI and the route set the Route header. Strict routing (an
+        RFC 2543 proxy): the first route becomes the Request-URI and the
+        remote target goes last in Route.
+        """
+        if not self.route_set:
+            return self.remote_target, []
+        first = parse_name_addr(self.route_set[0]).uri
+        if isinstance(first, SipUri) and "lr" not in first.params:
+            strict = SipUri(first.scheme, first.user, first.host, first.port, first.password,
+                            {k: v for k, v in first.params.items() if k != "method"})
+            return str(strict), [*self.route_set[1:], f"<{self.remote_target}>"]
+        return self.remote_target, list(self.route_set)
 
 
 def dialog_key(request: Request) -> tuple[str, str | None, str | None]:
@@ -119,3 +137,16 @@ def dialog_key(request: Request) -> tuple[str, str | None, str | None]:
     from_addr = request.from_addr
     return (request.headers.get("Call-ID") or "", to_addr.tag if to_addr else None,
             from_addr.tag if from_addr else None)
+
+
+def _route_values(values: list[str]) -> list[str]:
+    """Record-Route header lines into single name-addr values, in order (commas inside <...> kept)."""
+    routes = [part.strip() for value in values for part in split_header_values(value)]
+    for route in routes:
+        try:
+            address = parse_name_addr(route)
+        except ValueError:
+            raise DialogError(400, "Bad Request - malformed Record-Route") from None
+        if not isinstance(address.uri, SipUri) or not address.bracketed:
+            raise DialogError(400, "Bad Request - Record-Route needs <sip: or sips: URI>")
+    return routes

@@ -6,12 +6,14 @@ problem; the strict validator turns it into a 400 reason phrase.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
 from um.sip.uri import NameAddr, UriError, parse_header_params, parse_name_addr, split_header_values, split_hostport
 
 MAGIC_COOKIE = "z9hG4bK"
+_ADDRESS_PARAMS = ("received",)  # RFC 3261 via-received: IPv4address / IPv6address (RFC 5118 §4.5: or [IPv6])
 MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq numbers are below 2**31
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _VIA = re.compile(r"^SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+([^;]+?)[ \t]*(;.*)?$",
@@ -57,15 +59,29 @@ def parse_via(value: str) -> list[Via]:
             raise UriError(f"malformed Via {part!r}")
         transport, sent_by, param_text = match.groups()
         host, port = split_hostport(sent_by.replace(" ", "").replace("\t", ""))
-        params = parse_header_params(param_text or "")
+        params = parse_header_params(param_text or "", _ADDRESS_PARAMS)
         for name in ("received", "rport", "ttl", "maddr"):
             if name in params and params[name] is None and name != "rport":
                 raise UriError(f"Via {name} without a value")
+        received = params.get("received")
+        if received is not None and not _is_address(received):
+            raise UriError(f"malformed Via received {received!r} (an IPv4 or IPv6 address)")
         rport = params.get("rport")
         if rport is not None and (not rport.isdigit() or int(rport) > 65535):
             raise UriError("malformed Via rport")
         vias.append(Via(transport.upper(), host, port, params))
     return vias
+
+
+def _is_address(text: str) -> bool:
+    """received= holds an IP address: IPv4, IPv6, or IPv6 in brackets (RFC 5118 §4.5 accepts both)."""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_cseq(value: str) -> tuple[int, str]:

@@ -232,6 +232,8 @@ def _with_tag(to_value: str, tag: str | None = None) -> str:
 
 
 _COPIED = ("Via", "From", "To", "Call-ID", "CSeq")
+_COPIED_DIALOG = (*_COPIED, "Record-Route")
+_DIALOG_METHODS = ("INVITE", "SUBSCRIBE")
 
 
 def make_response(request: Request, status: int, reason: str | None = None,
@@ -241,10 +243,15 @@ def make_response(request: Request, status: int, reason: str | None = None,
 
     Via, From, To, Call-ID and CSeq are copied in the request's order; To gets
     a tag (`to_tag`, or a random one) unless it has one or the status is 100.
+    A response that creates a dialog (101-299 to INVITE or SUBSCRIBE) also
+    copies Record-Route, values and order unchanged (§12.1.1): without it a
+    record-routing proxy drops out of the caller's route set and the ACK and
+    BYE bypass it.
     """
     items = []
+    copied = _COPIED_DIALOG if 100 < status < 300 and request.method in _DIALOG_METHODS else _COPIED
     for name, value in request.headers.items:
-        if name in _COPIED:
+        if name in copied:
             if name == "To" and status > 100:
                 value = _with_tag(value, to_tag)
             items.append((name, value))

@@ -36,6 +36,7 @@ from um.sip.parser import (
     validate_response,
 )
 from um.sip.transaction import RELIABLE, ClientTransaction, TransactionLayer
+from um.sip.uri import same_address
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,11 @@ def fix_via(request: Request, peer: Peer) -> None:
         return
     params = via.params
     needs_rport = "rport" in params and params["rport"] is None
-    if via.host == peer.host and not needs_rport:
+    differs = not same_address(via.host, peer.host)  # `[::1]` sent from ::1 needs no received
+    if not differs and not needs_rport:
         return
-    if via.host != peer.host:
-        params["received"] = peer.host
+    if differs:
+        params["received"] = peer.host  # RFC 3261's form: an IPv6 address without brackets, as Kamailio writes
     if needs_rport:
         params["rport"] = str(peer.port)
     headers = request.headers

@@ -8,6 +8,7 @@ RFC 3261 grammar does not allow. URIs of other schemes are kept as opaque
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -51,13 +52,46 @@ def valid_host(host: str) -> bool:
     if host.startswith("["):
         if not _IPV6.match(host):
             return False
-        import ipaddress
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             return False
         return True
     return bool(_HOSTNAME.match(host))
+
+
+def is_ipv6(text: str) -> bool:
+    """An IPv6 address literal without brackets (RFC 4291 text form, IPv4-embedded forms included)."""
+    if ":" not in text:
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def address_key(host: str) -> str:
+    """A host as one canonical text, to compare addresses not spellings (RFC 3261 §18.2.1).
+
+    `[::1]`, `::1` and `0:0::1` are the same address; an IPv4-mapped IPv6
+    address (a dual-stack socket's view of an IPv4 peer) is that IPv4
+    address. Host names are compared case-insensitively.
+    """
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return host.lower().rstrip(".")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def same_address(a: str, b: str) -> bool:
+    """`a` and `b` name the same address, whatever brackets or abbreviations they use."""
+    return a == b or address_key(a) == address_key(b)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -258,8 +292,13 @@ _GENERIC_VALUE = re.compile(r'^(?:[A-Za-z0-9\-.!%*_+`\'~]+|\[[0-9A-Fa-f:.]+\]|"(
 _SIMPLE_PARAMS = re.compile(r"^(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=(?:[A-Za-z0-9\-.!%*_+`'~]+|\[[0-9A-Fa-f:.]+\]))?)+$")
 
 
-def parse_header_params(text: str) -> dict[str, str | None]:
-    """Header parameters (generic-param of RFC 3261 §25.1): ';' separated, token or quoted values."""
+def parse_header_params(text: str, address_params: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Header parameters (generic-param of RFC 3261 §25.1): ';' separated, token or quoted values.
+
+    Parameters named in `address_params` may also hold an unbracketed IPv6
+    address: RFC 3261's ABNF gives Via's `received` as IPv6address (no
+    brackets), RFC 5118 §4.5 says to accept it with and without them.
+    """
     params: dict[str, str | None] = {}
     if not text:
         return params
@@ -276,7 +315,8 @@ def parse_header_params(text: str) -> dict[str, str | None]:
     for item in _split_quoted(text[1:], ";"):
         name, eq, value = item.partition("=")
         name, value = name.strip(), value.strip()
-        if not name or not _TOKEN.match(name) or (eq and not _GENERIC_VALUE.match(value)):
+        if not name or not _TOKEN.match(name) or (eq and not _GENERIC_VALUE.match(value)
+                                                   and not (name.lower() in address_params and is_ipv6(value))):
             raise UriError(f"malformed parameter {item.strip()!r}")
         params[name.lower()] = value if eq else None
     return params

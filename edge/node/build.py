@@ -21,6 +21,7 @@ from edge.auth.service import https_service, mras_service
 from edge.mediation.setup import enabled as mediation_enabled
 from edge.mediation.setup import mediation_service
 from edge.node import edge_roles, um_roles
+from edge.node.console import build_console
 from edge.node.listeners import Listener, listeners
 from edge.node.schema import Config
 from edge.node.state import NodeState, StateSampler
@@ -175,6 +176,8 @@ def build(config: Config, turn_only: bool = False) -> NodeTree:
     StateSampler(state).setServiceParent(root)
     if roles & {"callrouter", "mailbox", "worker"}:
         _build_um(config, state, root)
+    state.console = build_console(config, state)  # edge.node.admin: sessions and calls, for operators
+    state.console.setServiceParent(root)
     members: Members | None = None
     if "edge" in roles:
         pool = state.pool

@@ -442,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     voicemail.add_argument("--pcm", action="store_true", help="export as 16-bit PCM instead of the stored G.711")
     voicemail.add_argument("--pin", metavar="DIGITS", help="pin-reset: this PIN instead of a generated one")
     voicemail.set_defaults(func=cmd_voicemail)
+
+    from edge.node import console_cli
+
+    console_cli.register(sub, with_config)  # sessions, calls (the operator's console)
     return parser
 
 

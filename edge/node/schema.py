@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.config import AuthConfig, EdgeConfig, MediationConfig, PoolConfig
+from edge.config import AuthConfig, EdgeConfig, MediationConfig, PoolConfig, api_key_list
 from um.config import CallRouterConfig, LimitsConfig, MailboxConfig, NodeConfig, WorkerConfig
 from um.configkeys import choice, key, port
 
@@ -26,6 +26,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class WebConfig:
     http_port: int = key(port)
+    admin_keys: tuple[str, ...] = key(api_key_list, secret=True)  # the operator's console (edge.node.admin)
 
 
 SECTIONS: dict[str, type] = {

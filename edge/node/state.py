@@ -45,6 +45,7 @@ class NodeState:
         self.worker: WorkerService | None = None
         self.sip_limiter: RateLimiter | None = None  # shared by the SIP listeners
         self.guards: list[ConnectionGuard] = []  # of each SIP listener
+        self.console: Any = None  # edge.node.admin.Console: sessions, calls, refusals
         self.draining = False
         self.started = time.time()
         self.loop_lag = 0.0  # seconds the event loop was late on its last timer

@@ -11,6 +11,7 @@ from importlib import resources
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.web import resource, server
 
+from edge.node.admin_web import AdminResource
 from edge.node.listeners import listeners
 from edge.node.metrics import exposition, registry_for
 from edge.node.state import NodeState
@@ -39,7 +40,8 @@ def status_site(state: NodeState) -> server.Site:
         (b"GET", b"/v1/ports"): lambda request: (200, [r.as_dict() for r in listeners(state.config)]),
         (b"GET", b"/v1/status"): lambda request: (200, state.snapshot()),
     }
-    return _quiet_site(JsonRoutes(routes, fallback=page))
+    return _quiet_site(AdminResource(JsonRoutes(routes, fallback=page), lambda: state.console,
+                                     lambda: state.config.web.admin_keys))
 
 
 def _quiet_site(root: resource.Resource) -> server.Site:

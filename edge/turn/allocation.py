@@ -63,6 +63,7 @@ class Allocation:
     bytes_to_peer: int = 0
     packets_to_client: int = 0
     bytes_to_client: int = 0
+    created: float = 0.0  # engine clock when installed: the console's age column
 
     def permitted(self, host: str, now: float) -> bool:
         expiry = self.permissions.get(host)

@@ -484,7 +484,7 @@ class TurnEngine:
         """Register a new allocation over bound relays (quota already granted); `dialect` None is RFC 8656."""
         allocation = Allocation(link, creds.username, creds.identity, creds.key, creds.sha256, relays,
                                 self.now + lifetime, created_by, budget=self.limits.bandwidth_bytes_per_second,
-                                reservation=reservation, dialect=dialect)
+                                reservation=reservation, dialect=dialect, created=self.now)
         receiver = self._receiver(allocation)
         for relay in relays.values():
             relay.receiver = receiver

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from certs import pki
 from edge.auth import audit
 from edge.node import logsetup
 from edge.node.state import NodeState
@@ -90,6 +91,9 @@ class NodeCollector:
                        ["listener"], {(g.name,): g.refused for g in guards})
         yield _counter("umedge_connections_timed_out", "Stream connections cut by the handshake/idle timeouts",
                        ["listener"], {(g.name,): g.timed_out for g in guards})
+        yield _counter("umedge_tls_handshakes_refused", "TLS handshakes refused (no client certificate, an "
+                       "untrusted CA, not TLS)", ["listener"],
+                       {(g.name,): getattr(g, "tls_refused", 0) for g in guards})
         yield _counter("umedge_sip_requests", "SIP requests received, by method", ["method"],
                        {(m,): n for m, n in sip_stats.STATS.requests.items()})
         yield _counter("umedge_sip_responses", "SIP responses sent, by status code", ["code"],
@@ -129,8 +133,20 @@ class NodeCollector:
         yield _counter("umedge_log_suppressed", "Log events counted instead of written (repeats beyond the "
                        "per-minute burst), by namespace", ["namespace"],
                        {(namespace,): float(n) for namespace, n in logsetup.suppressed.items()})
+        yield from certificate_metrics(state.config.node.certs_dir)
         for extra in EXTRA:
             yield from extra()
+
+
+def certificate_metrics(certs_dir: str) -> Iterable[Metric]:
+    """Each certificate's expiry (the files under [node] certs_dir, as SIGHUP would load them)."""
+    try:
+        found = pki.inventory(certs_dir)
+    except (pki.PkiError, OSError, ValueError):
+        found = []
+    yield _gauge("umedge_certificate_expiry_timestamp_seconds", "When each certificate of [node] certs_dir "
+                 "expires (Unix time); alert 30 days ahead", 0, ["name", "kind"],
+                 {(info.name, "ca" if info.is_ca else "node"): info.not_after.timestamp() for info in found})
 
 
 def registry_for(state: NodeState) -> CollectorRegistry:

@@ -2,7 +2,8 @@
 
 SIGHUP re-reads the config file: secrets (rotation), token policy, gateways,
 hunt groups and the directory change without a restart; an invalid file is
-reported and the running config kept. SIGTERM stops taking new calls and
+reported and the running config kept. It also reloads the node certificate
+and the pool CA into every TLS listener (certs.tls.ServerOptions). SIGTERM stops taking new calls and
 allocations and lets the active ones run for up to [node] drain_seconds,
 exiting as soon as none is left.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from certs import tls
 from edge.node.config import ConfigError, load, with_roles
 from edge.node.state import NodeState
 
@@ -33,6 +35,7 @@ def install(reactor: Any, state: NodeState, config_path: str | None, drain: bool
 
 
 def reload(state: NodeState, config_path: str | None, on_reload: Callable[[], None] | None = None) -> None:
+    reload_certificates()
     try:
         fresh = with_roles(load(config_path), state.config.node.roles)
     except ConfigError as error:
@@ -48,6 +51,15 @@ def reload(state: NodeState, config_path: str | None, on_reload: Callable[[], No
              source=fresh.source)
     if on_reload is not None:
         on_reload()
+
+
+def reload_certificates() -> None:
+    """SIGHUP: every TLS listener rebuilds its context from the certificate files (new connections get
+    the renewed node certificate and CA; open ones keep theirs). One that cannot keeps its old context."""
+    renewed, failed = tls.reload_server_options()
+    for problem in failed:
+        log.error("SIGHUP: certificate not reloaded, the old one stays in use: {problem}", problem=problem)
+    log.info("SIGHUP: {renewed} TLS listener context(s) reloaded from the certificate files", renewed=renewed)
 
 
 def terminate(reactor: Any, state: NodeState) -> None:

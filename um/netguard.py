@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from twisted.internet.interfaces import IProtocolFactory
+from OpenSSL import SSL
+from twisted.internet.interfaces import IHandshakeListener, IProtocolFactory
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from um.config import LimitsConfig
 
@@ -173,6 +175,12 @@ class ConnectionGuard(WrappingFactory):
         self.refused = 0
         self.timed_out = 0
         self._limiter_log = RateLimiter(0.0, 0.0)
+        self.handshakes: HandshakeWatch | None = None  # TLS listeners: refused handshakes (guarded())
+
+    @property
+    def tls_refused(self) -> int:
+        """TLS handshakes this listener refused (0 for a plain TCP listener)."""
+        return self.handshakes.refused if self.handshakes is not None else 0
 
     def buildProtocol(self, addr: Any) -> Any:  # a _Guarded wrapper, or None to refuse
         host = getattr(addr, "host", "")
@@ -209,10 +217,81 @@ def guarded(factory: IProtocolFactory, limits: ConnectionLimits, name: str,
 
     The protocol inside settles the guard (settle_connection) on its first
     whole message, so a TLS handshake or a request dripping in is cut by the
-    handshake timeout and a working client only by the idle timeout.
+    handshake timeout and a working client only by the idle timeout. A TLS
+    listener also watches its handshakes (HandshakeWatch): refusals are
+    counted on the guard (`tls_refused`) and logged.
     """
-    inner = factory if tls_options is None else TLSMemoryBIOFactory(tls_options, False, factory)
-    return ConnectionGuard(inner, limits, name, settle_on_data=False)
+    if tls_options is None:
+        return ConnectionGuard(factory, limits, name, settle_on_data=False)
+    watch = HandshakeWatch(factory, name)
+    guard = ConnectionGuard(TLSMemoryBIOFactory(tls_options, False, watch), limits, name, settle_on_data=False)
+    guard.handshakes = watch
+    return guard
+
+
+def _tls_reason(failure: Failure) -> str:
+    """OpenSSL's reason for a failed handshake, in words an operator acts on."""
+    error = failure.value
+    args = error.args if error is not None else ()
+    texts = []
+    for item in (args[0] if args and isinstance(args[0], list) else []):
+        if isinstance(item, tuple) and item:
+            texts.append(str(item[-1]))
+    text = "; ".join(t for t in texts if t) or str(error) or type(error).__name__
+    lowered = text.lower()
+    if "did not return a certificate" in lowered or "certificate required" in lowered:
+        return f"no client certificate ({text})"
+    if "certificate verify failed" in lowered or "unknown ca" in lowered:
+        return f"client certificate not trusted: not issued by the pool CA, or expired ({text})"
+    if "wrong version number" in lowered or "http request" in lowered or "unknown protocol" in lowered:
+        return f"not TLS ({text})"
+    return text
+
+
+@implementer(IHandshakeListener)
+class _Watched(ProtocolWrapper):
+    """Between TLS and the listener's protocol: learns whether the handshake completed, and why not."""
+
+    factory: HandshakeWatch
+
+    def __init__(self, factory: HandshakeWatch, wrapped: Protocol) -> None:
+        super().__init__(cast(Any, factory), wrapped)
+        self._handshake_done = False
+
+    def handshakeCompleted(self) -> None:
+        self._handshake_done = True
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            cast(Any, self.wrappedProtocol).handshakeCompleted()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self._handshake_done and reason.check(SSL.Error) is not None:
+            peer = self.transport.getPeer() if self.transport is not None else None
+            self.factory.refused_handshake(getattr(peer, "host", "?"), _tls_reason(reason))
+        super().connectionLost(reason)
+
+
+class HandshakeWatch(WrappingFactory):
+    """Counts and logs refused TLS handshakes (no client certificate, an untrusted CA, not TLS at all).
+
+    Without it a refused MTLS client sees only a closed connection or a
+    timeout, and the node says nothing. One line per source and minute
+    (LOG_EVERY), whatever the source sends; `refused` counts every one.
+    """
+
+    protocol = _Watched
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory, name: str) -> None:
+        super().__init__(cast(Any, wrapped))
+        self.name = name
+        self.refused = 0
+        self._log = RateLimiter(0.0, 0.0)
+
+    def refused_handshake(self, host: str, why: str) -> None:
+        self.refused += 1
+        if self._log.should_log(host):
+            log.warn("{name}: TLS handshake from {host} refused: {why} (logged once a minute per source)",
+                     name=self.name, host=host, why=why)
 
 
 def settle_on_request(site: Any) -> None:

@@ -33,7 +33,7 @@ from um.sip.dialog import Dialog, DialogError, dialog_key
 from um.sip.message import Request, Response, make_response, new_tag
 from um.sip.stream import Peer
 from um.sip.uri import bracket
-from um.worker import multipart, sdp
+from um.worker import families, multipart, sdp
 from um.worker.call import Call, address_parts
 from um.worker.context import WorkerContext
 
@@ -156,6 +156,7 @@ class WorkerCalls:
                 return make_response(request, 404, "Not Found - no mailbox for this extension")
         try:
             offer = self._offer(request)
+            families.check(offer, context.settings)  # a family the worker's RTP cannot reach: 488
         except multipart.MultipartError as error:
             return make_response(request, 400, f"Bad Request - {error}")
         except sdp.SdpError as error:
@@ -211,6 +212,7 @@ class WorkerCalls:
                       pending_key: tuple[str, str | None, int | None]) -> Response:
         context = self.context
         try:
+            families.note(offer)  # the relay family this call needs (this task's context only)
             answer = await asyncio.wait_for(call.negotiate(offer), 15)
         except asyncio.CancelledError:
             await call.end("cancelled")

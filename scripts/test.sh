@@ -15,6 +15,11 @@ declare -A tools=(
   [chromium]=chromium
   [chromedriver]=chromium-driver
   [tshark]=tshark
+  [dovecot]=dovecot-imapd
+  [/usr/lib/dovecot/lmtp]=dovecot-lmtpd
+  [postfix]=postfix
+  [lame]=lame
+  [opusenc]=opus-tools
 )
 missing=()
 for tool in "${!tools[@]}"; do
@@ -24,7 +29,7 @@ apt_install "${missing[@]}"
 # libnice's GObject bindings for the system Python (tests/msturn/test_libnice.py): no command to look for.
 /usr/bin/python3 -c "import gi; gi.require_version('Nice', '0.1')" >/dev/null 2>&1 || apt_install gir1.2-nice-0.1 python3-gi
 # Packages may start their daemons on systemd machines; the tests start their own on free ports.
-stop_services kamailio coturn redis-server
+stop_services kamailio coturn redis-server dovecot postfix
 
 scripts/bootstrap.sh test
 # Types and lint first: both are configured in pyproject.toml and must pass.

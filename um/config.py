@@ -1,4 +1,4 @@
-"""The UM layer's config sections ([node], [callrouter], [mailbox], [worker], [limits]), typed.
+"""The UM layer's config sections ([node], [callrouter], [mailbox], [worker], [limits], [delivery], [mwi]), typed.
 
 um code takes `UmSections` (or one section), never the whole node config, so
 it cannot reach the A/V Edge's sections. The dataclasses are the schema; the
@@ -7,6 +7,7 @@ embedded config.toml holds the defaults and the comments.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from um.configkeys import (
     rate,
     rtp_port,
     seconds,
+    text,
 )
 from um.directory import (
     DialPlan,
@@ -151,6 +153,89 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+def email_address(value: Any) -> str:
+    """An addr-spec the MTA will take: local@domain, no spaces or angle brackets."""
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$",
+                                                  value):
+        raise Invalid('an email address such as "voicemail@example.com"')
+    return value
+
+
+def optional_host(value: Any) -> str:
+    if value == "":
+        return ""
+    try:
+        return ip_address(value)
+    except Invalid:
+        pass
+    try:
+        return hostname(value)
+    except Invalid:
+        raise Invalid('"" or an IP address or host name') from None
+
+
+def notify_targets(value: Any) -> tuple[tuple[str, str, int, str], ...]:
+    """[mwi] notify_targets: (dial plan, host, port, transport) of gateways/IP-PBXs told without a SUBSCRIBE."""
+    allowed = ('a list of tables such as [{ dial_plan = "default", address = "192.0.2.7:5060", '
+               'transport = "tcp" }] (transport "tcp" or "tls")')
+    if not isinstance(value, list):
+        raise Invalid(allowed)
+    targets = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"dial_plan", "address", "transport"} or "address" not in item:
+            raise Invalid(allowed)
+        plan, address, transport = item.get("dial_plan", ""), item["address"], item.get("transport", "tcp")
+        if not isinstance(plan, str) or transport not in ("tcp", "tls") or not address:
+            raise Invalid(allowed)
+        optional_host_port(address)
+        host, _, port_text = str(address).rpartition(":")
+        targets.append((plan, host.strip("[]"), int(port_text), transport))
+    return tuple(targets)
+
+
+def _port_or_default(value: Any) -> int:
+    return 0 if value == 0 and not isinstance(value, bool) else port(value)
+
+
+_PORT = port  # the class below has a key named port
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    mode: str = key(choice("off", "smtp", "lmtp"))
+    host: str = key(optional_host)
+    port: int = key(_port_or_default)
+    starttls: str = key(choice("required", "opportunistic", "off"))
+    username: str = key(text)
+    password_file: str = key(optional_path)
+    from_address: str = key(email_address)
+    from_name: str = key(text)
+    ca_file: str = key(optional_path)
+    retry_for_hours: float = key(bounded(0.01, 720, "hours"))
+    retry_initial_seconds: float = key(bounded(0.1, 3600, "seconds"))
+    retry_max_seconds: float = key(bounded(0.1, 86400, "seconds"))
+    max_message_mb: float = key(bounded(0.1, 100, "MB"))
+    audio_format: str = key(choice("wav", "mp3", "opus"))
+    timeout: float = key(bounded(1, 600, "seconds"))
+    imap_host: str = key(optional_host)
+    imap_port: int = key(_PORT)
+    imap_starttls: str = key(choice("required", "off"))
+    imap_master_user: str = key(text)
+    imap_master_password_file: str = key(optional_path)
+    imap_poll_seconds: float = key(bounded(0.5, 3600, "seconds"))
+
+
+@dataclass(frozen=True)
+class MwiConfig:
+    enabled: bool = key(boolean)
+    digest_realm: str = key(text)
+    passwords_file: str = key(optional_path)
+    min_expires: int = key(bounded(1, 86400, "seconds", integer=True))
+    max_expires: int = key(bounded(1, 86400, "seconds", integer=True))
+    max_subscriptions: int = key(bounded(1, 1_000_000, "subscriptions", integer=True))
+    notify_targets: tuple[tuple[str, str, int, str], ...] = key(notify_targets)
+
+
 class LimitsConfig:
     stun_requests_per_second: float = key(rate)
     stun_burst: int = key(count)
@@ -180,3 +265,9 @@ class UmSections(Protocol):
 
     @property
     def limits(self) -> LimitsConfig: ...
+
+    @property
+    def delivery(self) -> DeliveryConfig: ...
+
+    @property
+    def mwi(self) -> MwiConfig: ...

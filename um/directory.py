@@ -20,6 +20,10 @@ GATEWAY_STATUSES = ("enabled", "disabled", "no-new-calls")
 URI_TYPES = ("telephone-extension", "sip-uri", "e164")
 SECURITY = ("unsecured", "sip-secured", "secured")
 TRANSPORTS = ("tcp", "tls")
+LANGUAGES = ("en", "de")  # of the voicemail emails (um.delivery)
+_EMAIL = re.compile(r"^$|^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$|"
+                    r"^[A-Za-z0-9.!#$%&'*+/=?^_`~-]{0,40}\{extension\}[A-Za-z0-9.!#$%&'*+/=?^_`~-]{0,40}"
+                    r"@[A-Za-z0-9.-]{1,253}$")
 LOCAL = "local"  # a mailbox server name meaning "this node"
 _NUMBER = re.compile(r"^\+?[0-9]{1,32}$")
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
@@ -136,6 +140,7 @@ class DialPlan:
     auto_attendant_numbers: tuple[str, ...] = ()
     # Dialing rules of play-on-phone: regexes a number must match whole; () for the plan's own extensions.
     allowed_numbers: tuple[str, ...] = ()
+    language: str = "en"  # the plan's language: voicemail emails (um.delivery), prompts: "en" or "de"
 
     @property
     def secured(self) -> bool:
@@ -168,14 +173,15 @@ def parse_dial_plans(value: Any) -> tuple[DialPlan, ...]:
     for item in value:
         table = _table(item, "dial plan", ("name",), {
             "extension_length": 4, "uri_type": "telephone-extension", "voip_security": "unsecured",
-            "access_numbers": [], "auto_attendant_numbers": [], "allowed_numbers": []})
+            "access_numbers": [], "auto_attendant_numbers": [], "allowed_numbers": [], "language": "en"})
         plans.append(DialPlan(_str(table["name"], "dial plan name", _NAME, "letters, digits, '.', '_', '-'"),
                               _int(table["extension_length"], "extension_length", 1, 20),
                               _choice(table["uri_type"], "uri_type", URI_TYPES),
                               _choice(table["voip_security"], "voip_security", SECURITY),
                               _numbers(table["access_numbers"], "access_numbers"),
                               _numbers(table["auto_attendant_numbers"], "auto_attendant_numbers"),
-                              _patterns(table["allowed_numbers"], "allowed_numbers")))
+                              _patterns(table["allowed_numbers"], "allowed_numbers"),
+                              _choice(table["language"], "language", LANGUAGES)))
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
         raise DirectoryError("dial plan names must be unique")
@@ -223,6 +229,7 @@ class Mailbox:
     name: str = ""
     sip_address: str = ""
     e164: str = ""
+    email: str = ""  # where its voicemails are mailed ([delivery]); "" for none
 
 
 def parse_mailboxes(value: Any) -> tuple[Mailbox, ...]:
@@ -232,13 +239,15 @@ def parse_mailboxes(value: Any) -> tuple[Mailbox, ...]:
     found = []
     for item in value:
         table = _table(item, "mailbox", ("extension",),
-                       {"server": LOCAL, "dial_plan": "", "name": "", "sip_address": "", "e164": ""})
+                       {"server": LOCAL, "dial_plan": "", "name": "", "sip_address": "", "e164": "", "email": ""})
         extension = _str(table["extension"], "extension", re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$"),
                          'digits, or a range "1000-1009"')
         server = _str(table["server"], "mailbox server", _NAME, "a server name or \"local\"")
         plan, name = _str(table["dial_plan"], "dial_plan"), _str(table["name"], "mailbox name")
         sip_address = _str(table["sip_address"], "sip_address").lower()
         e164 = _str(table["e164"], "e164")
+        email = _str(table["email"], "email", _EMAIL, 'an address such as "alice@example.com" ("{extension}" '
+                     "stands for the extension, e.g. in a range)")
         if e164 and not re.match(r"^\+[0-9]{2,15}$", e164):
             raise DirectoryError(f"e164 {e164!r}: allowed '+' and 2-15 digits")
         first, _, last = extension.partition("-")
@@ -248,9 +257,11 @@ def parse_mailboxes(value: Any) -> tuple[Mailbox, ...]:
                                      "at most 100000 numbers")
             if name or sip_address or e164:
                 raise DirectoryError("a mailbox range cannot have name, sip_address or e164")
-            found += [Mailbox(str(n).zfill(len(first)), server, plan) for n in range(int(first), int(last) + 1)]
+            found += [Mailbox(str(n).zfill(len(first)), server, plan,
+                              email=email.replace("{extension}", str(n).zfill(len(first))))
+                      for n in range(int(first), int(last) + 1)]
         else:
-            found.append(Mailbox(first, server, plan, name, sip_address, e164))
+            found.append(Mailbox(first, server, plan, name, sip_address, e164, email.replace("{extension}", first)))
     return tuple(found)
 
 

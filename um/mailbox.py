@@ -94,6 +94,9 @@ class MailboxService:
         self.gateway = gateway
         self.untrusted = 0  # requests refused for their source
         self.active = self.slots[0]
+        # Other requests the UM service takes (SUBSCRIBE for message-waiting, um.mwi), plugged in by the
+        # composition root: an object with METHODS and handle(request, peer); it judges its sources itself.
+        self.events: Any = None
         self._start(self.active)
 
     # --- worker slots ----------------------------------------------------------------------
@@ -167,6 +170,8 @@ class MailboxService:
         method = request.method
         if method == "ACK":
             return None
+        if self.events is not None and method in self.events.METHODS:
+            return self.events.handle(request, peer)
         if peer.transport != "tls" and not _allowed(peer.host, self.call_routers):
             self.untrusted += 1
             return make_response(request, 403, "Forbidden")

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 log = Logger(namespace="umedge.auth.audit")
 ISSUED: Counter[str] = Counter()  # tokens issued by path (mras, https, cli): for /metrics
+REFUSED: Counter[str] = Counter()  # token requests refused by path: for /metrics and the status page
 
 
 def _iso(unix: int) -> str:
@@ -29,5 +30,6 @@ def issued(identity: str, requester: str, path: str, ttl: int, expiry: int) -> N
 
 
 def refused(requester: str, path: str, reason: str) -> None:
+    REFUSED[path] += 1
     log.info("token refused requester={requester} path={path} reason={reason}", requester=requester,
              path=path, reason=reason)

@@ -158,6 +158,8 @@ def _build_um(config: Config, state: NodeState, root: service.MultiService) -> N
         state.callrouter = um_roles.call_router_service(config, host, local, reactor)
         state.callrouter.setServiceParent(root)
     if calls is not None:
+        for part in um_roles.unified_messaging(config, lambda: state.config, state.mailbox, host):
+            part.setServiceParent(root)  # voicemail delivery and MWI: named um/delivery and um/mwi
         state.worker = WorkerService(calls.context)  # calls, media, voicemail (um.worker)
         state.worker.setServiceParent(root)
 

@@ -48,6 +48,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     rows = listeners(config)
     print(f"{config.source}: ok: node {config.node.name} ({config.node.fqdn}), roles "
           f"{','.join(config.node.roles)}, {len(rows)} listeners")
+    from um.delivery.setup import warnings
+    from um.directory import CallDirectory, load_directory
+
+    for line in warnings(config, CallDirectory(load_directory(config.callrouter))):
+        print(f"{config.source}: warning: {line}")
     return EXIT_OK
 
 
@@ -174,6 +179,13 @@ def cmd_voicemail(args: argparse.Namespace) -> int:
     from um.worker.store import StoreError, VoicemailStore
 
     config = _load(args)
+    if args.action == "outbox":  # the delivery outbox (um.delivery.cli)
+        from um.delivery.cli import outbox_command
+
+        words = [w for w in (args.id, args.file) if w]
+        code, text = outbox_command(config.node.state_dir, words, as_json=args.json, retry_all=args.all)
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        return code
     store = VoicemailStore(config.node.state_dir)
     try:
         if args.action == "list":
@@ -434,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     voicemail = with_config(sub.add_parser("voicemail", help="voicemail messages: list, export, PIN reset"))
-    voicemail.add_argument("action", choices=("list", "export", "pin-reset"))
+    voicemail.add_argument("action", choices=("list", "export", "pin-reset", "outbox"))
     voicemail.add_argument("id", nargs="?", metavar="ID|EXT", help="message id (export) or mailbox (pin-reset)")
     voicemail.add_argument("file", nargs="?", metavar="FILE.wav", help="where export writes the message")
     voicemail.add_argument("--mailbox", metavar="EXT", help="list only this mailbox")
@@ -456,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
+    voicemail.add_argument("--all", action="store_true", help="outbox retry: every queued and dead message")
         return EXIT_CONFIG
 
 

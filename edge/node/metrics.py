@@ -102,6 +102,8 @@ class NodeCollector:
                        {(): sip_stats.STATS.rate_limited})
         yield _counter("umedge_tokens_issued", "Media tokens issued, by path", ["path"],
                        {(path,): audit.ISSUED.get(path, 0) for path in ("mras", "https", "cli")})
+        yield _counter("umedge_tokens_refused", "Media token requests refused, by path", ["path"],
+                       {(path,): audit.REFUSED.get(path, 0) for path in ("mras", "https")})
         yield _gauge("umedge_calls_active", "Calls on the UM worker slots now", state.calls_active())
         counters: dict[str, int] = dict(state.worker.context.counters) if state.worker is not None else {}
         yield _counter("umedge_voicemails_stored", "Voicemail messages stored whole", [],

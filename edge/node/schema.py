@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.config import AuthConfig, EdgeConfig, MediationConfig, PoolConfig, api_key_list
-from um.config import CallRouterConfig, LimitsConfig, MailboxConfig, NodeConfig, WorkerConfig
+from um.config import (
+    CallRouterConfig,
+    DeliveryConfig,
+    LimitsConfig,
+    MailboxConfig,
+    MwiConfig,
+    NodeConfig,
+    WorkerConfig,
+)
 from um.configkeys import choice, key, port
 
 EMBEDDED = "<embedded default>"
@@ -41,6 +49,8 @@ SECTIONS: dict[str, type] = {
     "pool": PoolConfig,
     "mediation": MediationConfig,
     "limits": LimitsConfig,
+    "delivery": DeliveryConfig,
+    "mwi": MwiConfig,
 }
 
 
@@ -59,4 +69,6 @@ class Config:
     pool: PoolConfig
     mediation: MediationConfig
     limits: LimitsConfig
+    delivery: DeliveryConfig
+    mwi: MwiConfig
     source: str = EMBEDDED

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from twisted.application import service
 from twisted.logger import Logger
 
 from certs import tls
@@ -97,3 +98,32 @@ def call_router_service(config: Config, host: str, local: MailboxService | None,
                         probe=ProbeSettings(cr.probe_interval, cr.probe_timeout, cr.probe_failure_threshold,
                                             cr.probe_success_threshold, cr.retry_after, cr.lookup_timeout))
     return CallRouterService(router, cr, host)
+
+
+def unified_messaging(config: Config, current: Callable[[], Config], mailbox: MailboxService | None,
+                      host: str) -> list[service.Service]:
+    """Voicemail delivery (um.delivery) and message-waiting indication (um.mwi), in this process: both watch
+    the voicemail store on disk, so they work whether the worker runs here or in a child process."""
+    from edge.node import metrics
+    from um.delivery.setup import delivery_service, warnings
+    from um.delivery.status import metric_families
+    from um.mwi.setup import mwi_service
+
+    directory = LiveDirectory(lambda: current().callrouter,
+                              on_error=lambda why: log.warn("delivery: {why}", why=why))
+    for line in warnings(config, directory.current()):
+        log.warn("{line}", line=line)
+    parts: list[service.Service] = []
+    delivery = delivery_service(config, directory.current)
+    if delivery is not None:
+        delivery.prepare()  # before the worker recovers its store: what it finishes is queued too
+        parts.append(delivery)
+    mwi = None
+    if mailbox is not None:
+        node = config.node
+        mwi = mwi_service(config, mailbox, directory.current, host,
+                          ssl_context=lambda: tls.client_ssl_context(node.certs_dir, node.name))
+        if mwi is not None:
+            parts.append(mwi)
+    metrics.EXTRA.append(lambda: metric_families(delivery, mwi))
+    return parts

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.web import resource, server
 
 from edge.node.admin_web import AdminResource
+from edge.node.console_status import Rates, whole_node
 from edge.node.listeners import listeners
 from edge.node.metrics import exposition, registry_for
 from edge.node.state import NodeState
@@ -23,6 +24,7 @@ def status_site(state: NodeState) -> server.Site:
     page_bytes = resources.files("edge.node").joinpath("static/status.html").read_bytes()
     registry = registry_for(state)
     node = state.config.node.name
+    rates = Rates()
 
     def page(request: server.Request) -> bytes:
         if request.path == b"/metrics" and request.method in (b"GET", b"HEAD"):
@@ -38,7 +40,7 @@ def status_site(state: NodeState) -> server.Site:
     routes = {
         (b"GET", b"/healthz"): lambda request: (200, {"status": "ok", "node": node}),
         (b"GET", b"/v1/ports"): lambda request: (200, [r.as_dict() for r in listeners(state.config)]),
-        (b"GET", b"/v1/status"): lambda request: (200, state.snapshot()),
+        (b"GET", b"/v1/status"): lambda request: (200, whole_node(state, rates)),
     }
     return _quiet_site(AdminResource(JsonRoutes(routes, fallback=page), lambda: state.console,
                                      lambda: state.config.web.admin_keys))

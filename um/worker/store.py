@@ -4,6 +4,7 @@
     voicemail/.tmp/<id>.meta        who it is for and from, written when the recording starts
     voicemail/<mailbox>/<id>.wav    G.711 audio as received (WAVE_FORMAT_MULAW/ALAW)
     voicemail/<mailbox>/<id>.json   caller, called mailbox, time, duration, codec, size, SHA-256, read
+    voicemail/.outbox/<id>.json     queued for delivery to the mailbox's email (only while .outbox/ exists)
 
 Crash safety: audio is written to a temp file in .tmp (same file system);
 commit completes the header, fsyncs and renames it to <id>.wav, then writes
@@ -15,6 +16,18 @@ what a crash interrupted instead of throwing it away: a WAV renamed into
 place whose JSON never came gets its JSON, and a recording in progress
 becomes a message of the length it had (reason "interrupted"). Only what
 cannot be read or attributed to a mailbox is removed.
+
+The outbox (um.delivery): while `voicemail/.outbox/` exists (the delivery
+service creates it when `[delivery] mode` is on), publishing a message also
+queues it there, after its WAV and before its JSON; so every listed message
+was queued, a crash between the two is finished by `recover()` (which
+publishes again and queues again if need be), and a worker in another process
+needs no callback: the parent watches the directory. The entry names only the
+message; the delivery service owns its retry state. Read state and deletion
+go through `mark_read` / `set_read` / `delete` here, whoever calls them (the
+phone menu in the worker, the IMAP sync in the parent); every change renames
+or unlinks a file in the mailbox's folder, so the folder's mtime (`stamp`)
+tells a watcher something changed.
 """
 
 from __future__ import annotations
@@ -180,10 +193,25 @@ def _complete_header(handle: BinaryIO, codec: str, samples: int) -> None:
     os.fsync(handle.fileno())
 
 
+OUTBOX = ".outbox"
+
+
 class VoicemailStore:
     def __init__(self, state_dir: str | Path) -> None:
         self.root = Path(state_dir) / "voicemail"
         self.tmp_dir = self.root / ".tmp"
+        self.outbox_dir = self.root / OUTBOX
+
+    def _queue(self, message_id: str, mailbox: str, started: float) -> None:
+        """Queue a message for delivery (before its JSON exists), unless delivery is off or it is queued."""
+        outbox = self.outbox_dir
+        if not outbox.is_dir():
+            return
+        entry = outbox / f"{message_id}.json"
+        if entry.exists() or (outbox / "dead" / entry.name).exists() or (outbox / "sent" / entry.name).exists():
+            return
+        atomic_write(entry, json.dumps({"id": message_id, "mailbox": mailbox, "queued": time.time(),
+                                        "recorded": started}).encode())
 
     def mailbox_dir(self, mailbox: str) -> Path:
         return self.root / check_mailbox(mailbox)
@@ -197,6 +225,7 @@ class VoicemailStore:
         if audio != target:
             os.replace(audio, target)
             fsync_dir(folder)
+        self._queue(message_id, mailbox, started)
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
         message = Message(message_id, mailbox, caller, caller_name,
                           dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
@@ -322,9 +351,31 @@ class VoicemailStore:
         return len(wav.decode(blob).data) == message.bytes
 
     def mark_read(self, message: Message, read: bool = True) -> None:
+        """Heard (or not): rewrites the message's JSON (the MWI and the IMAP sync see the folder change)."""
         message.read = read
         atomic_write(self.mailbox_dir(message.mailbox) / f"{message.id}.json",
                      json.dumps(message.as_dict(), indent=1).encode(), self.tmp_dir)
+
+    def set_read(self, mailbox: str, message_id: str, read: bool) -> bool:
+        """Set one message's read state from outside the worker (the IMAP sync); False if it is gone."""
+        message = self._load(self.mailbox_dir(mailbox) / f"{check_id(message_id)}.json")
+        if message is None:
+            return False
+        if message.read != read:
+            self.mark_read(message, read)
+        return True
+
+    def stamp(self, mailbox: str) -> int:
+        """Changes whenever a message of the mailbox is stored, read or deleted (the folder's mtime)."""
+        try:
+            return self.mailbox_dir(mailbox).stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def summary(self, mailbox: str) -> tuple[int, int]:
+        """(new, old) messages of a mailbox: what message-waiting indication reports."""
+        new, total = self.counts(mailbox)
+        return new, total - new
 
     def delete(self, message: Message) -> None:
         folder = self.mailbox_dir(message.mailbox)

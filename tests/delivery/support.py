@@ -1,0 +1,89 @@
+"""Shared pieces of the delivery and MWI tests: a node config with [delivery], SIPp voicemail calls, WAV checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import NodeFiles, umedge, write_config
+from tests.worker.caller import free_udp_port, sine_payloads
+from tests.worker.sipp_media import run_voicemail_sipp, write_rtp_pcap, write_voicemail_scenario
+from um.config import WorkerConfig
+from um.worker import wav
+
+RTP_RANGE = (42000, 42999)
+ROLES = ("--roles", "callrouter,mailbox,worker,web")
+
+
+def node_config(tmp_path: Path, delivery: dict[str, Any], mwi: dict[str, Any] | None = None,
+                mailboxes: list[dict[str, Any]] | None = None) -> NodeFiles:
+    worker: dict[str, object] = {"rtp_port_min": RTP_RANGE[0], "rtp_port_max": RTP_RANGE[1], "silence_timeout": 0,
+                                 "min_message_seconds": 0}
+    if "prompts" in {f.name for f in dataclasses.fields(WorkerConfig)}:
+        worker["prompts"] = "tones"  # the short tone greeting: the pcap's audio all lands in the message
+    overrides: dict[str, dict[str, object]] = {
+        "node": {"domain": "umedge.test"},
+        "worker": worker,
+        "callrouter": {"mailboxes": mailboxes or [
+            {"extension": "1000-1009", "server": "local", "dial_plan": "default",
+             "email": "{extension}@example.test"}]},
+        "delivery": delivery,
+    }
+    if mwi is not None:
+        overrides["mwi"] = mwi
+    return write_config(tmp_path, overrides)
+
+
+class Calls:
+    """SIPp as the UM IP gateway: voicemail calls with a known G.711 payload."""
+
+    def __init__(self, tmp_path: Path, files: NodeFiles, seconds: float = 1.5, called: str = "1001") -> None:
+        self.payloads = sine_payloads(seconds)
+        pcap = write_rtp_pcap(tmp_path / f"gateway-{called}.pcap", self.payloads)
+        self.scenario = write_voicemail_scenario(tmp_path / f"voicemail-{called}.xml", pcap, called=called,
+                                                 wait_ms=2500, talk_ms=int(seconds * 1000) + 600)
+        self.files = files
+
+    @property
+    def audio(self) -> bytes:
+        return b"".join(self.payloads)
+
+    def run(self, calls: int = 1, rate: int = 1, limit: int | None = None) -> None:
+        media = free_udp_port()
+        while RTP_RANGE[0] <= media <= RTP_RANGE[1] or media >= 50000:
+            media = free_udp_port()
+        result = run_voicemail_sipp(self.scenario, self.files.port("callrouter", "sip_tcp_port"), media,
+                                    calls=calls, rate=rate, limit=limit, timeout=60)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def voicemails(files: NodeFiles) -> list[dict[str, Any]]:
+    out = umedge("voicemail", "list", "--json", "--config", str(files.path))
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout))
+
+
+def outbox(files: NodeFiles) -> dict[str, Any]:
+    out = umedge("voicemail", "outbox", "--json", "--config", str(files.path))
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def wav_of(mail: Message) -> wav.Wav:
+    parts = [p for p in mail.walk() if p.get_content_type() == "audio/wav"]
+    assert len(parts) == 1, [p.get_content_type() for p in mail.walk()]
+    payload = parts[0].get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return wav.read(io.BytesIO(payload))
+
+
+def attachment(mail: Message, content_type: str) -> bytes | None:
+    for part in mail.walk():
+        if part.get_content_type() == content_type:
+            payload = part.get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else None
+    return None

@@ -453,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     voicemail.add_argument("--json", action="store_true", help="list as JSON")
     voicemail.add_argument("--pcm", action="store_true", help="export as 16-bit PCM instead of the stored G.711")
     voicemail.add_argument("--pin", metavar="DIGITS", help="pin-reset: this PIN instead of a generated one")
+    voicemail.add_argument("--all", action="store_true", help="outbox retry: every queued and dead message")
     voicemail.set_defaults(func=cmd_voicemail)
 
     from edge.node import console_cli
@@ -468,7 +469,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
-    voicemail.add_argument("--all", action="store_true", help="outbox retry: every queued and dead message")
         return EXIT_CONFIG
 
 

@@ -1,4 +1,6 @@
-"""Kamailio (Debian `kamailio`) as a mediation server for tests: registrar + usrloc over TCP, optional digest."""
+"""Kamailio (Debian `kamailio`) for tests: a mediation server (registrar + usrloc over TCP, optional digest),
+or any other role given its request_route (a record-routing proxy: tests/sip/kamailio_proxy.py), on
+127.0.0.1 or ::1."""
 
 from __future__ import annotations
 
@@ -22,14 +24,14 @@ children=2
 tcp_children=2
 disable_tcp=no
 auto_aliases=no
-listen=tcp:127.0.0.1:{port}
+listen=tcp:{listen}:{port}
 mpath="{mpath}"
 {loads}
 modparam("ctl", "binrpc", "unix:{ctl}")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
 modparam("auth", "algorithm", "{algorithm}")
-
+{extra}
 request_route {{
     if (is_method("OPTIONS")) {{
         sl_send_reply("200", "OK");
@@ -50,21 +52,27 @@ request_route {{
     sl_send_reply("404", "Not Found");
 }}
 """
+REGISTRAR_ROUTE = CONFIG[CONFIG.index("request_route {{"):]
 
 
 class Kamailio:
     def __init__(self, directory: Path, *, username: str = "", password: str = "",
-                 algorithm: str = "MD5", port: int | None = None) -> None:
+                 algorithm: str = "MD5", port: int | None = None, host: str = "127.0.0.1",
+                 route: str | None = None, modules: tuple[str, ...] = (), extra: str = "") -> None:
+        """`route` replaces the registrar's request_route (its text is formatted like CONFIG: {{ }})."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self.host = host
         self.port = port or free_port()
         self.ctl = directory / "ctl.sock"
         self.log_path = directory / "kamailio.log"
         self.config = directory / "kamailio.cfg"
-        self.config.write_text(CONFIG.format(
+        template = CONFIG if route is None else CONFIG.replace(REGISTRAR_ROUTE, route)
+        self.config.write_text(template.format(
             defines="#!define WITH_AUTH" if username else "", port=self.port, mpath=MODULE_PATH,
-            loads="\n".join(f'loadmodule "{m}.so"' for m in MODULES), ctl=self.ctl,
-            algorithm=algorithm, password=password, username=username))
+            loads="\n".join(f'loadmodule "{m}.so"' for m in (*MODULES, *modules)), ctl=self.ctl,
+            algorithm=algorithm, password=password, username=username, extra=extra,
+            listen=f"[{host}]" if ":" in host else host))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Kamailio:
@@ -79,7 +87,7 @@ class Kamailio:
             if self.proc.poll() is not None:
                 raise AssertionError(f"kamailio exited: {self.log_path.read_text()[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 if self.ctl.exists():
                     return self
             except OSError:

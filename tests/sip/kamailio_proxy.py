@@ -1,0 +1,181 @@
+"""Kamailio as a record-routing SBC between a SIPp gateway and umedge, and the SIPp scenario that calls
+through it: INVITE to the pilot (the router's 302 comes back through the proxy), INVITE to the worker's
+Contact through the proxy, then ACK and BYE sent by the route set the worker's 200 OK gave back
+(SIPp's [routes] and [next_url], rrs="true"). Kamailio logs each request with the tag RRTEST; an
+in-dialog request without a route set through it gets 404 from it, so a 200 without Record-Route
+fails the call."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.mediation.kamailio import Kamailio
+
+ROUTE = """request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            xlog("L_NOTICE", "RRTEST in-dialog $rm loose-routed to $ru\\n");
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            t_check_trans();
+            exit;
+        }}
+        xlog("L_NOTICE", "RRTEST in-dialog $rm without a route set\\n");
+        sl_send_reply("404", "Not Here - no route set through this proxy");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    t_check_trans();
+    record_route();
+    if (uri == myself) {{
+        $du = "sip:ROUTER;transport=tcp";
+    }}
+    xlog("L_NOTICE", "RRTEST initial $rm to $ru\\n");
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+    exit;
+}}
+"""
+
+
+def proxy(directory: Path, router: str) -> Kamailio:
+    """A record-routing Kamailio on 127.0.0.1 that sends requests for itself to `router` ("host:port")."""
+    return Kamailio(directory, route=ROUTE.replace("ROUTER", router), modules=("rr",),
+                    extra='modparam("rr", "append_fromtag", 1)\n')
+
+
+SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="umedge call through a record-routing proxy">
+  <send>
+    <![CDATA[
+      INVITE sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch];rport
+      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
+      To: <sip:{called}@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:{caller}@[local_ip]:[local_port];transport=tcp>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=gateway 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="302">
+    <action>
+      <ereg regexp="&lt;(sip:[^>]+)>" search_in="hdr" header="Contact:" check_it="true" assign_to="contact,worker"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      ACK sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+      INVITE [$worker] SIP/2.0
+      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch];rport
+      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
+      To: <sip:{called}@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:{caller}@[local_ip]:[local_port];transport=tcp>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=gateway 1 2 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Record-Route:" check_it="true" assign_to="record_route"/>
+      <log message="RECORD-ROUTE [$record_route]"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-9];rport
+      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause milliseconds="1500"/>
+  <send>
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-5];rport
+      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
+      [last_To:]
+      [routes]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+  <Reference variables="contact"/>
+</scenario>
+"""
+
+
+def write_scenario(path: Path, *, pilot: str = "5000", called: str = "1001", caller: str = "5550177") -> Path:
+    path.write_text(SCENARIO.format(pilot=pilot, called=called, caller=caller))
+    return path
+
+
+def run(scenario: Path, proxy_port: int, media_port: int, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    command = ["sipp", "-sf", str(scenario), "-t", "tn", f"127.0.0.1:{proxy_port}", "-i", "127.0.0.1",
+               "-mp", str(media_port), "-max_socket", "100", "-m", "1", "-r", "1", "-nostdin", "-trace_err",
+               "-trace_msg", "-trace_logs", "-timeout", f"{int(timeout)}s", "-timeout_error",
+               "-recv_timeout", "15000"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout + 30, cwd=str(scenario.parent),
+                          stdin=subprocess.DEVNULL)

@@ -152,7 +152,6 @@ class WorkerConfig:
     max_calls_per_source: int = key(bounded(1, 10000, "calls", integer=True))
 
 
-@dataclass(frozen=True)
 def email_address(value: Any) -> str:
     """An addr-spec the MTA will take: local@domain, no spaces or angle brackets."""
     if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$",
@@ -236,6 +235,7 @@ class MwiConfig:
     notify_targets: tuple[tuple[str, str, int, str], ...] = key(notify_targets)
 
 
+@dataclass(frozen=True)
 class LimitsConfig:
     stun_requests_per_second: float = key(rate)
     stun_burst: int = key(count)

@@ -192,6 +192,7 @@ class Caller:
                                  response.headers.get("To") or "", contact.strip("<>").split(">")[0])
             self._send_in_dialog("ACK", cseq=1)
             self.remote_media = media_address(response.body.decode())
+            check_media_ports(sdp, response.body.decode())
         return response
 
     def _send_in_dialog(self, method: str, cseq: int | None = None, body: str = "", extra: str = "") -> None:
@@ -339,6 +340,20 @@ class Caller:
             self.rtp_sock.close()
         if self.ice is not None:
             await self.ice.close()
+
+
+def check_media_ports(offer: str, answer: str) -> None:
+    """Every answer in the suite's calls: RTP on an even port, RTCP on port + 1 (no a=rtcp naming it) unless
+    rtcp-mux was offered, and a=rtcp-mux only when it was (RFC 3550 §11, RFC 5761, RFC 3605)."""
+    port = next((int(line.split()[1]) for line in answer.splitlines() if line.startswith("m=audio")), 0)
+    if port == 0:
+        return
+    lines = [line.strip() for line in answer.splitlines()]
+    offered_mux = "a=rtcp-mux" in [line.strip() for line in offer.splitlines()]
+    assert port % 2 == 0, f"answer's RTP port {port} is odd"
+    assert ("a=rtcp-mux" in lines) == offered_mux, "a=rtcp-mux in the answer must follow the offer"
+    rtcp = [int(line.split(":")[1].split()[0]) for line in lines if line.startswith("a=rtcp:")]
+    assert not rtcp or rtcp[0] != port + 1, "a=rtcp names port + 1 (it is implied)"
 
 
 def media_address(sdp: str) -> tuple[str, int]:

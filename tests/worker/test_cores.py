@@ -77,7 +77,9 @@ def test_answer_keeps_m_lines_declines_video_and_takes_the_offerers_first_codec(
     lines = text.split("\r\n")
     assert lines.index("m=video 0 RTP/AVP 96") < lines.index("m=audio 40000 RTP/AVP 8 101")
     assert "a=rtpmap:101 telephone-event/8000" in lines and "a=fmtp:101 0-15" in lines
-    assert "a=rtcp:40000 IN IP4 198.51.100.1" in lines and "c=IN IP4 198.51.100.1" in lines
+    # RTCP on 40001 (RFC 3550 §11): no a=rtcp, and no a=rtcp-mux the offer did not ask for (RFC 5761).
+    assert not any(line.startswith(("a=rtcp:", "a=rtcp-mux")) for line in lines)
+    assert "c=IN IP4 198.51.100.1" in lines
     assert agreed.codec == "PCMA" and agreed.payload_type == 8 and agreed.dtmf_pt == 101
     assert agreed.remote_rtp == ("192.0.2.10", 5004) and agreed.remote_rtcp == ("192.0.2.10", 5005)
     assert agreed.direction == "sendrecv" and agreed.sending and agreed.receiving and not agreed.secure

@@ -90,9 +90,13 @@ def test_ms_ice2_candidates_udp_tcp_ipv6_and_remote_candidates() -> None:
         ("203.0.113.5", 56150, "198.51.100.7", 49563)
     ice = sdp._ice(media, offer)
     assert ice is not None and (ice.ufrag, ice.pwd) == ("Qr7b", "T0mH9nWv3xKpL2sYc8dFj6aZ")
-    # only UDP, component 1, IPv4 addresses; an IPv4 candidate with an IPv6 raddr stays ([MS-SDPEXT] 3.1.5.21.1)
-    assert [(c.foundation, c.host) for c in ice.candidates] == [
-        ("1", "192.0.2.10"), ("3", "203.0.113.5"), ("4", "198.51.100.7"), ("6", "198.51.100.7")]
+    # only UDP, IPv4 addresses; an IPv4 candidate with an IPv6 raddr stays ([MS-SDPEXT] 3.1.5.21.1);
+    # no rtcp-mux offered: components 1 (RTP) and 2 (RTCP) both
+    assert [(c.foundation, c.component, c.host) for c in ice.candidates] == [
+        ("1", 1, "192.0.2.10"), ("1", 2, "192.0.2.10"), ("3", 1, "203.0.113.5"), ("3", 2, "203.0.113.5"),
+        ("4", 1, "198.51.100.7"), ("6", 1, "198.51.100.7")]
+    muxed = sdp.parse(icev19_part() + "a=rtcp-mux\r\n")
+    assert {c.component for c in sdp._ice(muxed.media[0], muxed).candidates} == {1}  # type: ignore[union-attr]
     assert [(c.host, c.port) for c in sdp.ipv6_candidates(media)] == [("2001:db8::10", 19390)]
     reoffer = sdp.parse(icev19_part() + "a=remote-candidates:1 203.0.113.9 40000 2 203.0.113.9 40001\r\n")
     assert sdp.remote_candidates(reoffer.media[0]) == [(1, "203.0.113.9", 40000), (2, "203.0.113.9", 40001)]

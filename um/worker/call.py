@@ -19,7 +19,7 @@ from um.sip.dialog import Dialog
 from um.sip.headers import parse_addresses
 from um.sip.message import Request
 from um.sip.stream import Peer
-from um.worker import dialogs, sdp
+from um.worker import menus, sdp
 from um.worker.context import WorkerContext
 from um.worker.g711 import PCMU
 from um.worker.media import MediaSession, Recorder
@@ -76,6 +76,8 @@ class Call:
         self._ack_timer: asyncio.TimerHandle | None = None
         self.started = time.time()
         self.message: Message | None = None
+        self.language = "en"  # the dial plan's (prompts)
+        self.attendant: Any = None  # the auto attendant this call reached (um.worker.attendant)
 
     # --- setup ------------------------------------------------------------------------------
     async def negotiate(self, offer: sdp.Session) -> str:
@@ -83,16 +85,19 @@ class Call:
         ice_offered = any(m.attr("ice-ufrag") for m in offer.media) or offer.attr("ice-ufrag") is not None
         use_ice = ice_offered and settings.media_via_edge
         remote_ice = None
-        if use_ice:
-            for offered in offer.media:
-                if offered.kind == "audio" and offered.port:
-                    remote_ice = sdp._ice(offered, offer)
-                    break
+        mux = False
+        for offered in offer.media:
+            if offered.kind == "audio" and offered.port:
+                remote_ice = sdp._ice(offered, offer) if use_ice else None
+                mux = offered.has("rtcp-mux")  # RTCP on the RTP port only when offered (RFC 5761)
+                break
         # Answerers are controlled (RFC 8445 §6.1.1), unless the offerer is an ICE-lite agent.
-        transport = await context.open_transport(remote_ice, controlling=bool(remote_ice and remote_ice.lite))
+        transport = await context.open_transport(remote_ice, controlling=bool(remote_ice and remote_ice.lite),
+                                                 rtcp_mux=mux)
         try:
             ice = transport.params if isinstance(transport, IceTransport) else None
-            self.local_media = sdp.LocalMedia(transport.local[0], transport.local[1], settings.codecs, ice)
+            self.local_media = sdp.LocalMedia(transport.local[0], transport.local[1], settings.codecs, ice,
+                                              rtcp_port=transport.rtcp_port)
             text, negotiated = sdp.answer(offer, self.local_media, require_srtp=self.secure_media,
                                           use_ice=use_ice, session_id=self.session_id, version=self.sdp_version)
             if isinstance(transport, IceTransport) and negotiated.remote_ice is not None:
@@ -106,6 +111,10 @@ class Call:
                              jitter_depth=max(1, settings.jitter_buffer_ms // negotiated.ptime),
                              media_timeout=settings.media_timeout, cname=f"umworker@{settings.node_name}")
         media.on_digit = self._digit
+        if negotiated.dtmf_pt is None:
+            from um.worker.goertzel import InbandDetector
+
+            media.inband = InbandDetector(negotiated.codec)
         media.on_media_end = self._media_end
         media.on_record_stop = self._stop_recording
         if media.srtp is not None:
@@ -283,6 +292,29 @@ class Call:
         self.message = message
         return message, reason
 
+    async def capture(self, max_seconds: float) -> bytes | None:
+        """Record audio into memory (a greeting) until '#', silence, the limit or hang-up; None if nothing loud."""
+        media, settings = self.media, self.context.settings
+        if media is None or self.ended:
+            return None
+        chunks: list[bytes] = []
+        recorder = Recorder(chunks.append, self.codec, int(max_seconds * 8000), settings.silence_timeout or 5.0)
+        self._record_stop = asyncio.get_event_loop().create_future()
+        while not self.digits.empty():
+            self.digits.get_nowait()
+        media.recorder = recorder
+        try:
+            reason = await self._record_stop
+        except asyncio.CancelledError:
+            reason = "shutdown"
+        media.flush()
+        media.recorder = None
+        self._record_stop = None
+        keep = min(recorder.samples, recorder.last_loud + 4000) if reason == "silence" else recorder.samples
+        if recorder.loud_packets == 0 or keep < 8000:
+            return None
+        return b"".join(chunks)[:keep]
+
     async def verify_pin(self, mailbox: str, pin: str) -> str:
         result = await asyncio.get_event_loop().run_in_executor(None, self.context.pins.verify, mailbox, pin)
         if result == "ok":
@@ -310,17 +342,14 @@ class Call:
                     return
             if self.kind == "voicemail":
                 assert self.mailbox is not None
-                await dialogs.take_message(self, self.mailbox, context.prompts)
+                await menus.take_message(self, self.mailbox, context.prompts, self.language)
+            elif self.kind == "attendant":
+                from um.worker.attendant import run_attendant
+
+                await run_attendant(self, context)
             else:
-                store = context.store
-
-                def audio(message: Message, codec: str) -> bytes:
-                    return store.audio(message).as_g711(codec)
-
-                await dialogs.subscriber_access(
-                    self, context.prompts, mailbox=self.mailbox, known=context.directory.known,
-                    messages=store.messages, audio=audio, mark_read=store.mark_read,
-                    max_attempts=context.settings.pin_policy.max_failures)
+                await menus.subscriber_access(self, context.prompts, self.language, context.mailbox_access(),
+                                              self.mailbox, self.caller)
         except asyncio.CancelledError:
             pass
         except Exception:  # noqa: BLE001

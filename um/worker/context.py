@@ -4,6 +4,7 @@ RTP ports, the media clock, the directory, counters and the calls in progress.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -31,7 +32,8 @@ class WorkerContext:
         self.settings = settings
         self.store = VoicemailStore(settings.state_dir)
         self.pins = PinStore(settings.state_dir, settings.pin_policy)
-        self.prompts = Prompts(settings.prompt_dir or None, settings.greeting_dir or None)
+        self.prompts = Prompts(settings.prompt_dir or None, settings.greeting_dir or None,
+                               Path(settings.state_dir) / "prompts", settings.spoken_prompts)
         self.ports = PortRange(settings.rtp_port_min, settings.rtp_port_max)
         self.clock = MediaClock()
         self.directory = directory
@@ -49,22 +51,38 @@ class WorkerContext:
             log.info("voicemail store: {n} file(s) a crash left: {files}", n=len(handled),
                      files="; ".join(handled[:5]))
         self.clock.start()
+        if self.settings.spoken_prompts:
+            from um.worker.speech import render_in_background
+
+            render_in_background(self.prompts, self.settings.languages)
 
     async def media_token(self) -> MediaToken:
         return await self.tokens.get(self.settings.media_identity)
 
-    async def open_transport(self, remote_ice: sdp.IceParams | None, controlling: bool = False) -> MediaTransport:
+    async def open_transport(self, remote_ice: sdp.IceParams | None, controlling: bool = False,
+                             rtcp_mux: bool = False) -> MediaTransport:
+        """The call's media transport; RTP on an even port and RTCP on the next one unless `rtcp_mux`."""
         s = self.settings
         if not s.media_via_edge:
             self.counters["direct_calls"] += 1
-            return await DirectTransport(self.ports, s.host, s.advertise).open()
+            return await DirectTransport(self.ports, s.host, s.advertise, rtcp_mux).open()
         token = await self.media_token()
         if remote_ice is not None:
             self.counters["ice_calls"] += 1
             return await IceTransport(self.ports, s.host, token.relay, token.username, token.password,
-                                      controlling).open()
+                                      controlling, rtcp_mux).open()
         self.counters["relay_calls"] += 1
-        return await RelayTransport(self.ports, s.host, token.relay, token.username, token.password).open()
+        return await RelayTransport(self.ports, s.host, token.relay, token.username, token.password,
+                                    rtcp_mux).open()
+
+    def mailbox_access(self) -> Any:
+        """What the phone menu (um.worker.menus) may read and change of the mailboxes."""
+        from um.worker.menus import Mailbox
+
+        store, pins = self.store, self.pins
+        return Mailbox(messages=store.messages, audio=lambda m, codec: store.audio(m).as_g711(codec),
+                       mark_read=store.mark_read, delete=store.delete, pin_status=pins.status,
+                       set_pin=pins.set_pin, known=self.directory.known, policy=self.settings.pin_policy)
 
     def remember(self, stats: dict[str, Any]) -> None:
         self.finished.append(stats)

@@ -35,10 +35,11 @@ async def play_on_phone(context: WorkerContext, number: str, message: Message, *
     uac = UserAgentClient(connect_timeout=CONNECT_TIMEOUT)
     try:
         connection = await uac.connect(host, port, "tcp")
-        media_transport = await context.open_transport(None)
+        media_transport = await context.open_transport(None)  # an RTP/RTCP pair: the answer may refuse rtcp-mux
         media: MediaSession | None = None
         try:
-            local_media = sdp.LocalMedia(media_transport.local[0], media_transport.local[1], settings.codecs)
+            local_media = sdp.LocalMedia(media_transport.local[0], media_transport.local[1], settings.codecs,
+                                         rtcp_port=media_transport.rtcp_port)
             context.counters["outbound_calls"] += 1
             uri = f"sip:{number}@{bracket(host)}:{port};transport=tcp"
             invite = make_request(
@@ -46,7 +47,7 @@ async def play_on_phone(context: WorkerContext, number: str, message: Message, *
                 from_uri=f"sip:umworker@{settings.domain}", to_uri=f"sip:{number}@{bracket(host)}",
                 extra=[("Contact", f"<sip:umworker@{connection.sent_by};transport=tcp>"),
                        ("Content-Type", "application/sdp"), ("Allow", ALLOW), ("Server", SERVER)],
-                body=sdp.offer(local_media, rtcp_mux=False).encode())
+                body=sdp.offer(local_media, rtcp_mux=True).encode())
             call_id = invite.headers.get("Call-ID") or ""
             bye_received: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             uac.on_dialog(call_id, lambda request: _in_dialog(request, bye_received))

@@ -15,8 +15,9 @@ Lync's dialect ([MS-SDPEXT], [MS-ICE2]; the multipart offer is um.worker.multipa
   the worker cannot run (its checks are not RFC 5389 STUN); "none" has no ICE.
 * [MS-ICE2] candidates carry the transports UDP, TCP-ACT and TCP-PASS ([MS-SDPEXT] 3.1.5.22.2:
   no passive TCP host candidates for audio) and typ host/srflx/relay with raddr/rport. All are
-  parsed; only UDP candidates of component 1 are used (the worker's media run over UDP through the
-  edge's relay), TCP ones are ignored, not refused.
+  parsed; only UDP candidates are used (the worker's media run over UDP through the edge's relay),
+  of component 1 with rtcp-mux, of components 1 (RTP) and 2 (RTCP) without; TCP ones are ignored,
+  not refused.
 * [MS-SDPEXT] 3.1.5.21.1/.2: a UA without IPv6 "SHOULD ignore an a=candidate attribute containing an
   IPv6 connection-address" but "MUST accept ... an IPv4 connection-address field with an IPv6
   rel-addr"; IPv6 candidates may come in ``a=x-candidate-ipv6`` (same syntax as a=candidate). The
@@ -278,6 +279,17 @@ class LocalMedia:
     codecs: tuple[str, ...] = (PCMU, PCMA)
     ice: IceParams | None = None
     ptime: int = 20
+    rtcp_port: int | None = None  # where our RTCP arrives without rtcp-mux (None: port + 1, RFC 3550 §11)
+
+    @property
+    def rtcp(self) -> int:
+        return self.rtcp_port if self.rtcp_port is not None else self.port + 1
+
+    def rtcp_line(self) -> str | None:
+        """a=rtcp (RFC 3605), only when RTCP is not on port + 1."""
+        if self.rtcp == self.port + 1:
+            return None
+        return f"a=rtcp:{self.rtcp} IN {'IP6' if ':' in self.address else 'IP4'} {self.address}"
 
 
 def new_crypto(suite: str = CRYPTO_SUITES[0], tag: int = 1) -> Crypto:
@@ -341,8 +353,9 @@ def _ice(media: Media, session: Session) -> IceParams | None:
     pwd = media.attr("ice-pwd") or session.attr("ice-pwd")
     if not ufrag or not pwd:
         return None
+    components = (1,) if media.has("rtcp-mux") else (1, 2)  # RTP, and RTCP unless muxed (RFC 5761)
     candidates_ = [c for c in candidates(media)
-                   if c.transport == "udp" and c.component == 1 and not _is_ipv6(c.host)]
+                   if c.transport == "udp" and c.component in components and not _is_ipv6(c.host)]
     return IceParams(ufrag, pwd, candidates_, lite=session.attr("ice-lite") is not None)
 
 
@@ -429,9 +442,9 @@ def answer(offer: Session, local: LocalMedia, *, require_srtp: bool = False, use
             lines += [f"a=rtpmap:{dtmf_pt} telephone-event/8000", f"a=fmtp:{dtmf_pt} {fmtp or '0-15'}"]
         lines.append(f"a=ptime:{ptime}")
         if mux:
-            lines.append("a=rtcp-mux")
-        else:
-            lines.append(f"a=rtcp:{local.port} IN {'IP6' if ':' in local.address else 'IP4'} {local.address}")
+            lines.append("a=rtcp-mux")  # only because the offer has it (RFC 5761 §5.1.1)
+        elif local.rtcp_line() is not None:
+            lines.append(str(local.rtcp_line()))
         if chosen.local_crypto is not None:
             lines.append(f"a=crypto:{chosen.local_crypto.line()}")
         if remote_ice is not None and local.ice is not None:
@@ -461,6 +474,8 @@ def offer(local: LocalMedia, *, srtp: Crypto | None = None, dtmf_pt: int = DEFAU
     lines = [f"m=audio {local.port} {proto} {' '.join(str(p) for p in pts)} {dtmf_pt}"]
     lines += [f"a=rtpmap:{STATIC_PT[c]} {c}/8000" for c in local.codecs]
     lines += [f"a=rtpmap:{dtmf_pt} telephone-event/8000", f"a=fmtp:{dtmf_pt} 0-16", f"a=ptime:{local.ptime}"]
+    # RFC 5761 §5.1.3: offer rtcp-mux and say where RTCP goes should the answer not take it.
+    lines.append(f"a=rtcp:{local.rtcp} IN {'IP6' if ':' in local.address else 'IP4'} {local.address}")
     if rtcp_mux:
         lines.append("a=rtcp-mux")
     if srtp is not None:

@@ -39,7 +39,7 @@ from um.mailbox import SERVER, MailboxService, refuse_method
 from um.sip.headers import parse_addresses
 from um.sip.message import Headers, Request, Response, make_response
 from um.sip.stream import Peer
-from um.sip.uri import SipUri, TelUri, UriError
+from um.sip.uri import SipUri, TelUri, UriError, bracket
 
 log = Logger(namespace="umedge.callrouter")
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
@@ -307,7 +307,7 @@ class CallRouter:
             items.extend((name, value) for value in headers.get_all(name))
         forwards = headers.get("Max-Forwards")
         items.insert(0, ("Max-Forwards", str(max(int(forwards) - 1, 0)) if forwards else "70"))
-        query = Request("INVITE", f"{scheme}:{user}{server.address}:{server.port}", Headers(items))
+        query = Request("INVITE", f"{scheme}:{user}{bracket(server.address)}:{server.port}", Headers(items))
         asked = self.client.request(server.address, server.port, server.transport, query,
                                     timeout=self.probe.lookup_timeout)
 

@@ -204,6 +204,17 @@ class MailboxServer:
         return self.tls_port if self.transport == "tls" else self.tcp_port
 
 
+def _server_address(value: Any) -> str:
+    """A host name, an IPv4 address or an IPv6 address with or without [ ] (kept without: URIs bracket it)."""
+    if isinstance(value, str):
+        text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            pass
+    return _str(value, "server address", _HOST, "an IP address (IPv6 with or without [ ]) or a host name")
+
+
 def parse_servers(value: Any) -> tuple[MailboxServer, ...]:
     if not isinstance(value, list):
         raise DirectoryError('a list of tables such as [{ name = "mbx2", address = "192.0.2.20" }]')
@@ -214,7 +225,7 @@ def parse_servers(value: Any) -> tuple[MailboxServer, ...]:
         name = _str(table["name"], "server name", _NAME, "letters, digits, '.', '_', '-'")
         if name == LOCAL:
             raise DirectoryError(f'server name "{LOCAL}" is reserved for this node')
-        servers.append(MailboxServer(name, _str(table["address"], "server address", _HOST, "an IP or host name"),
+        servers.append(MailboxServer(name, _server_address(table["address"]),
                                      _int(table["tcp_port"], "tcp_port", 1, 65535),
                                      _int(table["tls_port"], "tls_port", 1, 65535),
                                      _choice(table["transport"], "transport", TRANSPORTS)))

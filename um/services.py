@@ -22,6 +22,7 @@ from um.directory import MailboxServer, load_directory
 from um.mailbox import MailboxService
 from um.sip.message import Request
 from um.sip.transaction import make_request
+from um.sip.uri import bracket
 from um.slots import next_daily
 
 log = Logger(namespace="umedge.callrouter")
@@ -89,7 +90,7 @@ class CallRouterService(service.Service):
 
     def _make_options(self, server: MailboxServer) -> Request:
         scheme = "sips" if server.transport == "tls" else "sip"
-        uri = f"{scheme}:{server.address}:{server.port}"
+        uri = f"{scheme}:{bracket(server.address)}:{server.port}"  # an IPv6 server in [ ] (RFC 3261 §19.1.1)
         return make_request("OPTIONS", uri, via_host=self.host, transport=server.transport,
                             from_uri=f"sip:callrouter@{self.host}", to_uri=uri, extra=[("Max-Forwards", "70")])
 

@@ -14,6 +14,7 @@ declare -A tools=(
   [kamailio]=kamailio
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [promtool]=prometheus
   [tshark]=tshark
   [dovecot]=dovecot-imapd
   [/usr/lib/dovecot/lmtp]=dovecot-lmtpd
@@ -35,5 +36,6 @@ scripts/bootstrap.sh test
 # Types and lint first: both are configured in pyproject.toml and must pass.
 echo "mypy:" && .venv/bin/mypy
 echo "ruff:" && .venv/bin/ruff check .
+echo "promtool:" && promtool check rules contrib/prometheus/alerts.yml  # the alert rules operators import
 export UMEDGE_REQUIRE_TOOLS=1   # a missing tool fails its test instead of skipping it
 exec .venv/bin/python -m pytest -q "$@"

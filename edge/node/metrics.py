@@ -84,6 +84,8 @@ class NodeCollector:
         if engine is not None:
             yield _gauge("umedge_relay_ports_free", "Relay ports not in use (per address family range)",
                          float(engine.ports.size - engine.ports.in_use))
+            yield _gauge("umedge_relay_ports_size", "Relay ports in [edge] relay_port_min..relay_port_max",
+                         float(engine.ports.size))
         yield _counter("umedge_stun_rate_limited", "STUN requests dropped by the per-source rate limit", [],
                        {(): stats.get("rate_limited", 0)})
         guards = [*(state.turn.guards if state.turn is not None else []), *state.guards]

@@ -30,6 +30,7 @@ def status_path(config: EdgeSections) -> Path:
 def mediation_service(config: EdgeSections, pool_store: Callable[[], Any] | None = None) -> MediationService:
     """The mediation association of this edge (requires enabled(config))."""
     from um.sip.uac import UserAgentClient
+    from um.sip.uri import bracket
 
     m, node = config.mediation, config.node
     contact_host = config.edge.external_address or config.edge.listen_address
@@ -37,7 +38,7 @@ def mediation_service(config: EdgeSections, pool_store: Callable[[], Any] | None
         contact_host = node.fqdn
     settings = RegistrationSettings(
         mode=m.mode, aor=f"sip:{m.aor_user}@{node.domain}", registrar_domain=node.domain,
-        contact=f"sips:{contact_host}:{config.auth.mras_tls_port};transport=tls",
+        contact=f"sips:{bracket(contact_host)}:{config.auth.mras_tls_port};transport=tls",
         instance=instance_id(node.fqdn), expires=m.expires, keepalive_interval=m.keepalive_interval,
         timeout=m.timeout, username=m.username, password=m.password)
     resolver = make_resolver(m.dns_servers, timeout=m.timeout) if m.domain and not m.servers else None

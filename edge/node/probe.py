@@ -205,11 +205,12 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
     """`echo_address`: the address the edge relays to, where the echo socket binds (default: any
     address, and the edge is asked to relay to the echo's address as the edge sees it)."""
     report = Report(f"{edge} (udp {udp_port}, tcp {tcp_port}, tls {tls_port})")
-    host = str(socket.getaddrinfo(edge, udp_port, type=socket.SOCK_DGRAM)[0][4][0])
+    host = str(socket.getaddrinfo(edge.strip("[]"), udp_port, type=socket.SOCK_DGRAM)[0][4][0])
+    wildcard = "::" if ":" in host else "0.0.0.0"  # bind in the edge's family: an IPv4 socket cannot reach ::1
     loop = asyncio.get_running_loop()
-    client, client_proto = await loop.create_datagram_endpoint(_Udp, local_addr=("0.0.0.0", 0))
+    client, client_proto = await loop.create_datagram_endpoint(_Udp, local_addr=(wildcard, 0))
     try:
-        echo, echo_proto = await loop.create_datagram_endpoint(_Udp, local_addr=(echo_address or "0.0.0.0", 0))
+        echo, echo_proto = await loop.create_datagram_endpoint(_Udp, local_addr=(echo_address or wildcard, 0))
     except OSError as error:
         client.close()
         report.steps.append(Step("echo socket", False, reason=(
@@ -221,10 +222,10 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
         binding = await _timed(report, "STUN over UDP", _udp_request(
             client, client_proto.queue, stun.Message(stun.BINDING, stun.REQUEST), server, timeout))
         if binding is not None:
-            report.steps[-1].detail = "reflexive {}:{}".format(*binding.xor_address()[:2])
+            report.steps[-1].detail = "reflexive " + hostport(*binding.xor_address()[:2])
         tcp = await _timed(report, "STUN over TCP", _stream_binding(host, tcp_port, None, timeout, None))
         if tcp is not None:
-            report.steps[-1].detail = "reflexive {}:{}".format(*tcp.xor_address()[:2])
+            report.steps[-1].detail = "reflexive " + hostport(*tcp.xor_address()[:2])
         context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
         tls = await _timed(report, "STUN over TLS", _stream_binding(host, tls_port, context, timeout, edge))
         if tls is not None:
@@ -232,12 +233,13 @@ async def probe(edge: str, udp_port: int, tcp_port: int, tls_port: int, realm: s
         token = await _timed(report, "media token", _token(secret, token_url, api_key, identity, context))
         if token is None or binding is None:
             return report
+        family = 6 if ":" in str(echo.get_extra_info("sockname")[0]) else 4  # the relay must reach the echo
         relayed = await _timed(report, "TURN allocation", _allocate(
-            client, client_proto.queue, server, realm, token, timeout))
+            client, client_proto.queue, server, realm, token, timeout, family))
         if relayed is None:
             return report
         relay_address, key, nonce = relayed
-        report.steps[-1].detail = f"relayed {relay_address[0]}:{relay_address[1]}"
+        report.steps[-1].detail = "relayed " + hostport(*relay_address)
         if await _timed(report, "relay round trip", _round_trip(
                 client, client_proto.queue, echo, echo_proto.queue, server, relay_address, realm, token[0], key,
                 nonce, timeout, echo_address)) is not None:
@@ -260,8 +262,14 @@ async def _token(secret: str | None, url: str | None, api_key: str | None, ident
     raise ProbeError("no token source: pass --token-from URL or --secret-file FILE")
 
 
+def hostport(host: object, port: object) -> str:
+    """host:port, an IPv6 address in brackets ([::1]:3478, not ::1:3478)."""
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 async def _allocate(client: Any, queue: asyncio.Queue, server: tuple[str, int], realm: str,
-                    token: tuple[str, str], timeout: float) -> tuple[tuple[str, int], bytes, bytes]:
+                    token: tuple[str, str], timeout: float, family: int = 4) -> tuple[tuple[str, int], bytes, bytes]:
     transport_attr = (Attr.REQUESTED_TRANSPORT, stun.encode_requested_transport(17))
     challenge = await _udp_request(client, queue, stun.Message(stun.ALLOCATE, stun.REQUEST, None, [transport_attr]),
                                    server, timeout)
@@ -270,10 +278,16 @@ async def _allocate(client: Any, queue: asyncio.Queue, server: tuple[str, int], 
     if nonce is None:
         raise ProbeError("the edge did not challenge for credentials (not a TURN server?)")
     key = stun.long_term_key(token[0], realm_value, token[1])
+    attributes = [transport_attr]
+    if family == 6:  # RFC 8656 §18.11: an IPv6 relay, for an IPv6 echo
+        attributes.append((Attr.REQUESTED_ADDRESS_FAMILY, b"\x02\x00\x00\x00"))
     request = stun.Message(stun.ALLOCATE, stun.REQUEST, None, [
-        transport_attr, (Attr.USERNAME, token[0].encode()), (Attr.REALM, realm_value), (Attr.NONCE, nonce)])
+        *attributes, (Attr.USERNAME, token[0].encode()), (Attr.REALM, realm_value), (Attr.NONCE, nonce)])
     reply = await _udp_request(client, queue, request, server, timeout, key)
     if reply.msg_class != stun.SUCCESS:
+        if family == 6 and (reply.error_code() or (0, ""))[0] == 440:
+            raise ProbeError("the edge has no IPv6 relay ([edge] relay_address_v6 empty); give --echo-address "
+                             "an IPv4 address of this host to test its IPv4 relays")
         raise ProbeError(_error_reason(reply))
     return reply.xor_address(Attr.XOR_RELAYED_ADDRESS)[:2], key, nonce  # type: ignore[index]
 

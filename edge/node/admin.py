@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from edge.turn.allocation import Allocation
 from edge.turn.engine import QuotaGate, TurnEngine
 from um.callcontrol import CallControl
+from um.sip.uri import bracket
 
 log = Logger(namespace="umedge.admin")
 
@@ -98,9 +99,9 @@ def describe(node: str, allocation: Allocation, engine: TurnEngine, now: float) 
     dialect = allocation.dialect
     return {
         "id": session_id(node, allocation), "node": node,
-        "client": f"{client.address[0]}:{client.address[1]}", "transport": client.kind,
+        "client": f"{bracket(client.address[0])}:{client.address[1]}", "transport": client.kind,
         "user": allocation.identity,
-        "relay": [f"{a[0]}:{a[1]}" for a in (engine.advertised(r) for r in allocation.relays.values())],
+        "relay": [f"{bracket(a[0])}:{a[1]}" for a in (engine.advertised(r) for r in allocation.relays.values())],
         "age": round(now - allocation.created, 1) if allocation.created else None,
         "lifetime_left": round(max(0.0, allocation.expires - now), 1),
         "permissions": len(allocation.permissions), "channels": len(allocation.channels),

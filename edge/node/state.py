@@ -26,6 +26,7 @@ from edge.turn.service import TurnService
 from um.mailbox import MailboxService
 from um.netguard import ConnectionGuard, RateLimiter
 from um.services import CallRouterService
+from um.sip.uri import bracket
 from um.worker.service import WorkerService
 
 HISTORY_SECONDS = 600
@@ -129,7 +130,7 @@ class NodeState:
             "pool": {
                 "store": "memory" if config.pool.store == "memory" else "redis",
                 "degraded": bool(pool.degraded) if pool is not None else False,
-                "members": [{"name": m.name, "relay": f"{m.relay_host}:{m.udp_port}",
+                "members": [{"name": m.name, "relay": f"{bracket(m.relay_host)}:{m.udp_port}",
                              "allocations": m.allocations, "load": round(m.load, 4)}
                             for m in (pool.live if pool is not None else [])],
             },

@@ -16,6 +16,10 @@ declare -A tools=(
   [chromedriver]=chromium-driver
   [promtool]=prometheus
   [tshark]=tshark
+  [clang]=clang
+  [llc]=llvm
+  [bpftool]=bpftool
+  [curl]=curl
   [dovecot]=dovecot-imapd
   [/usr/lib/dovecot/lmtp]=dovecot-lmtpd
   [postfix]=postfix
@@ -29,6 +33,8 @@ done
 apt_install "${missing[@]}"
 # libnice's GObject bindings for the system Python (tests/msturn/test_libnice.py): no command to look for.
 /usr/bin/python3 -c "import gi; gi.require_version('Nice', '0.1')" >/dev/null 2>&1 || apt_install gir1.2-nice-0.1 python3-gi
+# The kernel offload's BPF headers (tests/offload): no command to look for.
+[ -e /usr/include/bpf/bpf_helpers.h ] || apt_install libbpf-dev
 # Packages may start their daemons on systemd machines; the tests start their own on free ports.
 stop_services kamailio coturn redis-server dovecot postfix
 

@@ -50,6 +50,8 @@ def write_config(directory: Path, overrides: dict[str, dict[str, object]] | None
     taken: set[int] = set()
     values: dict[str, dict[str, object]] = {
         "node": {"name": "node1", "state_dir": "state", "certs_dir": "certs"},
+        # No kernel fast path unless a test asks (tests/offload): nodes killed by serving() would leave it on lo.
+        "edge": {"kernel_offload": "off"},
         "worker": {"sip_ports": [free_port(taken=taken), free_port(taken=taken)],
                    "sip_dual_tls_ports": [free_port(taken=taken), free_port(taken=taken)]},
     }

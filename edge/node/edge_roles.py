@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
@@ -19,6 +20,7 @@ from edge.auth.secrets import auth_secrets
 from edge.msturn.server import MsTurnServer
 from edge.node.listeners import listeners
 from edge.node.schema import Config
+from edge.offload.fastpath import KernelOffload
 from edge.pool.service import PoolMembership, describe_node
 from edge.pool.store import open_store
 from edge.stun.discovery import DiscoveryAddresses
@@ -37,7 +39,8 @@ def limits_from(config: Config) -> Limits:
     e = config.edge
     return Limits(max_allocations=e.max_allocations, max_allocations_per_user=e.max_allocations_per_user,
                   bandwidth_bytes_per_second=e.allocation_bandwidth_kbps * 1000 // 8,
-                  max_pending=config.limits.max_pending_allocations)
+                  max_pending=config.limits.max_pending_allocations,
+                  permission_lifetime=e.permission_lifetime)
 
 
 def behaviour_discovery(config: Config) -> BehaviourDiscovery | None:
@@ -77,10 +80,13 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock: Callabl
         def alternates_now() -> list[tuple[str, int]]:  # least loaded live peers first, then configured
             return [(m.relay_host, m.udp_port) for m in pool.others(name)] + alternates
 
+    offload = KernelOffload(e.kernel_offload, (e.listen_address, e.turn_udp_port), e.relay_address,
+                            Path(config.node.state_dir) / "offload")  # started (or not) with the TURN service
     return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
-                      PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop), clock,
-                      alternates=alternates_now if pool is not None else alternates, quota=quota,
-                      dialects=[MsTurnServer()] if e.ms_turn else [], binding=discovery)
+                      PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop, e.socket_buffer_kb * 1024),
+                      clock, alternates=alternates_now if pool is not None else alternates, quota=quota,
+                      dialects=[MsTurnServer()] if e.ms_turn else [], binding=discovery,
+                      offload=offload)
 
 
 def pool_membership(config: Config, allocations: Callable[[], int],
@@ -99,7 +105,7 @@ def turn_service(config: Config, engine: TurnEngine, reuse_port: bool,
     """The TURN listeners (UDP, TCP, TLS) around `engine`."""
     e, node, lim = config.edge, config.node, config.limits
     ports = TurnPorts(e.listen_address, e.turn_udp_port, e.turn_tcp_port, e.turn_tls_port, reuse_port,
-                      lim.stun_requests_per_second, lim.stun_burst)
+                      lim.stun_requests_per_second, lim.stun_burst, e.socket_buffer_kb * 1024)
 
     def tls_options() -> Any:  # RFC 7443 names TURN over TLS "stun.turn"; coturn's clients offer it.
         return tls.server_options(node.certs_dir, node.name, client_cert="none", alpn=(b"stun.turn",))
@@ -110,6 +116,7 @@ def turn_service(config: Config, engine: TurnEngine, reuse_port: bool,
 
         def wrapper(tls_factory: TLSMemoryBIOFactory, engine: TurnEngine) -> IProtocolFactory:
             return PseudoTlsFactory(tls_factory, engine)  # [MS-TURN]'s pseudo-TLS handshake beside real TLS
-    service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper, discovery)
+    offload = engine.offload if isinstance(engine.offload, KernelOffload) else None
+    service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper, discovery, offload)
     service.setName("edge/turn")
     return service

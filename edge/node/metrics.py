@@ -64,6 +64,15 @@ class NodeCollector:
         yield _counter("umedge_turn_relayed_bytes", "Payload bytes relayed, by direction", ["direction"],
                        {("to_peer",): traffic.get("bytes_to_peer", 0),
                         ("to_client",): traffic.get("bytes_to_client", 0)})
+        yield _counter("umedge_turn_offloaded_datagrams", "Of the relayed datagrams, those the kernel fast path "
+                       "moved ([edge] kernel_offload)", ["direction"],
+                       {("to_peer",): traffic.get("offloaded_packets_to_peer", 0),
+                        ("to_client",): traffic.get("offloaded_packets_to_client", 0)})
+        offload = engine.offload.status() if engine is not None and engine.offload is not None else {}
+        yield _gauge("umedge_turn_offload_active", "1 when the kernel fast path is attached",
+                     1.0 if offload.get("active") else 0.0)
+        yield _gauge("umedge_turn_offload_channels", "Channel bindings in the kernel fast path now",
+                     float(offload.get("channels", 0)))
         yield _counter("umedge_turn_auth_failures", "TURN requests failing authentication, by reason",
                        ["reason"], {(k.removeprefix("auth_failed_"),): v for k, v in stats.items()
                                     if k.startswith("auth_failed_")})

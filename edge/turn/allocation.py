@@ -63,16 +63,26 @@ class Allocation:
     bytes_to_peer: int = 0
     packets_to_client: int = 0
     bytes_to_client: int = 0
+    # What a kernel fast path (edge.turn.offload) relayed for it, added once a second; part of the totals above
+    # only in TurnEngine.traffic(), so the user-space counts stay what user space saw.
+    offloaded_packets_to_peer: int = 0
+    offloaded_bytes_to_peer: int = 0
+    offloaded_packets_to_client: int = 0
+    offloaded_bytes_to_client: int = 0
+    offload_refused: bool = False  # over its bandwidth cap once: user space relays it from then on
     created: float = 0.0  # engine clock when installed: the console's age column
 
     def permitted(self, host: str, now: float) -> bool:
         expiry = self.permissions.get(host)
         return expiry is not None and expiry >= now
 
-    def expire_entries(self, now: float) -> None:
-        """Drop permissions and channel bindings whose lifetime ran out."""
-        for host in [h for h, t in self.permissions.items() if t < now]:
+    def expire_entries(self, now: float) -> bool:
+        """Drop permissions and channel bindings whose lifetime ran out; True if any did."""
+        hosts = [h for h, t in self.permissions.items() if t < now]
+        for host in hosts:
             del self.permissions[host]
-        for number in [n for n, (_, t, _) in self.channels.items() if t < now]:
+        numbers = [n for n, (_, t, _) in self.channels.items() if t < now]
+        for number in numbers:
             peer, _, _ = self.channels.pop(number)
             self.peer_channels.pop(peer, None)
+        return bool(hosts or numbers)

@@ -29,6 +29,7 @@ from edge.stun import Attr, StunDecodeError, split_channel_data
 from edge.turn.allocation import Address, Allocation, ClientLink, RelayEndpoint
 from edge.turn.auth import Authenticator, Credentials, Rejection
 from edge.turn.dialect import BindingResponder, TurnDialect
+from edge.turn.offload import RelayOffload
 from edge.turn.policy import Limits, PeerPolicy
 from edge.turn.ports import PortPool
 from edge.turn.refusal import ErrorCode, Refusal
@@ -40,6 +41,7 @@ SOFTWARE = stun.encode_software("umedge 0.1")
 _CHANNEL_HEADER = struct.Struct("!HH")
 _FAMILY_OF_CODE = {stun.FAMILY_IPV4: 4, stun.FAMILY_IPV6: 6}
 _TRAFFIC = ("packets_to_peer", "bytes_to_peer", "packets_to_client", "bytes_to_client")
+_OFFLOADED = tuple(f"offloaded_{name}" for name in _TRAFFIC)
 _AUTHENTICATED = (stun.ALLOCATE, stun.REFRESH, stun.CREATE_PERMISSION, stun.CHANNEL_BIND)
 _T = TypeVar("_T")
 
@@ -70,7 +72,7 @@ class TurnEngine:
                  relay_addresses: RelayAddresses, ports: PortPool, bind_relay: RelayBinder,
                  clock: Callable[[], float], alternates: Sequence[Address] | Callable[[], Sequence[Address]] = (),
                  quota: QuotaGate | None = None, dialects: Sequence[TurnDialect] = (),
-                 binding: BindingResponder | None = None) -> None:
+                 binding: BindingResponder | None = None, offload: RelayOffload | None = None) -> None:
         self.auth = authenticator
         self.limits = limits
         self.policy = policy
@@ -86,11 +88,12 @@ class TurnEngine:
         self._reserved: dict[bytes, tuple[RelayEndpoint, float]] = {}
         self.per_identity: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
-        self._finished_traffic: Counter[str] = Counter({name: 0 for name in _TRAFFIC})
+        self._finished_traffic: Counter[str] = Counter({name: 0 for name in _TRAFFIC + _OFFLOADED})
         self.now = clock()
         self.accepting = True  # False while draining: no new allocations
         self.dialects = tuple(dialects)  # e.g. Lync's [MS-TURN] on the same ports
         self.binding = binding  # e.g. RFC 5780 behaviour discovery (edge.turn.discovery)
+        self.offload = offload  # a kernel fast path for bound channels (edge.offload); told every change
         for dialect in self.dialects:
             dialect.attach(self)
 
@@ -151,13 +154,26 @@ class TurnEngine:
         """Called about once a second: expire what ran out, refill bandwidth budgets."""
         now = self.now = self._clock()
         budget = self.limits.bandwidth_bytes_per_second
+        offload = self.offload
         for allocation in list(self.allocations.values()):
             if allocation.expires < now:
                 self.delete_allocation(allocation, "expired")
                 self.stats["allocations_expired"] += 1
                 continue
-            allocation.expire_entries(now)
+            changed = allocation.expire_entries(now)
+            if offload is not None:
+                used = offload.collect(allocation)
+                if budget and used > budget and not allocation.offload_refused:
+                    # Over the cap in the kernel: user space relays it from now on and enforces the cap.
+                    allocation.offload_refused = True
+                    offload.remove(allocation)
+                    self.stats["offload_bandwidth_refusals"] += 1
+                elif changed:
+                    self._offload(allocation)
             allocation.budget = budget
+        if offload is not None:
+            for name, total in offload.counters().items():  # the kernel's running totals (not increments)
+                self.stats[name] = total
         for token in [t for t, (_, until) in self._reserved.items() if until < now]:
             self._close_relay(self._reserved.pop(token)[0])
 
@@ -237,12 +253,20 @@ class TurnEngine:
         return True
 
     def traffic(self) -> dict[str, int]:
-        """Relayed packets and bytes by direction, over live and finished allocations."""
+        """Relayed packets and bytes by direction, over live and finished allocations: the totals (user
+        space and kernel fast path), and `offloaded_*` the kernel's part of them."""
         totals = dict(self._finished_traffic)
         for allocation in self.allocations.values():
-            for name in _TRAFFIC:
+            for name in _TRAFFIC + _OFFLOADED:
                 totals[name] += getattr(allocation, name)
+        for name in _TRAFFIC:
+            totals[name] += totals[f"offloaded_{name}"]
         return totals
+
+    def _offload(self, allocation: Allocation) -> None:
+        """Tell the fast path (if any) what the allocation may relay now."""
+        if self.offload is not None and not allocation.offload_refused:
+            self.offload.update(allocation, self.now)
 
     # --- requests -----------------------------------------------------------------
 
@@ -507,7 +531,9 @@ class TurnEngine:
             return
         del self.allocations[allocation.client]
         allocation.client.allocation = None
-        for name in _TRAFFIC:
+        if self.offload is not None:
+            self.offload.remove(allocation)  # its entries go first, with their last counts
+        for name in _TRAFFIC + _OFFLOADED:
             self._finished_traffic[name] += getattr(allocation, name)
         self.per_identity[allocation.identity] -= 1
         if self.per_identity[allocation.identity] <= 0:
@@ -607,6 +633,7 @@ class TurnEngine:
             self.delete_allocation(allocation, "refreshed to 0")
         else:
             allocation.expires = self.now + lifetime
+            self._offload(allocation)
         return [(Attr.LIFETIME, stun.encode_lifetime(lifetime))]
 
     def _peer(self, request: stun.Message, value: bytes, allocation: Allocation) -> Address:
@@ -623,6 +650,7 @@ class TurnEngine:
         hosts = [self._peer(request, value, allocation)[0] for value in values]  # all or none
         for host in hosts:
             self.permit(allocation, host)
+        self._offload(allocation)
         return []
 
     def _channel_bind(self, link: ClientLink, request: stun.Message, creds: Credentials,
@@ -644,6 +672,7 @@ class TurnEngine:
         allocation.channels[number] = (peer, self.now + self.limits.channel_lifetime, relay)
         allocation.peer_channels[peer] = number
         self.permit(allocation, peer[0])
+        self._offload(allocation)  # before the success goes out: the client's next ChannelData may take it
         return []
 
 

@@ -29,6 +29,21 @@ MAX_STREAM_BUFFER = 65536 + 4
 # <linux/in.h>: Python's socket module names IP_MTU_DISCOVER only from 3.12 on.
 _IP_MTU_DISCOVER = 10
 _IP_PMTUDISC_DO = 2
+# <asm-generic/socket.h>: like SO_SNDBUF/SO_RCVBUF but past net.core.wmem_max/rmem_max (CAP_NET_ADMIN).
+_SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33
+SOCKET_BUFFER = 4 * 1024 * 1024  # [edge] socket_buffer_kb's default
+
+
+def size_buffers(sock: socket.socket, size: int) -> None:
+    """Receive and send buffers of `size` bytes, beyond the sysctl caps where the process may."""
+    for forced, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError:
+                pass
 
 
 def _family_constant(family: int) -> int:
@@ -89,12 +104,14 @@ class UdpRelay:
             self._sock.close()
 
 
-def relay_binder(loop: asyncio.AbstractEventLoop) -> Callable[[int, int, str], UdpRelay | None]:
+def relay_binder(loop: asyncio.AbstractEventLoop, buffer_bytes: int = 0) -> Callable[[int, int, str], UdpRelay | None]:
     def bind(family: int, port: int, host: str) -> UdpRelay | None:
         sock = socket.socket(_family_constant(family), socket.SOCK_DGRAM)
         try:
             if family == 6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if buffer_bytes:
+                size_buffers(sock, buffer_bytes)
             sock.bind((host, port))
         except OSError:
             sock.close()
@@ -173,14 +190,14 @@ class UdpTurnListener:
             self.sock.close()
 
 
-def _listening_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+def _listening_socket(kind: int, host: str, port: int, reuse_port: bool,
+                      buffer_bytes: int = SOCKET_BUFFER) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
     try:
         if reuse_port:  # several relay processes share the port; the kernel spreads clients
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if kind == socket.SOCK_DGRAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            size_buffers(sock, buffer_bytes)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -193,9 +210,9 @@ def _listening_socket(kind: int, host: str, port: int, reuse_port: bool) -> sock
     return sock
 
 
-def bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def bind_udp(host: str, port: int, reuse_port: bool = False, buffer_bytes: int = SOCKET_BUFFER) -> socket.socket:
     """The UDP listening socket, bound now so a taken port fails start-up at once."""
-    return _listening_socket(socket.SOCK_DGRAM, host, port, reuse_port)
+    return _listening_socket(socket.SOCK_DGRAM, host, port, reuse_port, buffer_bytes)
 
 
 def bind_stream(host: str, port: int, reuse_port: bool = False) -> socket.socket:

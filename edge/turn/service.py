@@ -10,7 +10,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred
@@ -21,7 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from edge.turn.discovery import BehaviourDiscovery
 from edge.turn.engine import TurnEngine
-from edge.turn.io import TurnStreamFactory, UdpTurnListener, admit, bind_stream, bind_udp
+from edge.turn.io import SOCKET_BUFFER, TurnStreamFactory, UdpTurnListener, admit, bind_stream, bind_udp
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
 log = Logger(namespace="umedge.turn")
@@ -74,6 +74,14 @@ class TurnPorts:
     reuse_port: bool = False  # [edge] workers > 1: the processes share the ports (SO_REUSEPORT)
     stun_requests_per_second: float = 200.0
     stun_burst: int = 400
+    socket_buffer: int = SOCKET_BUFFER  # bytes, [edge] socket_buffer_kb
+
+
+class OffloadLifecycle(Protocol):
+    """A fast path's start (may raise OSError: start-up fails) and stop (detach, clean up)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class TurnService(service.MultiService):
@@ -86,8 +94,9 @@ class TurnService(service.MultiService):
 
     def __init__(self, engine: TurnEngine, ports: TurnPorts, guard: ConnectionLimits,
                  tls_options: Callable[[], Any], tls_port_wrapper: TlsPortWrapper | None = None,
-                 discovery: BehaviourDiscovery | None = None) -> None:
-        """`discovery` (RFC 5780) gets the UDP socket and binds its three others when the service starts."""
+                 discovery: BehaviourDiscovery | None = None, offload: OffloadLifecycle | None = None) -> None:
+        """`discovery` (RFC 5780) gets the UDP socket and binds its three others when the service starts;
+        `offload` (the engine's kernel fast path) is started first and stopped after the engine's allocations."""
         service.MultiService.__init__(self)
         self.engine = engine
         self.ports = ports
@@ -95,6 +104,7 @@ class TurnService(service.MultiService):
         self._tls_options = tls_options
         self._wrap_tls_port = tls_port_wrapper
         self.discovery = discovery
+        self.offload = offload
         self.guards: list[ConnectionGuard] = []
         self._udp: UdpTurnListener | None = None
         self._exhausted_logged, self._exhausted_at = 0, float("-inf")
@@ -103,7 +113,10 @@ class TurnService(service.MultiService):
         p, engine = self.ports, self.engine
         loop = asyncio.get_event_loop()
         options = self._tls_options()
-        udp = _bind(bind_udp, p.address, p.udp, p.reuse_port, "UDP")
+        if self.offload is not None:
+            self.offload.start()  # "on" that cannot: OSError before anything is bound
+        udp = _bind(lambda host, port, reuse: bind_udp(host, port, reuse, p.socket_buffer), p.address, p.udp,
+                    p.reuse_port, "UDP")
         try:
             tcp = _bind(bind_stream, p.address, p.tcp, p.reuse_port, "TCP")
             try:
@@ -155,6 +168,8 @@ class TurnService(service.MultiService):
     def stopService(self) -> Deferred[None] | None:
         result: Deferred[None] | None = service.MultiService.stopService(self)
         self.engine.close_all()
+        if self.offload is not None:
+            self.offload.stop()
         if self.discovery is not None:
             self.discovery.close()
         if self._udp is not None:

@@ -619,17 +619,21 @@ class UmedgeServer(_Managed):
 
     name = "umedge"
 
-    def __init__(self, directory: Path, edge: dict[str, object], python: str = sys.executable) -> None:
+    def __init__(self, directory: Path, edge: dict[str, object], python: str = sys.executable,
+                 roles: Sequence[str] = ("edge",), web_port: int | None = None) -> None:
         taken: set[int] = set()
+        self.roles = list(roles)
         self.directory = Path(directory)
         self.port = free_port(taken)
         self.tls_port = free_port(taken)
         self.values: dict[str, dict[str, object]] = {
             "node": {"name": "node1", "state_dir": "state", "certs_dir": "certs"},
             "edge": {"turn_udp_port": self.port, "turn_tcp_port": self.port, "turn_tls_port": self.tls_port,
-                     **edge},
+                     "kernel_offload": "off", **edge},
             "auth": {"https_port": free_port(taken), "mras_tls_port": free_port(taken)},
         }
+        if web_port is not None:
+            self.values["web"] = {"http_port": web_port}
         self.config_path = self.directory / "config.toml"
         self.log_path = self.directory / "serve.log"
         self.python = python
@@ -646,7 +650,7 @@ class UmedgeServer(_Managed):
             for section, table in self.values.items()))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([self.python, "-m", "edge.node.cli", "serve",
-                                          "--config", str(self.config_path), "--roles", "edge"],
+                                          "--config", str(self.config_path), "--roles", ",".join(self.roles)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
         try:
             self.wait_ready(timeout)
@@ -679,3 +683,14 @@ class UmedgeServer(_Managed):
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def stop(self, timeout: float = 5) -> None:
+        """SIGTERM starts a drain; a second one stops at once, so the node still cleans up (its kernel offload)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGTERM)
+        super().stop(timeout)

@@ -1,0 +1,1 @@
+"""A kernel fast path for TURN ChannelData over UDP (eBPF at tc ingress), driven by the TURN engine."""

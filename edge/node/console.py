@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edge.node.admin import Console, LocalSessions, Refusals, RefusingGate
+from edge.node.admin_calls import InProcessCalls
 from edge.node.admin_pool import PoolChannel
 from edge.node.schema import Config
 from edge.node.state import NodeState
@@ -22,9 +23,20 @@ def build_console(config: Config, state: NodeState, calls: CallControl | None = 
         pool = state.pool
         fanout = PoolChannel(config.pool.store, config.pool.key_prefix, name, refusals,
                              lambda: [m.name for m in pool.live] if pool is not None else [name])
+    if calls is None and state.mailbox is not None and "worker" in config.node.roles:
+        calls = worker_call_control(state)
     console = Console(name, sessions, calls, fanout)
     console.setName("console")
     return console
 
 
-__all__ = ["build_console"]
+def worker_call_control(state: NodeState) -> CallControl:
+    """The worker slots' calls: the handler itself when it speaks CallControl (a process supervisor),
+    else the in-process worker's calls (edge.node.admin_calls)."""
+    handler = getattr(state.mailbox, "call_handler", None)
+    if isinstance(handler, CallControl):
+        return handler
+    return InProcessCalls(lambda: getattr(state.mailbox, "call_handler", None))
+
+
+__all__ = ["build_console", "worker_call_control"]

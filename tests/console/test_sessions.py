@@ -4,6 +4,7 @@ client's next Refresh, the user refused until the given time), and no admin requ
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import socket
 import ssl
@@ -161,11 +162,14 @@ def test_twenty_allocations_listed_from_either_node_and_a_user_killed_pool_wide(
         assert wait_listed(pool, "edge2", 19)["sessions"].__len__() == 19
 
         # every allocation of alice, on both nodes, within 2 s; refused for two minutes
-        started = time.monotonic()
+        started = time.time()
         result = pool.cli("edge1", "sessions", "kill", "--user", ALICE, "--until", "2m")
         assert len(result["killed"]) == 10 and result["nodes"] == ["edge1", "edge2"]
+        ended = [dt.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+                 for name in ("edge1", "edge2") for line in pool.nodes[name][1].stderr().splitlines()
+                 if "ended allocation" in line and f"of {ALICE}" in line]
+        assert len(ended) == 10 and max(ended) - started < 2.0  # both nodes, within 2 s of the command
         left = pool.cli("edge2", "sessions", "list")["sessions"]
-        assert time.monotonic() - started < 2 + 2  # the CLI's own start-up is the rest
         assert not [s for s in left if s["user"] == ALICE] and len(left) == 9
         assert code(alice_raw.refresh()) == 437  # the client learns on its next Refresh
         assert bob_raw.refresh().msg_class == edge_stun.SUCCESS  # bob untouched

@@ -20,6 +20,7 @@ declare -A tools=(
   [llc]=llvm
   [bpftool]=bpftool
   [curl]=curl
+  [espeak-ng]=espeak-ng
   [dovecot]=dovecot-imapd
   [/usr/lib/dovecot/lmtp]=dovecot-lmtpd
   [postfix]=postfix

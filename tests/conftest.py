@@ -52,8 +52,10 @@ def write_config(directory: Path, overrides: dict[str, dict[str, object]] | None
         "node": {"name": "node1", "state_dir": "state", "certs_dir": "certs"},
         # No kernel fast path unless a test asks (tests/offload): nodes killed by serving() would leave it on lo.
         "edge": {"kernel_offload": "off"},
+        # Tone prompts unless a test asks for speech (tests/prompts, tests/menu): short, and no espeak-ng
+        # rendering at every node's first start.
         "worker": {"sip_ports": [free_port(taken=taken), free_port(taken=taken)],
-                   "sip_dual_tls_ports": [free_port(taken=taken), free_port(taken=taken)]},
+                   "sip_dual_tls_ports": [free_port(taken=taken), free_port(taken=taken)], "prompts": "tones"},
     }
     for section, keys in PORT_KEYS.items():
         values.setdefault(section, {})

@@ -139,6 +139,7 @@ class WorkerConfig:
     edge_https: str = key(optional_host_port)
     greeting_dir: str = key(optional_path)
     prompt_dir: str = key(optional_path)
+    prompts: str = key(choice("spoken", "tones"))
     max_message_seconds: float = key(bounded(5, 3600, "seconds"))
     min_message_seconds: float = key(bounded(0, 60, "seconds"))
     silence_timeout: float = key(bounded(0, 600, "seconds; 0 never ends a message on silence"))

@@ -219,6 +219,21 @@ def cmd_voicemail(args: argparse.Namespace) -> int:
         return _fail(str(error))
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    """`prompts render [--lang de] [--force]`: espeak-ng renders the prompt catalogue (um.worker.speech)."""
+    from um.worker import speech
+
+    config = _load(args)
+    languages = (args.lang,) if args.lang else tuple(sorted({p.language for p in config.callrouter.dial_plans}
+                                                            | {"en"}))
+    try:
+        for line in speech.render_command(config.node.state_dir, languages, args.force):
+            print(line)
+    except (speech.SpeechError, OSError) as error:
+        return _fail(f"prompts not rendered: {error}")
+    return EXIT_OK
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """`worker recycle|status`: ask this node's mailbox UM service over SIP (loopback TCP, else MTLS)."""
     import ssl
@@ -455,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     voicemail.add_argument("--pin", metavar="DIGITS", help="pin-reset: this PIN instead of a generated one")
     voicemail.add_argument("--all", action="store_true", help="outbox retry: every queued and dead message")
     voicemail.set_defaults(func=cmd_voicemail)
+    prompts = with_config(sub.add_parser("prompts", help="spoken prompts: render the catalogue with espeak-ng"))
+    prompts.add_argument("action", choices=("render",))
+    prompts.add_argument("--lang", choices=("en", "de"), help="only this language (default: the dial plans')")
+    prompts.add_argument("--force", action="store_true", help="render every clip again")
+    prompts.set_defaults(func=cmd_prompts)
 
     from edge.node import console_cli
 

@@ -67,6 +67,8 @@ def worker_settings(config: Config) -> WorkerSettings:
         media_via_edge=w.media_via_edge, edge_mras=mras, edge_https=https,
         greeting_dir=str(Path(node.state_dir) / (w.greeting_dir or "greetings")),
         prompt_dir=str(Path(node.state_dir) / w.prompt_dir) if w.prompt_dir else "",
+        spoken_prompts=w.prompts == "spoken",
+        languages=tuple(sorted({plan.language for plan in config.callrouter.dial_plans} or {"en"})),
         max_message_seconds=float(w.max_message_seconds), min_message_seconds=float(w.min_message_seconds),
         silence_timeout=float(w.silence_timeout), jitter_buffer_ms=int(w.jitter_buffer_ms),
         media_timeout=float(w.media_timeout),

@@ -111,7 +111,8 @@ def test_login_by_dtmf_plays_the_new_message_then_five_wrong_pins_lock(node: tup
     assert https(files, "/v1/pin-reset", {"mailbox": "1005", "pin": "246813"}) == (200, {"mailbox": "1005",
                                                                                        "locked": False})
     # An unknown caller ID: the worker asks for the extension, then the PIN.
-    caller = asyncio.run(access_call(files, "4711", [(0.3, "1005#"), (0.2, "246813#")], wait=25))
+    # After the message the menu waits for a key: three rounds without one end the call (goodbye).
+    caller = asyncio.run(access_call(files, "4711", [(0.3, "1005#"), (0.2, "246813#")], wait=45))
     heard = caller.received_audio()
     assert store.audio(message).data in heard  # the message played back bit for bit
     assert store.find(message.id).read and store.counts("1005") == (0, 1)
@@ -127,5 +128,5 @@ def test_login_by_dtmf_plays_the_new_message_then_five_wrong_pins_lock(node: tup
     # An administrator resets it (CLI this time): unlocked, and the new PIN works.
     out = umedge("voicemail", "pin-reset", "1005", "--pin", "975318", "--config", str(files.path))
     assert out.returncode == 0 and json.loads(out.stdout) == {"mailbox": "1005", "locked": False}
-    asyncio.run(access_call(files, "1005", [(0.3, "975318#")], wait=15))
+    asyncio.run(access_call(files, "1005", [(0.3, "975318#"), (1.0, "*")], wait=15))  # * at the menu: goodbye
     assert process.stderr().rstrip().count("PIN for 1005: ok") == 2

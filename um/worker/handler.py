@@ -176,6 +176,7 @@ class WorkerCalls:
         slot.calls[dialog.id] = dialog  # the slot counts the call from now on (recycles wait for it)
         slot.calls_total += 1
         context.calls[dialog.id] = call
+        call.language = plan.language
         pending_key = self._pending_key(request)
         task = asyncio.ensure_future(self._answer(call, request, offer, pending_key))
         self._pending[pending_key] = task

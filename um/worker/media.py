@@ -186,6 +186,7 @@ class MediaSession:
         self.on_media_end: Callable[[str], None] = lambda reason: None
         self.on_record_stop: Callable[[str], None] = lambda reason: None
         self.recorder: Recorder | None = None
+        self.inband: Any = None  # um.worker.goertzel.InbandDetector when no telephone-event was negotiated
         self._queue: deque[tuple[bytes, asyncio.Future[bool]]] = deque()
         self._offset = 0
         self._new_spurt = True
@@ -242,9 +243,14 @@ class MediaSession:
                 self.counters["digits"] += 1
                 self.on_digit(digit)
             return
+        codec = g711.PCMA if packet.payload_type == 8 else g711.PCMU
+        if self.inband is not None:  # no telephone-event offered: digits in band (um.worker.goertzel)
+            for digit in self.inband.feed(packet.payload, codec):
+                self.counters["digits"] += 1
+                self.on_digit(digit)
         recorder = self.recorder
         if recorder is not None:
-            recorder.write(packet, g711.PCMA if packet.payload_type == 8 else g711.PCMU)
+            recorder.write(packet, codec)
 
     def flush(self) -> None:
         """Deliver what the jitter buffer still holds (the end of a recording)."""

@@ -33,6 +33,8 @@ class WorkerSettings:
     edge_server_name: str | None = None
     greeting_dir: str = ""
     prompt_dir: str = ""
+    spoken_prompts: bool = True        # [worker] prompts = "spoken" (else tones)
+    languages: tuple[str, ...] = ("en",)  # the dial plans' languages: rendered at start
     max_message_seconds: float = 300.0
     min_message_seconds: float = 1.0
     silence_timeout: float = 5.0

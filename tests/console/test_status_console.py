@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from aioice import turn
 
+from certs import pki
 from edge.tokens import mint
-from tests.conftest import REQUIRE_TOOLS, NodeFiles, serving, write_config
+from tests.conftest import REQUIRE_TOOLS, NodeFiles, serving, umedge, write_config
 from tests.ops.test_status_page import CHROMEDRIVER, CHROMIUM, wait_text
 from tests.turn.test_turn_aioice import Collector
 
@@ -77,6 +78,8 @@ def test_status_page_every_role_numbers_match_metrics_phone_width_and_kill(tmp_p
         "edge": {"auth_secrets": [SECRET]}, "auth": {"api_keys": [API_KEY]},
         "web": {"admin_keys": [ADMIN_KEY]}})
     web = files.port("web", "http_port")
+    assert umedge("certs", "init", "--config", str(files.path)).returncode == 0
+    pki.issue(files.certs_dir, "gateway1", [], days=12)  # a certificate about to run out: the page warns
     loop = asyncio.new_event_loop()
     held: list[object] = []
     driver = None
@@ -115,6 +118,9 @@ def test_status_page_every_role_numbers_match_metrics_phone_width_and_kill(tmp_p
             assert int(page["calls-active"]) == m["umedge_calls_active"] == 0
             soonest = min(family(m, "umedge_certificate_expiry_timestamp_seconds").values())
             assert int(page["cert-days"]) == math.floor((soonest - time.time()) / 86400)
+            assert page["cert-days"] in ("11", "12") and driver.find_element("id", "cert-days-name").text == "gateway1"
+            banner = driver.find_element("id", "cert-warning")
+            assert banner.is_displayed() and "gateway1.crt expires in" in banner.text
             assert "https 1" in page["tokens-issued"] and m['umedge_tokens_issued_total{path="https"}'] == 1
             assert page["edge-dialect"] == "rfc8656 3"
             assert "demo-gateway" in driver.find_element("id", "gateways").text

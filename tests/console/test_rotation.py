@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 import time
 import urllib.request
 from pathlib import Path
@@ -96,3 +97,40 @@ def test_certs_show_and_metrics_warn_thirty_days_ahead(tmp_path: Path) -> None:
     assert set(expiry) == {"ca", "node1", "soon"}
     assert 11 * 86400 < expiry["soon"] - time.time() <= 12 * 86400 + 60
     assert expiry["node1"] - time.time() > 30 * 86400
+
+
+def _mtls_answer(port: int, certs: Path, client: str) -> str:
+    """One SIP OPTIONS over MTLS trusting `certs`' CA and presenting its `client` certificate: the status line,
+    or the TLS error."""
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(str(certs / f"{client}.crt"), str(certs / f"{client}.key"))
+    request = (f"OPTIONS sip:127.0.0.1:{port};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch="
+               "z9hG4bK-rot1\r\nFrom: <sip:probe@example.test>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: rot-1\r\n"
+               "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="node1") as tls:
+            tls.sendall(request.encode())
+            return tls.recv(4096).decode(errors="replace").split("\r\n")[0]
+    except (ssl.SSLError, OSError) as error:
+        return f"TLS failed: {error}"
+
+
+def test_a_new_pool_ca_is_trusted_for_new_mtls_clients_after_sighup(tmp_path: Path) -> None:
+    files = write_config(tmp_path, {"edge": {"auth_secrets": [SECRET]}})
+    mras = files.port("auth", "mras_tls_port")
+    (tmp_path / "next").mkdir()
+    other = write_config(tmp_path / "next")  # where the next pool CA is made
+    assert umedge("certs", "init", "--config", str(other.path)).returncode == 0
+    assert umedge("certs", "issue", "client1", "--config", str(other.path)).returncode == 0
+    with serving(files, "--roles", "edge") as process:
+        assert umedge("certs", "issue", "client1", "--config", str(files.path)).returncode == 0
+        assert _mtls_answer(mras, files.certs_dir, "client1").startswith("SIP/2.0 ")  # the old CA's client
+        assert _mtls_answer(mras, other.certs_dir, "client1").startswith("TLS failed")  # not yet
+        for name in ("ca.crt", "ca.key", "node1.crt", "node1.key"):  # the pool moves to the next CA
+            (files.certs_dir / name).write_bytes((other.certs_dir / name).read_bytes())
+        process.proc.send_signal(signal.SIGHUP)
+        wait_log(process, "TLS listener context(s) reloaded")
+        assert _mtls_answer(mras, other.certs_dir, "client1").startswith("SIP/2.0 ")  # new CA: trusted both ways
+        assert _mtls_answer(mras, files.certs_dir, "client1").startswith("TLS failed")  # the old CA's: no more

@@ -39,7 +39,7 @@ from um.mailbox import SERVER, MailboxService, refuse_method
 from um.sip.headers import parse_addresses
 from um.sip.message import Headers, Request, Response, make_response
 from um.sip.stream import Peer
-from um.sip.uri import SipUri, TelUri, UriError, bracket
+from um.sip.uri import SipUri, TelUri, UriError, bracket, contact_style, secure_contact
 
 log = Logger(namespace="umedge.callrouter")
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
@@ -163,6 +163,19 @@ def diverting_user(request: Request, pilot: str | None) -> tuple[str | None, str
     return None, None
 
 
+def _styled(result: Response | defer.Deferred[Response], style: str) -> Response | defer.Deferred[Response]:
+    """The 302's TLS Contact as the gateway can use it: `sips:`, or `sip:` with transport=tls
+    ([callrouter.gateways] contact_scheme; by default the gateway's own Request-URI scheme)."""
+    if style == "sips":
+        return result
+    if isinstance(result, defer.Deferred):
+        return result.addCallback(_styled, style)
+    contact = result.headers.get("Contact")
+    if result.status == 302 and contact:
+        result.headers.replace_first("Contact", secure_contact(contact, style))
+    return result
+
+
 class CallRouter:
     """The call router's SIP handler (`handler(request, peer)` for SipStreamFactory)."""
 
@@ -216,7 +229,7 @@ class CallRouter:
         if method == "OPTIONS":
             return make_response(request, 200, None, [("Allow", ALLOW), ("Accept", "application/sdp"),
                                                       ("Server", SERVER)])
-        return self.route(request, peer, gateway)
+        return _styled(self.route(request, peer, gateway), contact_style(request.ruri, gateway.contact_scheme))
 
     def route(self, request: Request, peer: Peer, gateway: Gateway) -> Response | defer.Deferred[Response]:
         if gateway.status == "no-new-calls":

@@ -20,6 +20,7 @@ GATEWAY_STATUSES = ("enabled", "disabled", "no-new-calls")
 URI_TYPES = ("telephone-extension", "sip-uri", "e164")
 SECURITY = ("unsecured", "sip-secured", "secured")
 TRANSPORTS = ("tcp", "tls")
+CONTACT_SCHEMES = ("", "sips", "sip-tls")  # "": mirror the gateway's Request-URI (um.sip.uri.secure_contact)
 LANGUAGES = ("en", "de")  # of the voicemail emails (um.delivery)
 _EMAIL = re.compile(r"^$|^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$|"
                     r"^[A-Za-z0-9.!#$%&'*+/=?^_`~-]{0,40}\{extension\}[A-Za-z0-9.!#$%&'*+/=?^_`~-]{0,40}"
@@ -79,6 +80,7 @@ class Gateway:
     address: str
     status: str = "enabled"
     name: str = ""
+    contact_scheme: str = ""  # "sips", "sip-tls", or "": mirror the scheme of the gateway's Request-URI
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
@@ -92,12 +94,19 @@ class Gateway:
         return self.name or self.address
 
 
+def _contact_scheme(value: Any) -> str:
+    if value not in CONTACT_SCHEMES:
+        raise DirectoryError(f'gateway contact_scheme {value!r}: allowed "sips" or "sip-tls" '
+                             "(or leave it out: mirror the scheme of the gateway's Request-URI)")
+    return str(value)
+
+
 def parse_gateways(value: Any) -> tuple[Gateway, ...]:
     if not isinstance(value, list):
         raise DirectoryError('a list of tables such as [{ address = "192.0.2.10", status = "enabled" }]')
     gateways = []
     for item in value:
-        table = _table(item, "gateway", ("address",), {"status": "enabled", "name": ""})
+        table = _table(item, "gateway", ("address",), {"status": "enabled", "name": "", "contact_scheme": ""})
         address = _str(table["address"], "gateway address")
         try:
             ipaddress.ip_network(address, strict=True)
@@ -106,7 +115,8 @@ def parse_gateways(value: Any) -> tuple[Gateway, ...]:
                 raise DirectoryError(f"gateway address {address!r}: allowed an IP address, a CIDR "
                                      "(host bits zero) or an FQDN") from None
         gateways.append(Gateway(address.lower(), _choice(table["status"], "gateway status", GATEWAY_STATUSES),
-                                _str(table["name"], "gateway name")))
+                                _str(table["name"], "gateway name"),
+                                _contact_scheme(table["contact_scheme"])))
     return tuple(gateways)
 
 

@@ -104,12 +104,25 @@ def test_hunt_groups_and_unknown_extension() -> None:
     assert router(invite("8000"), Peer("192.0.2.10", 1, "tls")).status == 404  # another gateway
 
 
-def test_secured_dial_plan_needs_mtls_and_gets_sips() -> None:
+def test_secured_dial_plan_needs_mtls_and_gets_a_tls_contact_in_the_gateways_scheme() -> None:
     router = make_router()
     assert "requires MTLS" in router(invite("6000"), GW).reason
-    assert contact(router(invite("6000"), Peer("192.0.2.10", 5061, "tls"))) == "<sips:6000@192.0.2.1:5066>"
+    tls_peer = Peer("192.0.2.10", 5061, "tls")
+    # Default: mirror the gateway's Request-URI: sip: (over TLS) gets sip:...;transport=tls, sips: gets sips:.
+    assert contact(router(invite("6000"), tls_peer)) == "<sip:6000@192.0.2.1:5066;transport=tls>"
+    sips = parse_datagram(invite("6000").encode().replace(b"INVITE sip:6000", b"INVITE sips:6000"))
+    assert contact(router(sips, tls_peer)) == "<sips:6000@192.0.2.1:5066>"
     tls_mode = make_router(mode="tls")
-    assert contact(tls_mode(invite("6000"), Peer("192.0.2.10", 5061, "tls"))) == "<sips:6000@192.0.2.1:5065>"
+    assert contact(tls_mode(sips, tls_peer)) == "<sips:6000@192.0.2.1:5065>"
+    # Configured per gateway ([[callrouter.gateways]] contact_scheme), whatever the Request-URI says.
+    for scheme, expected in (("sips", "<sips:6000@192.0.2.1:5066>"),
+                             ("sip-tls", "<sip:6000@192.0.2.1:5066;transport=tls>")):
+        configured = make_router(gateways=[{"address": "192.0.2.10", "contact_scheme": scheme}])
+        assert contact(configured(invite("6000"), tls_peer)) == expected
+        assert contact(configured(sips, tls_peer)) == expected
+    assert contact(router(invite(), tls_peer)).endswith(";transport=tcp>")  # unsecured plans: untouched
+    with pytest.raises(DirectoryError, match='"sips" or "sip-tls"'):
+        parse_gateways([{"address": "192.0.2.10", "contact_scheme": "tls"}])
     unavailable = tls_mode(invite(), GW)  # an unsecured plan, but the workers only speak MTLS
     assert unavailable.status == 503 and unavailable.headers.get("Retry-After") == "42"
     tcp_mode = make_router(mode="tcp")

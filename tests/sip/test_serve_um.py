@@ -79,11 +79,12 @@ def test_sipp_2000_calls_over_tcp_each_redirected_to_the_worker(node: tuple[Node
 
 
 @needs_sipp
-def test_sipp_2000_calls_over_tls_get_sips_workers(node: tuple[NodeFiles, ServeProcess], tmp_path: Path) -> None:
+def test_sipp_2000_calls_over_tls_get_tls_workers(node: tuple[NodeFiles, ServeProcess], tmp_path: Path) -> None:
     files, _ = node
     worker = slot_port(files, "sip_dual_tls_ports")
+    # SIPp asks with a sip: Request-URI over TLS: the Contact mirrors it (sip: + transport=tls, RFC 5630).
     scenario = write_scenario(tmp_path / "tls.xml", pilot="6000", via_transport="TLS",
-                              contact_re=rf"^\s*<sips:6000@127\.0\.0\.1:{worker}>\s*$")
+                              contact_re=rf"^\s*<sip:6000@127\.0\.0\.1:{worker};transport=tls>\s*$")
     with TlsTunnel(files.port("callrouter", "sip_tls_port"), files.certs_dir) as tunnel:
         result = run_sipp(scenario, tunnel.port, calls=2000, rate=200, timeout=60)
     assert (result.returncode, result.successful, result.failed) == (0, 2000, 0), result.output[-2000:]
@@ -125,7 +126,7 @@ def test_unknown_gateway_gets_403(tmp_path: Path) -> None:
 
 
 @needs_sipp
-def test_tls_startup_mode_gives_sips_on_the_slot_ports(tmp_path: Path) -> None:
+def test_tls_startup_mode_gives_tls_contacts_on_the_slot_ports(tmp_path: Path) -> None:
     files = um_config(tmp_path, {"callrouter": {**SECURE_PLANS, "startup_mode": "tls"},
                                  "mailbox": {"startup_mode": "tls"}, "worker": {"startup_mode": "tls"}})
     process = ServeProcess(files.path, *UM_ROLES)
@@ -134,7 +135,7 @@ def test_tls_startup_mode_gives_sips_on_the_slot_ports(tmp_path: Path) -> None:
         pki.issue(files.certs_dir, "client1", [])
         worker = slot_port(files, "sip_ports")
         scenario = write_scenario(tmp_path / "tlsmode.xml", pilot="6000", via_transport="TLS",
-                                  contact_re=rf"^\s*<sips:6000@127\.0\.0\.1:{worker}>\s*$")
+                                  contact_re=rf"^\s*<sip:6000@127\.0\.0\.1:{worker};transport=tls>\s*$")
         with TlsTunnel(files.port("callrouter", "sip_tls_port"), files.certs_dir) as tunnel:
             result = run_sipp(scenario, tunnel.port, calls=200, rate=200, timeout=30)
         assert (result.successful, result.failed) == (200, 0), result.output[-2000:]

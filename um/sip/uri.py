@@ -436,3 +436,32 @@ def parse_name_addr(text: str, *, allow_star: bool = False) -> NameAddr:
     if not uri_text or any(c in uri_text for c in ' \t,?"'):
         raise UriError(f"malformed address {uri_text!r} (use <URI> for URIs with '?', ',' or ';')")
     return NameAddr(parse_uri(uri_text), None, parse_header_params(param_text), False)
+
+
+def contact_style(request_uri: Uri | None, configured: str = "") -> str:
+    """How to write a TLS Contact for a peer: "sips", or "sip-tls" (sip: + transport=tls, RFC 5630 §3.2).
+
+    `configured` wins; else mirror the peer's own Request-URI: a peer that
+    sent `sip:...;transport=tls` may not handle a `sips:` target (libre/baresip
+    cannot), one that sent `sips:` expects `sips:` back.
+    """
+    if configured in ("sips", "sip-tls"):
+        return configured
+    return "sips" if isinstance(request_uri, SipUri) and request_uri.scheme == "sips" else "sip-tls"
+
+
+def secure_contact(value: str, style: str) -> str:
+    """A Contact value (`<sips:...>` or a bare URI) in `style`; anything not sips: is returned unchanged."""
+    if style != "sip-tls" or "sips:" not in value:
+        return value
+    try:
+        address = parse_name_addr(value)
+    except UriError:
+        return value
+    uri = address.uri
+    if not isinstance(uri, SipUri) or uri.scheme != "sips":
+        return value
+    params = {k: v for k, v in uri.params.items() if k != "transport"}
+    params["transport"] = "tls"
+    plain = SipUri("sip", uri.user, uri.host, uri.port, uri.password, params, dict(uri.headers))
+    return str(NameAddr(plain, address.display, dict(address.params)))

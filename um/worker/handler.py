@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from um.sip.dialog import Dialog, DialogError, dialog_key
 from um.sip.message import Request, Response, make_response, new_tag
 from um.sip.stream import Peer
-from um.sip.uri import bracket
+from um.sip.uri import bracket, contact_style, secure_contact
 from um.worker import families, multipart, sdp
 from um.worker.call import Call, address_parts
 from um.worker.context import WorkerContext
@@ -102,11 +102,14 @@ class WorkerCalls:
     def _deferred(coro: Any) -> defer.Deferred[Response]:
         return defer.Deferred.fromFuture(asyncio.ensure_future(coro))
 
-    def _contact(self, slot: Any, secure: bool) -> str:
+    def _contact(self, slot: Any, dialog: Dialog) -> str:
+        """The slot's URI; over TLS `sips:` or `sip:...;transport=tls`, as the caller's Request-URI was."""
+        secure = dialog.secure
         scheme = "sips" if secure else "sip"
         port = slot.tls_port if secure else slot.tcp_port
         params = "" if secure else ";transport=tcp"
-        return f"<{scheme}:worker{slot.number}@{bracket(self.context.settings.advertise)}:{port}{params}>"
+        uri = f"<{scheme}:worker{slot.number}@{bracket(self.context.settings.advertise)}:{port}{params}>"
+        return secure_contact(uri, str(dialog.data.get("contact_style", "sips")))
 
     # --- a new call ---------------------------------------------------------------------------
     def _new_call(self, service: Any, slot: Any, request: Request, peer: Peer) -> Any:
@@ -170,6 +173,7 @@ class WorkerCalls:
         except (DialogError, ValueError) as error:
             return make_response(request, 400, f"Bad Request - {error}")
         dialog.secure = peer.transport == "tls"
+        dialog.data["contact_style"] = contact_style(request.ruri)  # sip: + transport=tls answers sip: (RFC 5630)
         dialog.data["connection"] = peer.connection
         call = Call(context, self, service, slot, dialog, request, peer, kind, mailbox, secure_media)
         dialog.data["call"] = call
@@ -244,7 +248,7 @@ class WorkerCalls:
                  srtp=" SRTP" if media is not None and media.srtp is not None else "")
         call.wait_for_ack()
         return make_response(request, 200, None, [
-            ("Contact", self._contact(call.slot, call.dialog.secure)), ("Allow", ALLOW),
+            ("Contact", self._contact(call.slot, call.dialog)), ("Allow", ALLOW),
             ("Supported", "timer"), ("Content-Type", "application/sdp"), ("Server", SERVER)],
             answer.encode(), to_tag=call.dialog.local_tag)
 
@@ -268,10 +272,10 @@ class WorkerCalls:
                 return make_response(request, refusal.status, refusal.reason,
                                      self._warning(refusal) + [("Server", SERVER)])
         if not body and request.method == "UPDATE":  # a session refresh (RFC 4028) without an offer
-            return make_response(request, 200, None, [("Contact", self._contact(call.slot, call.dialog.secure)),
+            return make_response(request, 200, None, [("Contact", self._contact(call.slot, call.dialog)),
                                                       ("Server", SERVER)])
         status, reason, text = await call.renegotiate(body)
-        extra = [("Contact", self._contact(call.slot, call.dialog.secure)), ("Server", SERVER)]
+        extra = [("Contact", self._contact(call.slot, call.dialog)), ("Server", SERVER)]
         expires = request.headers.get("Session-Expires")
         if expires:
             extra.append(("Session-Expires", expires.split(";")[0].strip() + ";refresher=uac"))

@@ -214,8 +214,10 @@ class Console(service.Service):
             except Exception as error:  # noqa: BLE001 - the pool's Redis is down: this node still answers
                 degraded = f"pool not reachable ({type(error).__name__}): this node only"
                 missing = sorted(set(self.fanout.live_names()) - {self.node})
-        if not answers:
-            answers = [{"node": self.node, **await self.local(op, args)}]
+        if not any(answer.get("node") == self.node for answer in answers):
+            # this node's own listener not (yet) subscribed, or Redis down: answer from here
+            answers.append({"node": self.node, **await self.local(op, args)})
+            missing = [name for name in missing if name != self.node]
         merged: dict[str, Any] = {"nodes": sorted(str(a.get("node")) for a in answers), "missing": missing}
         if degraded:
             merged["degraded"] = degraded

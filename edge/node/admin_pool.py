@@ -51,6 +51,7 @@ class PoolChannel:
         self.handler: Handler | None = None
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        self._quiet = False  # the outage was logged
 
     def live_names(self) -> list[str]:
         return self._live()
@@ -74,7 +75,6 @@ class PoolChannel:
     # --- answering ------------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
-        quiet = False
         while True:
             try:
                 await self._listen()
@@ -82,9 +82,9 @@ class PoolChannel:
                 raise
             except Exception as error:  # noqa: BLE001 - Redis down: retry, say so once
                 self.subscribed.clear()
-                if not quiet:
+                if not self._quiet:
                     log.warn("console: pool channel unavailable ({why}); retrying", why=type(error).__name__)
-                quiet = True
+                self._quiet = True
                 await asyncio.sleep(RECONNECT)
 
     async def _listen(self) -> None:
@@ -93,6 +93,9 @@ class PoolChannel:
             await pubsub.subscribe(self._channel)
             await self._load_refusals()
             self.subscribed.set()
+            if self._quiet:
+                log.info("console: pool channel available again")
+                self._quiet = False
             scanned = time.monotonic()
             while True:
                 message = await pubsub.get_message(timeout=1.0)

@@ -239,3 +239,19 @@ def test_the_admin_endpoint_refuses_without_credentials(pool: TwoNodes) -> None:
     wrong.write_text("wrong-admin-key-0123456789")
     done = umedge("sessions", "list", "--config", str(files.path), "--key-file", str(wrong))
     assert done.returncode == 1 and "403" in done.stderr
+
+
+def test_with_the_pool_redis_down_a_node_still_answers_for_itself(pool: TwoNodes) -> None:
+    held = RawClient(pool.turn_port("edge1"), "sip:dora@example.test")
+    assert held.allocate().msg_class == edge_stun.SUCCESS
+    pool.redis.stop()
+    try:
+        listed = pool.cli("edge1", "sessions", "list", "--user", "sip:dora@example.test")
+        assert listed["nodes"] == ["edge1"] and "pool not reachable" in listed["degraded"]  # and says so
+        assert [s["user"] for s in listed["sessions"]] == ["sip:dora@example.test"]
+        assert pool.cli("edge1", "sessions", "kill", listed["sessions"][0]["id"])["killed"] == \
+            [listed["sessions"][0]["id"]]
+        assert code(held.refresh()) == 437
+    finally:
+        held.close()
+        pool.redis.start()

@@ -7,6 +7,10 @@
         a new PIN (the one given, or a generated one, returned) and the lockout cleared  (scope pin-reset)
     GET  /v1/voicemail[?mailbox=EXT]   the messages (id, mailbox, caller, time, duration, codec)  (scope voicemail)
     GET  /v1/worker                    calls in progress (callers' numbers), media and token counters  (admin)
+    PUT  /v1/mailboxes/EXT/greeting[?kind=away]   body: the audio (WAV, or any format FFmpeg decodes), at
+        most 8 MiB and 120 s; stored as the mailbox's personal (or away) greeting in G.711 mu-law, replacing
+        the old one atomically; undecodable audio gets 400 with the decoder's reason, the old one kept
+        (scope voicemail)
 
 The web port speaks plain HTTP and HTTPS (node certificate, optional client
 certificate) on the same socket: the first byte of a connection (0x16, a TLS
@@ -54,6 +58,9 @@ from um.worker.store import StoreError, VoicemailStore, check_mailbox
 
 log = Logger(namespace="umedge.worker.web")
 MAX_BODY = 8 * 1024
+MAX_GREETING_BYTES = 8 * 1024 * 1024
+MAX_GREETING_SECONDS = 120.0
+GREETING_PATH = re.compile(rb"^/v1/mailboxes/([^/]{1,64})/greeting$")
 
 
 class _Sniffer(Protocol):
@@ -161,6 +168,9 @@ class UmWebServices(resource.Resource):
 
     def render(self, request: server.Request) -> Any:
         path = request.path
+        greeting = GREETING_PATH.match(path)
+        if greeting is not None:
+            return self._greeting(request, greeting.group(1).decode("ascii", "replace"))
         if path not in self.PATHS:
             return self.fallback.render(request)
         if not request.isSecure():
@@ -193,6 +203,61 @@ class UmWebServices(resource.Resource):
         if path == b"/v1/pin-reset":
             return self._pin_reset(request, service, body, grant)
         return self._play_on_phone(request, service, body, grant)
+
+    def _greeting(self, request: server.Request, mailbox: str) -> bytes:
+        """PUT a mailbox's greeting: decoded (PyAV), converted to 8 kHz mu-law, stored atomically."""
+        from um.worker import g711, speech, wav
+        from um.worker.menus import save_greeting
+
+        if not request.isSecure():
+            return refused(request, "https", "UM web services need HTTPS (same port, TLS)")
+        grant, status, error = self._authenticate(request)
+        if grant is None:
+            if status == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
+            return json_body(request, status, {"error": error})
+        if request.method != b"PUT":
+            request.setHeader(b"allow", b"PUT")
+            return json_body(request, 405, {"error": "method not allowed"})
+        if not grant.may("voicemail"):
+            return refused(request, "scope", "this needs the 'voicemail' scope")
+        try:
+            check_mailbox(mailbox)
+        except StoreError as error:
+            return json_body(request, 400, {"error": str(error), "field": "mailbox"})
+        if not grant.covers(mailbox):
+            return self._other_mailbox(request, grant, mailbox)
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.uri.decode("latin-1")).query)
+        kind = next(iter(query.get("kind") or []), "personal")
+        if kind not in ("personal", "away"):
+            return json_body(request, 400, {"error": 'kind: allowed "personal" or "away"', "field": "kind"})
+        service = self.worker()
+        directory = service.context.directory if service is not None else None
+        if directory is not None and directory.plans and not directory.known(mailbox):
+            return json_body(request, 404, {"error": f"no mailbox {mailbox}", "field": "mailbox"})
+        data = request.content.read(MAX_GREETING_BYTES + 1) if request.content is not None else b""
+        if len(data) > MAX_GREETING_BYTES:
+            return json_body(request, 413, {"error": f"greeting larger than {MAX_GREETING_BYTES} bytes"})
+        if not data:
+            return json_body(request, 400, {"error": "the body is the greeting's audio; it is empty"})
+        try:
+            try:
+                audio = wav.decode(data).as_g711(g711.PCMU)  # 8 kHz mono WAV: as it is
+            except wav.WavError:
+                audio = g711.pcm16_to_g711(speech.to_pcm8k(data, MAX_GREETING_SECONDS), g711.PCMU)
+        except speech.SpeechError as error:
+            return json_body(request, 400, {"error": f"greeting not stored, the old one is kept: {error}"})
+        if len(audio) > MAX_GREETING_SECONDS * 8000:
+            return json_body(request, 400, {"error": f"greeting not stored: longer than {MAX_GREETING_SECONDS:.0f} s"})
+        prompts = service.context.prompts if service is not None else None
+        path = prompts.greeting_path(mailbox, kind == "away") if prompts is not None else None
+        if path is None:
+            path = self.store.root.parent / "greetings" / f"{mailbox}{'.away' if kind == 'away' else ''}.wav"
+        save_greeting(path, g711.PCMU, audio)
+        log.info("{kind} greeting of mailbox {mailbox} uploaded by {who} ({seconds:.1f}s)", kind=kind,
+                 mailbox=mailbox, who=grant.requester, seconds=len(audio) / 8000)
+        return json_body(request, 200, {"mailbox": mailbox, "kind": kind, "seconds": round(len(audio) / 8000, 2),
+                                        "codec": g711.PCMU})
 
     def _authenticate(self, request: server.Request) -> tuple[Grant | None, int, str]:
         peer = request.getClientAddress()

@@ -151,6 +151,8 @@ def test_twenty_allocations_listed_from_either_node_and_a_user_killed_pool_wide(
             one = sessions[0]
             assert one["transport"] == "udp" and one["dialect"] == "rfc8656" and one["relay"]
             assert one["lifetime_left"] > 500 and one["age"] >= 0 and one["client"].startswith("127.0.0.1:")
+        table = umedge("sessions", "list", "--config", str(pool.files("edge2").path)).stdout
+        assert "20 allocation(s) on edge1, edge2" in table and table.count("rfc8656") == 20
         only_bob = pool.cli("edge2", "sessions", "list", "--user", BOB)["sessions"]
         assert len(only_bob) == 10 and {s["user"] for s in only_bob} == {BOB}
 

@@ -106,6 +106,9 @@ def _cross_checks(config: Config, source: str, problems: list[Problem]) -> None:
                                 "number, so one source cannot take them all"))
     if e.alternate_address:
         problems.extend(Problem(source, where, message) for where, message in _discovery_problems(config))
+    from um.delivery.setup import problems as delivery_problems
+
+    problems.extend(Problem(source, where, message) for where, message in delivery_problems(config))
     for a, b in collisions(listeners(config)):
         problems.append(Problem(source, b.key, f"{b.port} collides with {a.key} ({a.l4.upper()} {a.port} "
                                 f"on {a.address}, {a.service}); allowed: a port no other listener uses"))

@@ -65,6 +65,29 @@ def warnings(sections: UmSections, directory: CallDirectory) -> list[str]:
             f"key ({shown}): their voicemails are not mailed (only played by phone)"]
 
 
+def problems(sections: UmSections) -> list[tuple[str, str]]:
+    """([delivery].key, what is wrong and allowed) for every key that cannot be used: config load fails on them."""
+    d = sections.delivery
+    if d.mode == "off":
+        return []
+    found = []
+    for key, path in (("password_file", d.password_file), ("imap_master_password_file", d.imap_master_password_file)):
+        try:
+            read_secret(path, key)
+        except DeliverySetupError as error:
+            found.append((f"[delivery].{key}", str(error).split(": ", 1)[1]))
+    if d.username and not d.password_file:
+        found.append(("[delivery].password_file", "needed with username; allowed: a file with the password on "
+                      "its first line"))
+    if d.username and d.starttls == "off":
+        found.append(("[delivery].username", 'AUTH is only sent over TLS; allowed: starttls = "required" or '
+                      '"opportunistic" with a username, or username = ""'))
+    if d.imap_host and not (d.imap_master_user and d.imap_master_password_file):
+        found.append(("[delivery].imap_master_user", "needed (with imap_master_password_file) when imap_host is "
+                      "set; allowed: the mail store's master user"))
+    return found
+
+
 def delivery_service(sections: UmSections, directory: Callable[[], CallDirectory]) -> DeliveryService | None:
     """The service, or None when [delivery] mode is "off" (queued messages then wait in the outbox)."""
     d, node = sections.delivery, sections.node

@@ -20,6 +20,17 @@ and may add more keys (state, direction, ...).
 hang_up(call_id, reason) sends the BYE (with `Reason: SIP;cause=200;text="<reason>"`,
 RFC 3326) for the call of that id and releases it as a normal hang-up does;
 it returns False if no such call is active.
+
+Worker slots in child processes: their supervisor implements both methods
+(asking each live child over its control channel and merging the answers,
+each with its "slot"; for hang_up, the child holding the call sends the BYE
+with `reason_header(reason)` and ends the call with its media and slot
+entry). The console uses the supervisor as is when it is the mailbox
+service's `call_handler` and passes `isinstance(handler, CallControl)`
+(edge.node.console.worker_call_control); anything else is read in process
+(edge.node.admin_calls). For the status page and the alert rules, a
+supervisor also puts "pid" (and "rss_bytes", "started") in each
+WorkerSlot.status() and exports the counter umedge_worker_crashes_total{slot}.
 """
 
 from __future__ import annotations

@@ -1,6 +1,14 @@
 """TURN relay throughput and CPU cost: coturn's turnserver vs `umedge serve --roles edge`.
 
-    python benchmarks/turn_relay.py [--seconds 15] [--sessions 10] [--only coturn|umedge] [--json]
+    python benchmarks/turn_relay.py [--seconds 15] [--sessions 10] [--only coturn|umedge|umedge-offload]
+                                    [--offload] [--workers N] [--json]
+
+--offload adds a third run, umedge with [edge] kernel_offload = "on" (needs root, clang,
+libbpf-dev, bpftool; the eBPF fast path attaches to lo for the run and is removed after).
+With a kernel fast path the server process does almost nothing per datagram and the kernel's
+work is charged to whichever process sends the packet (uclient and turnutils_peer), so the
+honest figure is the whole system's: server tree + uclient + turnutils_peer CPU, from
+per-process accounting (/proc/PID/stat; /proc/stat undercounts bursty loads on some VMs).
 
 Each server runs alone on 127.0.0.1 (coturn with one relay thread; umedge with
 allocation_bandwidth_kbps = 0, allowed_peer_networks = ["127.0.0.0/8"],
@@ -17,6 +25,8 @@ window:
   datagrams/s        = relayed datagrams / window wall time
   CPU s per million  = server CPU seconds / relayed datagrams x 1e6
   datagrams/CPU-s    = relayed datagrams / server CPU seconds
+  whole-system CPU   = server + uclient + turnutils_peer CPU seconds
+  datagrams/system CPU-s = relayed datagrams / whole-system CPU seconds
   loss %             = 1 - received / sent (uclient's counts; overload shows up here)
 
 The engine's own cost per ChannelData datagram, without sockets, and whether an
@@ -54,7 +64,7 @@ from tests.turn.coturn_tools import (  # noqa: E402
 )
 
 SECRET = "benchmark-secret-0123456789"
-SERVERS = ("coturn", "umedge")
+SERVERS = ("coturn", "umedge", "umedge-offload")
 _PROGRESS = re.compile(r"start_mclient: msz=(\d+), tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
 _ERROR = re.compile(r"error|cannot|refused|forbidden", re.I)
 # How a server run fails (tools missing or exiting, ports taken, timeouts): reported, then the next server.
@@ -91,6 +101,8 @@ class Measurement:
     loss_percent: float = 0.0
     uclient_cpu_s: float = 0.0
     peer_cpu_s: float = 0.0
+    system_cpu_s: float = 0.0  # server + uclient + turnutils_peer
+    datagrams_per_system_cpu_s: float = 0.0
     uclient_errors: list[str] = field(default_factory=list)
 
 
@@ -152,6 +164,9 @@ def drive(server_pid: int, server_port: int, peer: EchoPeer, args: argparse.Name
     result.server_cpu_s = last.server_cpu - first.server_cpu
     result.uclient_cpu_s = last.client_cpu - first.client_cpu
     result.peer_cpu_s = last.peer_cpu - first.peer_cpu
+    result.system_cpu_s = result.server_cpu_s + result.uclient_cpu_s + result.peer_cpu_s
+    if result.system_cpu_s > 0:
+        result.datagrams_per_system_cpu_s = result.relayed_datagrams / result.system_cpu_s
     result.datagrams_per_s = result.relayed_datagrams / result.window_s
     result.offered_messages_per_s = result.sent / result.window_s
     result.server_cpu_utilization = result.server_cpu_s / result.window_s
@@ -176,14 +191,18 @@ def bench_coturn(args: argparse.Namespace, workdir: Path) -> Measurement:
     return result
 
 
-def bench_umedge(args: argparse.Namespace, workdir: Path) -> Measurement:
-    result = Measurement("umedge", version="umedge serve --roles edge")
+def bench_umedge(args: argparse.Namespace, workdir: Path, offload: bool = False) -> Measurement:
+    name = "umedge-offload" if offload else "umedge"
+    result = Measurement(name, version=f"umedge serve --roles edge (kernel_offload {'on' if offload else 'off'}, "
+                                       f"workers {args.workers})")
     edge = {"auth_secrets": [SECRET], "allocation_bandwidth_kbps": 0, "allowed_peer_networks": ["127.0.0.0/8"],
-            "max_allocations_per_user": 1000}
+            "max_allocations_per_user": 1000, "kernel_offload": "on" if offload else "off", "workers": args.workers}
     try:
-        with UmedgeServer(workdir / "umedge", edge, python=args.python) as server, EchoPeer() as peer:
+        with UmedgeServer(workdir / name, edge, python=args.python) as server, EchoPeer() as peer:
             try:
                 drive(server.pid, server.port, peer, args, result)
+                if offload and "kernel offload: on" not in server.log_text():
+                    raise RuntimeError("the kernel offload did not attach")
             except _RUN_FAILURES as exc:
                 raise RuntimeError(f"{exc}\n--- umedge log (tail) ---\n{server.log_text()[-1500:]}") from exc
     except _RUN_FAILURES as exc:  # report and go on with the other server
@@ -202,12 +221,15 @@ ROWS = (  # (label, attribute, format)
     ("window s", "window_s", "{:.1f}"),
     ("uclient CPU s", "uclient_cpu_s", "{:.2f}"),
     ("turnutils_peer CPU s", "peer_cpu_s", "{:.2f}"),
+    ("whole-system CPU s", "system_cpu_s", "{:.2f}"),
+    ("datagrams per system CPU-s", "datagrams_per_system_cpu_s", "{:,.0f}"),
 )
-RATIOS = ("datagrams_per_s", "cpu_s_per_million", "datagrams_per_cpu_s")
+RATIOS = ("datagrams_per_s", "cpu_s_per_million", "datagrams_per_cpu_s", "datagrams_per_system_cpu_s")
 
 
-def ratios(results: dict[str, Measurement]) -> dict[str, float | None]:
-    coturn, umedge = results.get("coturn"), results.get("umedge")
+def ratios(results: dict[str, Measurement], name: str = "umedge") -> dict[str, float | None]:
+    """`name` over coturn for each of RATIOS (and the loss difference), when both ran."""
+    coturn, umedge = results.get("coturn"), results.get(name)
     out: dict[str, float | None] = {}
     if coturn and umedge and coturn.ok and umedge.ok:
         for attr in RATIOS:
@@ -231,9 +253,11 @@ def print_table(results: dict[str, Measurement], args: argparse.Namespace) -> No
             print(f"{name}: FAILED: {results[name].error}")
         elif results[name].uclient_errors:
             print(f"{name}: uclient reported: {results[name].uclient_errors[:3]}")
-    r = ratios(results)
-    if r:
-        print("umedge/coturn: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in r.items()))
+    for name in names:
+        r = ratios(results, name) if name != "coturn" else {}
+        if r:
+            print(f"{name}/coturn: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -"
+                                                for k, v in r.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,28 +271,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     parser.add_argument("--tcp", action="store_true", help="uclient -t (TCP to the server)")
     parser.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    parser.add_argument("--offload", action="store_true", help='also umedge with kernel_offload = "on" (root)')
+    parser.add_argument("--workers", type=int, default=1, help="umedge [edge] workers (default 1)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs umedge")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.seconds > 300 or args.sessions < 1 or args.sessions > 200:
-        parser.error("--seconds must be in (0, 300] and --sessions in [1, 200]")
+    if args.seconds <= 0 or args.seconds > 300 or args.sessions < 1 or args.sessions > 200 \
+            or not 1 <= args.workers <= 8:
+        parser.error("--seconds must be in (0, 300], --sessions in [1, 200] and --workers in [1, 8]")
 
     results: dict[str, Measurement] = {}
     with tempfile.TemporaryDirectory(prefix="turn-bench-") as tmp:
         for name in SERVERS:
-            if args.only and name != args.only:
+            if args.only and name != args.only or (name == "umedge-offload" and not args.offload
+                                                   and args.only != name):
                 continue
             if not args.json:
                 print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-            bench = bench_coturn if name == "coturn" else bench_umedge
-            results[name] = bench(args, Path(tmp))
+            if name == "coturn":
+                results[name] = bench_coturn(args, Path(tmp))
+            else:
+                results[name] = bench_umedge(args, Path(tmp), offload=name == "umedge-offload")
     if args.json:
         print(json.dumps({"load": {"sessions": args.sessions, "messages": args.messages, "length": args.length,
                                    "interval_ms": args.interval_ms, "no_rtcp": True,
                                    "transport": "tcp" if args.tcp else "udp", "seconds": args.seconds,
                                    "warmup": args.warmup},
                           "results": {name: asdict(m) for name, m in results.items()},
-                          "umedge_over_coturn": ratios(results)}, indent=2))
+                          "umedge_over_coturn": ratios(results),
+                          "umedge_offload_over_coturn": ratios(results, "umedge-offload"),
+                          "workers": args.workers}, indent=2))
     else:
         print_table(results, args)
     return 0 if all(m.ok for m in results.values()) else 1

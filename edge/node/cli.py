@@ -302,6 +302,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     relayed = status.get("relayed") or {}
     if relayed:
         print(f"relayed: {relayed['packets_to_peer']} packets to peers, {relayed['packets_to_client']} to clients")
+    offload = status.get("kernel_offload") or {}
+    if offload:
+        print(f"kernel offload ({offload['mode']}): {'on' if offload['active'] else 'off'}, {offload['reason']}"
+              + (f"; {offload['channels']} channel(s), {relayed.get('offloaded_packets_to_peer', 0)} + "
+                 f"{relayed.get('offloaded_packets_to_client', 0)} packets in the kernel" if offload["active"] else ""))
     pool = status["pool"]
     print(f"pool ({pool['store']}{', degraded' if pool['degraded'] else ''}): "
           + (", ".join(f"{m['name']} {m['relay']} load {m['load']:.1%}" for m in pool["members"]) or "-"))

@@ -125,6 +125,7 @@ class NodeState:
                             if engine is not None else {}),
             "calls": {"active": self.calls_active()},
             "relayed": engine.traffic() if engine is not None else {},
+            "kernel_offload": engine.offload.status() if engine is not None and engine.offload is not None else {},
             "relayed_pps_history": [[round(t, 1), round(v, 1)] for t, v in self._history],
             "mediation": self.mediation.snapshot() if self.mediation is not None else [],
             "pool": {

@@ -141,6 +141,11 @@ def test_uclient_over_channels_loses_nothing_and_user_space_sees_only_stun(
     assert result.lost == 0 and result.received == result.sent, result.describe()
     values = wait_metric(files, OFF_TO_CLIENT if mode == "on" else TO_CLIENT, result.received)
     assert values[TO_PEER] >= result.sent and values[TO_CLIENT] >= result.received, values
+    status = json.loads(lab.run(*lab.prefix("edge"), "curl", "-s", "--max-time", "5",
+                                f"http://127.0.0.1:{files.port('web', 'http_port')}/v1/status").stdout)
+    offload = status["kernel_offload"]  # the status page's and `umedge status`'s view
+    assert offload["mode"] == mode and offload["active"] == (mode == "on"), offload
+    assert offload["devices"] == (["e-cli", "e-pee"] if mode == "on" else []), offload
     if mode == "on":
         # Every relayed datagram was the kernel's: user space relayed none (total - offloaded), only answered STUN.
         assert values[OFF_TO_PEER] == values[TO_PEER] and values[OFF_TO_CLIENT] == values[TO_CLIENT], values

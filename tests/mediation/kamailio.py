@@ -58,8 +58,9 @@ REGISTRAR_ROUTE = CONFIG[CONFIG.index("request_route {{"):]
 class Kamailio:
     def __init__(self, directory: Path, *, username: str = "", password: str = "",
                  algorithm: str = "MD5", port: int | None = None, host: str = "127.0.0.1",
-                 route: str | None = None, modules: tuple[str, ...] = (), extra: str = "") -> None:
-        """`route` replaces the registrar's request_route (its text is formatted like CONFIG: {{ }})."""
+                 route: str | None = None, modules: tuple[str, ...] = (), extra: str = "", head: str = "") -> None:
+        """`route` replaces the registrar's request_route (its text is formatted like CONFIG: {{ }});
+        `head` goes before the modules are loaded (enable_tls), `extra` after their parameters."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -69,7 +70,7 @@ class Kamailio:
         self.config = directory / "kamailio.cfg"
         template = CONFIG if route is None else CONFIG.replace(REGISTRAR_ROUTE, route)
         self.config.write_text(template.format(
-            defines="#!define WITH_AUTH" if username else "", port=self.port, mpath=MODULE_PATH,
+            defines=("#!define WITH_AUTH\n" if username else "") + head, port=self.port, mpath=MODULE_PATH,
             loads="\n".join(f'loadmodule "{m}.so"' for m in (*MODULES, *modules)), ctl=self.ctl,
             algorithm=algorithm, password=password, username=username, extra=extra,
             listen=f"[{host}]" if ":" in host else host))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tests.conftest import free_port
 from tests.mediation.kamailio import Kamailio
 
 ROUTE = """request_route {{
@@ -51,10 +52,42 @@ ROUTE = """request_route {{
 """
 
 
-def proxy(directory: Path, router: str) -> Kamailio:
-    """A record-routing Kamailio on 127.0.0.1 that sends requests for itself to `router` ("host:port")."""
-    return Kamailio(directory, route=ROUTE.replace("ROUTER", router), modules=("rr",),
-                    extra='modparam("rr", "append_fromtag", 1)\n')
+TLS_CONFIG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+private_key = {key}
+certificate = {crt}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {key}
+certificate = {crt}
+ca_list = {ca}
+"""
+
+
+def proxy(directory: Path, router: str, tls: tuple[Path, Path, Path] | None = None) -> Kamailio:
+    """A record-routing Kamailio on 127.0.0.1 that sends requests for itself to `router` ("host:port").
+
+    With `tls` (certificate, key, CA) its leg to umedge is MTLS: a TLS socket too, requests for itself
+    go to `router` over TLS, and Kamailio record-routes twice when it switches transports (r2=on).
+    """
+    extra = 'modparam("rr", "append_fromtag", 1)\n'
+    route = ROUTE.replace("ROUTER", router)
+    modules: tuple[str, ...] = ("rr",)
+    if tls is not None:
+        crt, key, ca = tls
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "tls.cfg").write_text(TLS_CONFIG.format(crt=crt, key=key, ca=ca))
+        extra += f'modparam("tls", "config", "{directory / "tls.cfg"}")\n'
+        route = route.replace(";transport=tcp", ";transport=tls")
+        modules = ("tls", "rr")
+        head = f"enable_tls=yes\nlisten=tls:127.0.0.1:{free_port()}\n"
+        return Kamailio(directory, route=route, modules=modules, extra=extra, head=head)
+    return Kamailio(directory, route=route, modules=modules, extra=extra)
 
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -78,9 +111,9 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       s=-
       c=IN IP4 [local_ip]
       t=0 0
-      m=audio [media_port] RTP/AVP 0
+      m=audio [media_port] {proto} 0
       a=rtpmap:0 PCMU/8000
-
+{crypto}
     ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -120,9 +153,9 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       s=-
       c=IN IP4 [local_ip]
       t=0 0
-      m=audio [media_port] RTP/AVP 0
+      m=audio [media_port] {proto} 0
       a=rtpmap:0 PCMU/8000
-
+{crypto}
     ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -167,8 +200,12 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
-def write_scenario(path: Path, *, pilot: str = "5000", called: str = "1001", caller: str = "5550177") -> Path:
-    path.write_text(SCENARIO.format(pilot=pilot, called=called, caller=caller))
+def write_scenario(path: Path, *, pilot: str = "5000", called: str = "1001", caller: str = "5550177",
+                   srtp: bool = False) -> Path:
+    """`srtp`: an RTP/SAVP offer with an SDES key (what a secured dial plan requires)."""
+    crypto = "      a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk" + "\n"
+    path.write_text(SCENARIO.format(pilot=pilot, called=called, caller=caller, proto="RTP/SAVP" if srtp else "RTP/AVP",
+                                    crypto=crypto if srtp else ""))
     return path
 
 

@@ -155,3 +155,22 @@ def test_a_malformed_record_route_refuses_the_dialog() -> None:
     with pytest.raises(DialogError) as raised:
         Dialog.uas(_invite("[::1]:5070", "Record-Route: sip:[::1;lr\r\n"), "ut")
     assert raised.value.status == 400
+
+
+def test_a_dual_stack_listener_sees_an_ipv4_peer_as_ipv4() -> None:
+    """On `::` an IPv4 gateway arrives as ::ffff:a.b.c.d: the handler (gateway table, trust) sees a.b.c.d."""
+    from twisted.internet.testing import StringTransport
+
+    from um.sip.stream import SipStreamFactory
+
+    seen: list[Peer] = []
+
+    def handler(request: Request, peer: Peer) -> Response:
+        seen.append(peer)
+        return make_response(request, 200)
+
+    protocol = SipStreamFactory(handler, "tcp", "callrouter").buildProtocol(None)
+    protocol.makeConnection(StringTransport(peerAddress=type("A", (), {"host": "::ffff:192.0.2.9", "port": 5070})()))
+    protocol.dataReceived(_invite("192.0.2.9:5070").encode())
+    assert [peer.host for peer in seen] == ["192.0.2.9"]
+    assert b"received=" not in protocol.transport.value()  # type: ignore[attr-defined]

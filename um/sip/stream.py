@@ -36,7 +36,7 @@ from um.sip.parser import (
     validate_response,
 )
 from um.sip.transaction import RELIABLE, ClientTransaction, TransactionLayer
-from um.sip.uri import same_address
+from um.sip.uri import same_address, unmapped
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,8 @@ class SipStreamProtocol(Protocol):
             names: tuple[str, ...] = ()
             if self._transport_name == "tls":
                 cert_name, names = _certificate_names(cast(ISSLTransport, self.transport).getPeerCertificate())
-            peer = self._peer_cache = Peer(address.host, address.port, self._transport_name, cert_name, names,
-                                           self)
+            peer = self._peer_cache = Peer(unmapped(address.host), address.port, self._transport_name, cert_name,
+                                           names, self)
         return peer
 
     def dataReceived(self, data: bytes) -> None:

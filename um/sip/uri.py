@@ -89,6 +89,18 @@ def address_key(host: str) -> str:
     return str(address)
 
 
+def unmapped(host: str) -> str:
+    """An IPv4-mapped IPv6 address (how a dual-stack `::` socket sees an IPv4 peer) as that IPv4 address.
+
+    Gateway tables, trust checks and Via `received` then see the address the
+    peer has, whichever socket family the listener uses.
+    """
+    if host[:7].lower() != "::ffff:" or "." not in host:
+        return host
+    key = address_key(host)
+    return key if key.count(".") == 3 else host
+
+
 def same_address(a: str, b: str) -> bool:
     """`a` and `b` name the same address, whatever brackets or abbreviations they use."""
     return a == b or address_key(a) == address_key(b)

@@ -140,3 +140,32 @@ async def _ipv4_call(port: int) -> tuple[int, str]:
         return response.status, response.headers.get("Warning") or ""
     finally:
         await caller.close()
+
+
+def test_ipv6_offer_when_the_edge_has_no_ipv6_relay_gets_488_naming_the_family(tmp_path: Path) -> None:
+    """Media via the edge: the worker asks for an IPv6 relay (REQUESTED-ADDRESS-FAMILY); an edge without
+    `relay_address_v6` answers 440, and the caller gets 488 with a Warning instead of a 503 or a dead call."""
+    files = write_config(tmp_path, {"worker": {"rtp_port_min": RTP_RANGE[0], "rtp_port_max": RTP_RANGE[1],
+                                               "media_via_edge": True},
+                                    "edge": {"allowed_peer_networks": ["127.0.0.0/8"]}})
+    process = ServeProcess(files.path, "--roles", "mailbox,worker,edge")
+    try:
+        process.wait_ready()
+        offer = sdp_offer("127.0.0.1", 4000).replace("IN IP4 127.0.0.1", "IN IP6 2001:db8::5")
+
+        async def invite() -> tuple[int, str, str]:
+            caller = Caller()
+            try:
+                response = await caller.call(int(files.values["worker"]["sip_ports"][0]),  # type: ignore[index]
+                                             "5000", "1001", offer)
+                return response.status, response.reason, response.headers.get("Warning") or ""
+            finally:
+                await caller.close()
+
+        status, reason, warning = asyncio.run(invite())
+        assert status == 488 and "IPv6" in reason, (status, reason)
+        assert warning.startswith("399 ") and "no IPv6 relay" in warning
+        stderr = process.stderr()
+        assert "critical" not in stderr and "Traceback" not in stderr
+    finally:
+        process.kill()

@@ -225,7 +225,7 @@ class WorkerCalls:
         except sdp.SdpError as error:
             context.counters["rejected"] += 1
             await call.end("sdp")
-            return make_response(request, error.status, error.reason, [("Server", SERVER)],
+            return make_response(request, error.status, error.reason, [("Server", SERVER), *self._warning(error)],
                                  to_tag=call.dialog.local_tag)
         except Exception as error:  # noqa: BLE001 - no port, no token, no allocation
             context.counters["rejected"] += 1

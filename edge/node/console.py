@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from twisted.internet import defer
+
 from edge.node.admin import Console, LocalSessions, Refusals, RefusingGate
 from edge.node.admin_calls import InProcessCalls
 from edge.node.admin_pool import PoolChannel
@@ -30,13 +36,52 @@ def build_console(config: Config, state: NodeState, calls: CallControl | None = 
     return console
 
 
+class WorkerCallControl:
+    """The worker slots' calls, resolved at each question: a slot process supervisor (the mailbox service's
+    `supervisor` or `call_handler`) that speaks CallControl, else the in-process worker (edge.node.admin_calls)."""
+
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
+        self.in_process = InProcessCalls(lambda: getattr(state.mailbox, "call_handler", None))
+
+    def current(self) -> CallControl:
+        mailbox = self.state.mailbox
+        for candidate in (getattr(mailbox, "supervisor", None), getattr(mailbox, "call_handler", None)):
+            if isinstance(candidate, CallControl):
+                return candidate
+        return self.in_process
+
+    async def list_calls(self) -> list[dict[str, Any]]:
+        return list(await drive(self.current().list_calls()))
+
+    async def hang_up(self, call_id: str, reason: str) -> bool:
+        return bool(await drive(self.current().hang_up(call_id, reason)))
+
+
+async def drive(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coroutine` on the asyncio loop even where it awaits Twisted Deferreds (as Twisted's own
+    coroutine driver would allow): each Deferred it waits on is awaited as an asyncio future."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            waited = coroutine.throw(error) if error is not None else coroutine.send(value)
+        except StopIteration as done:
+            return done.value
+        value, error = None, None
+        try:
+            if isinstance(waited, defer.Deferred):
+                value = await waited.asFuture(asyncio.get_running_loop())
+            elif waited is None:
+                await asyncio.sleep(0)  # a bare yield: let the loop run
+            else:
+                value = await waited  # an asyncio future
+        except Exception as failure:  # noqa: BLE001 - handed back into the coroutine, as await would
+            error = failure
+
+
 def worker_call_control(state: NodeState) -> CallControl:
-    """The worker slots' calls: the handler itself when it speaks CallControl (a process supervisor),
-    else the in-process worker's calls (edge.node.admin_calls)."""
-    handler = getattr(state.mailbox, "call_handler", None)
-    if isinstance(handler, CallControl):
-        return handler
-    return InProcessCalls(lambda: getattr(state.mailbox, "call_handler", None))
+    return WorkerCallControl(state)
 
 
-__all__ = ["build_console", "worker_call_control"]
+__all__ = ["WorkerCallControl", "build_console", "worker_call_control"]

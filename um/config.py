@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from um.attendants import AutoAttendant, parse_auto_attendants
 from um.configkeys import (
     Invalid,
     Validator,
@@ -107,6 +108,7 @@ class CallRouterConfig:
     dial_plans: tuple[DialPlan, ...] = key(_directory(parse_dial_plans))
     mailboxes: tuple[Mailbox, ...] = key(_directory(parse_mailboxes))
     mailbox_servers: tuple[MailboxServer, ...] = key(_directory(parse_servers))
+    auto_attendants: tuple[AutoAttendant, ...] = key(_directory(parse_auto_attendants))
     directory_file: str = key(optional_path)
     directory_reload_interval: float = key(seconds)
     probe_interval: float = key(seconds)

@@ -81,6 +81,7 @@ class Gateway:
     status: str = "enabled"
     name: str = ""
     contact_scheme: str = ""  # "sips", "sip-tls", or "": mirror the scheme of the gateway's Request-URI
+    refer: bool = True  # takes SIP REFER (RFC 3515) for auto attendant transfers; false: 302 before answer
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
@@ -106,7 +107,8 @@ def parse_gateways(value: Any) -> tuple[Gateway, ...]:
         raise DirectoryError('a list of tables such as [{ address = "192.0.2.10", status = "enabled" }]')
     gateways = []
     for item in value:
-        table = _table(item, "gateway", ("address",), {"status": "enabled", "name": "", "contact_scheme": ""})
+        table = _table(item, "gateway", ("address",), {"status": "enabled", "name": "", "contact_scheme": "",
+                                                       "refer": True})
         address = _str(table["address"], "gateway address")
         try:
             ipaddress.ip_network(address, strict=True)
@@ -116,8 +118,14 @@ def parse_gateways(value: Any) -> tuple[Gateway, ...]:
                                      "(host bits zero) or an FQDN") from None
         gateways.append(Gateway(address.lower(), _choice(table["status"], "gateway status", GATEWAY_STATUSES),
                                 _str(table["name"], "gateway name"),
-                                _contact_scheme(table["contact_scheme"])))
+                                _contact_scheme(table["contact_scheme"]), _bool(table["refer"], "gateway refer")))
     return tuple(gateways)
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise DirectoryError(f"{what} {value!r}: allowed true or false")
+    return value
 
 
 # --- hunt groups and dial plans ----------------------------------------------------------------
@@ -382,10 +390,15 @@ def load_directory(source: DirectorySource) -> Directory:
 class CallDirectory:
     """What a worker asks per call: the dial plan a pilot number selects, the mailbox a user names."""
 
-    def __init__(self, directory: Directory, hunt_groups: tuple[HuntGroup, ...] = ()) -> None:
+    def __init__(self, directory: Directory, hunt_groups: tuple[HuntGroup, ...] = (),
+                 attendants: tuple[Any, ...] = ()) -> None:
         self.directory = directory
         self.plans = directory.dial_plans
         self.hunt = {g.pilot: g.dial_plan for g in hunt_groups}
+        self.attendants = {a.number: a for a in attendants}  # um.attendants.AutoAttendant by number
+
+    def attendant(self, number: str | None) -> Any:
+        return self.attendants.get(number or "")
 
     def plan_for(self, pilot: str | None) -> DialPlan | None:
         name = self.hunt.get(pilot or "")
@@ -434,7 +447,8 @@ class LiveDirectory:
                 if self._on_error is not None:
                     self._on_error(f"directory file not loaded: {error}")
                 directory = assemble(source.dial_plans, source.mailboxes, source.mailbox_servers)
-            self._current, self._seen = CallDirectory(directory, source.hunt_groups), key
+            self._current, self._seen = CallDirectory(directory, source.hunt_groups,
+                                                      tuple(getattr(source, "auto_attendants", ()))), key
         return self._current
 
     @property
@@ -449,3 +463,6 @@ class LiveDirectory:
 
     def known(self, extension: str) -> bool:
         return self.current().known(extension)
+
+    def attendant(self, number: str | None) -> Any:
+        return self.current().attendant(number)

@@ -78,6 +78,9 @@ class Call:
         self.message: Message | None = None
         self.language = "en"  # the dial plan's (prompts)
         self.attendant: Any = None  # the auto attendant this call reached (um.worker.attendant)
+        self.early = False  # the attendant runs in early media (the gateway takes no REFER)
+        self._early_final: asyncio.Future[tuple[int, str] | None] | None = None
+        self._notify: asyncio.Future[int] | None = None
 
     # --- setup ------------------------------------------------------------------------------
     async def negotiate(self, offer: sdp.Session) -> str:
@@ -164,6 +167,8 @@ class Call:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
+        if not self.ended and self.dialog.state in ("early", "confirmed") and self._script is not None:
+            self.dialog.state = "confirmed"  # answered after early media (an attendant's voicemail)
         if self._script is None and not self.ended:
             self.dialog.state = "confirmed"
             self._script = asyncio.ensure_future(self._run())
@@ -322,7 +327,58 @@ class Call:
         return result
 
     async def hangup(self) -> None:
+        if self._early_final is not None and not self._early_final.done():
+            self._early_final.set_result((480, ""))  # not answered yet: the INVITE's final answer, no BYE
+            self.ended = True
         await self.end("worker", send_bye=True)
+
+    # --- auto attendant: early media, transfers ------------------------------------------------
+    def start_early(self) -> asyncio.Future[tuple[int, str] | None]:
+        """Run the script now, before the answer; the future is the INVITE's final answer (None: 200)."""
+        self._early_final = asyncio.get_event_loop().create_future()
+        self.dialog.state = "early"
+        self._script = asyncio.ensure_future(self._run())
+        return self._early_final
+
+    def answer_now(self) -> None:
+        if self._early_final is not None and not self._early_final.done():
+            self._early_final.set_result(None)
+            self.early = False
+
+    async def transfer(self, target: str, timeout: float = 8.0) -> bool:
+        """Early: a 302 to `target`. Answered: REFER, then wait for the NOTIFY saying how it went."""
+        if self.ended:
+            return False
+        if self._early_final is not None and not self._early_final.done():
+            self._early_final.set_result((302, target))
+            self.ended = True
+            self.end_reason = "redirected"
+            return True
+        self._notify = asyncio.get_event_loop().create_future()
+        self.handler.send_refer(self, target)
+        try:
+            finished, _ = await asyncio.wait([self._notify, self._hangup], timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            notify, self._notify = self._notify, None
+        status = notify.result() if notify in finished else 0
+        self.log("transfer to {target}: {outcome}", target=target,
+                 outcome=f"NOTIFY {status}" if status else "no final NOTIFY")
+        if 200 <= status < 300:
+            self.end_reason = "transferred"
+            await self.end("transferred", send_bye=True)
+            return True
+        return False
+
+    def notified(self, event: str, body: bytes) -> None:
+        """A NOTIFY of the REFER's implicit subscription: its message/sipfrag status line."""
+        line = body.decode("utf-8", "replace").strip().splitlines()[:1]
+        parts = line[0].split() if line else []
+        if event.split(";")[0].strip().lower() != "refer" or len(parts) < 2 or not parts[1].isdigit():
+            return
+        status = int(parts[1])
+        if status >= 200 and self._notify is not None and not self._notify.done():
+            self._notify.set_result(status)
 
     def log(self, text: str, **fields: Any) -> None:
         log.info("call {call_id}: " + text, call_id=self.dialog.call_id, **fields)
@@ -361,6 +417,9 @@ class Call:
         """End the call (idempotent): BYE if we hang up, stop recording (kept), close media, free the slot."""
         first = not self.ended
         self.ended = True
+        if self._early_final is not None and not self._early_final.done():
+            self._early_final.set_result((480, ""))  # ended before the attendant chose: refuse the INVITE
+            first = False
         self.end_reason = self.end_reason or reason
         if send_bye and first and self.dialog.state != "terminated":
             try:

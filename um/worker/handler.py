@@ -47,7 +47,7 @@ ACCEPT = "application/sdp, multipart/alternative"  # Lync's ICEv6/ICEv19 alterna
 class WorkerCalls:
     """The worker slots' call handler (see um.mailbox.MailboxService.call_handler)."""
 
-    METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "UPDATE", "INFO"))
+    METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "UPDATE", "INFO", "NOTIFY"))
 
     def __init__(self, context: WorkerContext) -> None:
         self.context = context
@@ -87,6 +87,9 @@ class WorkerCalls:
             return self._deferred(self._reoffer(call, request))
         if method == "INFO":
             return self._info(call, request)
+        if method == "NOTIFY":  # the progress of an auto attendant's REFER (RFC 3515 §2.4.4, message/sipfrag)
+            call.notified(request.headers.get("Event") or "", request.body)
+            return make_response(request, 200, None, [("Server", SERVER)])
         return make_response(request, 405, None, [("Allow", ALLOW)])
 
     @staticmethod
@@ -147,7 +150,15 @@ class WorkerCalls:
         if plan is not None and plan.voip_security != "unsecured" and peer.transport != "tls":
             context.counters["rejected"] += 1
             return make_response(request, 403, f"Forbidden - dial plan {plan.name} requires MTLS")
-        if access:
+        number = user if user is not None and user in plan.auto_attendant_numbers else (
+            pilot if (user is None or user == pilot) and pilot in plan.auto_attendant_numbers else None)
+        attendant = directory.attendant(number) if number is not None else None
+        if number is not None and attendant is None:
+            context.counters["rejected"] += 1
+            return make_response(request, 404, "Not Found - no auto attendant is configured for this number")
+        if attendant is not None:
+            kind, mailbox = "attendant", None
+        elif access:
             kind = "subscriber"
             caller, _, _ = address_parts(request.headers.get("From"))
             mailbox = directory.mailbox(plan, caller) if caller else None
@@ -176,11 +187,14 @@ class WorkerCalls:
         dialog.data["contact_style"] = contact_style(request.ruri)  # sip: + transport=tls answers sip: (RFC 5630)
         dialog.data["connection"] = peer.connection
         call = Call(context, self, service, slot, dialog, request, peer, kind, mailbox, secure_media)
+        if attendant is not None:  # a gateway without REFER gets the menu as early media, the transfer as 302
+            gateway = service.gateway(peer) if getattr(service, "gateway", None) is not None else None
+            call.attendant, call.early = attendant, not getattr(gateway, "refer", True)
+        call.language = plan.language
         dialog.data["call"] = call
         slot.calls[dialog.id] = dialog  # the slot counts the call from now on (recycles wait for it)
         slot.calls_total += 1
         context.calls[dialog.id] = call
-        call.language = plan.language
         pending_key = self._pending_key(request)
         task = asyncio.ensure_future(self._answer(call, request, offer, pending_key))
         self._pending[pending_key] = task
@@ -219,6 +233,10 @@ class WorkerCalls:
         try:
             families.note(offer)  # the relay family this call needs (this task's context only)
             answer = await asyncio.wait_for(call.negotiate(offer), 15)
+            if call.early:
+                early = await self._early(call, request, answer)
+                if early is not None:
+                    return early
         except asyncio.CancelledError:
             await call.end("cancelled")
             return make_response(request, 487, None, [("Server", SERVER)], to_tag=call.dialog.local_tag)
@@ -251,6 +269,39 @@ class WorkerCalls:
             ("Contact", self._contact(call.slot, call.dialog)), ("Allow", ALLOW),
             ("Supported", "timer"), ("Content-Type", "application/sdp"), ("Server", SERVER)],
             answer.encode(), to_tag=call.dialog.local_tag)
+
+    async def _early(self, call: Call, request: Request, answer: str) -> Response | None:
+        """Early media (183 with the answer): the attendant runs before the call is answered; its transfer is
+        the INVITE's 302, its failure a 480; None when it answers the call after all (leave a voicemail)."""
+        progress = make_response(request, 183, "Session Progress", [
+            ("Contact", self._contact(call.slot, call.dialog)), ("Content-Type", "application/sdp"),
+            ("Server", SERVER)], answer.encode(), to_tag=call.dialog.local_tag)
+        connection = call.dialog.data.get("connection")
+        if connection is not None:
+            connection.send_request(progress)  # type: ignore[attr-defined]  # a reliable transport: sent once
+        outcome = await call.start_early()
+        if outcome is None:
+            return None
+        status, contact = outcome
+        headers = [("Contact", f"<{contact}>")] if contact else []
+        reason = "Moved Temporarily" if status == 302 else "Temporarily Unavailable"
+        return make_response(request, status, reason, headers + [("Server", SERVER)], to_tag=call.dialog.local_tag)
+
+    def send_refer(self, call: Call, target: str) -> None:
+        """REFER the caller's gateway to `target` (RFC 3515), inside the call's dialog."""
+        dialog = call.dialog
+        connection = dialog.data.get("connection")
+        if connection is None:
+            return
+        slot = call.slot
+        port = slot.tls_port if dialog.secure else slot.tcp_port
+        refer = dialog.create_request("REFER", f"{bracket(self.context.settings.advertise)}:{port}",
+                                      "TLS" if dialog.secure else "TCP")
+        refer.headers.add("Refer-To", f"<{target}>")
+        refer.headers.add("Referred-By", f"<sip:{call.attendant.number}@{bracket(self.context.settings.advertise)}>")
+        refer.headers.add("Contact", self._contact(slot, dialog))
+        refer.headers.add("Server", SERVER)
+        connection.send_request(refer)  # type: ignore[attr-defined]
 
     def _cancel(self, request: Request) -> Response:
         task = self._pending.get(self._pending_key(request))

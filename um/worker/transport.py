@@ -462,7 +462,7 @@ class _RangeIceConnection(aioice.Connection):
             pairing = {"token": token} if token is not None else {}
         try:
             sock, inner = await _turn_client(owner.ports, owner.host, self.turn_server, self.turn_username,
-                                             self.turn_password, **pairing)
+                                             self.turn_password, family=owner.family, **pairing)
         except BaseException:
             if component == 1 and not self._reservation.done():
                 self._reservation.set_result(None)
@@ -516,6 +516,7 @@ class IceTransport(MediaTransport):
         super().__init__()
         self.ports, self.host = ports, host
         self.components = 1 if rtcp_mux else 2
+        self.family = families.requested()  # relay candidates of the offer's family (an IPv6-only far end)
         self.host_ports: list[int] = []
         self.rtcp_in = 0  # datagrams received on component 2
         self.connection = _RangeIceConnection(self, ice_controlling=controlling, components=self.components,

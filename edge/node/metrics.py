@@ -73,6 +73,8 @@ class NodeCollector:
                      1.0 if offload.get("active") else 0.0)
         yield _gauge("umedge_turn_offload_channels", "Channel bindings in the kernel fast path now",
                      float(offload.get("channels", 0)))
+        yield _counter("umedge_turn_offload_bandwidth_refusals", "Allocations taken off the kernel fast path for "
+                       "exceeding allocation_bandwidth_kbps", [], {(): stats.get("offload_bandwidth_refusals", 0)})
         yield _counter("umedge_turn_auth_failures", "TURN requests failing authentication, by reason",
                        ["reason"], {(k.removeprefix("auth_failed_"),): v for k, v in stats.items()
                                     if k.startswith("auth_failed_")})

@@ -206,6 +206,26 @@ def test_an_expired_permission_stops_the_kernel_within_a_second_with_the_node_st
         stop_edge(process)
 
 
+def test_an_allocation_over_its_bandwidth_cap_leaves_the_kernel(namespaces: None, tmp_path: Path) -> None:
+    """The kernel relays a burst; the engine sees it was over allocation_bandwidth_kbps at its next tick and
+    takes the allocation off the fast path, so user space relays it from then on (and enforces the cap)."""
+    files, process = start_edge(tmp_path, "on", allocation_bandwidth_kbps=200)  # 25,000 bytes/s
+    try:
+        script = client_script("burst", lab.EDGE_CLIENT_SIDE, str(files.port("edge", "turn_udp_port")), lab.PEER,
+                               str(PEER_PORT), SECRET)
+        out, err = script.communicate(timeout=30)
+        assert script.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        values = wait_metric(files, "umedge_turn_offload_bandwidth_refusals_total", 1)
+        assert values["umedge_turn_offload_bandwidth_refusals_total"] == 1, values
+        assert values["umedge_turn_offload_channels"] == 0, values
+        assert values[OFF_TO_PEER] >= 250, values  # the burst went through the kernel (~51 kB in well under 1 s)
+        assert result["burst_echoes"] >= 250 and result["later_echoes"] == 10, result
+        assert values[TO_PEER] - values[OFF_TO_PEER] >= 10, values  # the later ones went through user space
+    finally:
+        stop_edge(process)
+
+
 def test_a_killed_nodes_filter_is_removed_by_the_next_start(namespaces: None, tmp_path: Path) -> None:
     files, first = start_edge(tmp_path / "a", "on")
     old = f"handle {hex(first.proc.pid)} "

@@ -1,11 +1,14 @@
 """A small UDP TURN client for the offload tests, run inside the client's namespace:
 
-    python -m tests.offload.turnclient scenario|expiry SERVER PORT PEER PEER_PORT SECRET [SECONDS]
+    python -m tests.offload.turnclient scenario|burst|expiry SERVER PORT PEER PEER_PORT SECRET [SECONDS]
 
 `scenario`: allocate, bind channel 0x4000 to PEER:PEER_PORT, then count echoes for each of:
 good ChannelData, ChannelData whose length field is larger than its payload, ChannelData on
 an unbound channel, Send indications to PEER:PEER_PORT+1 (Data indications back), and good
 ChannelData after a Refresh with LIFETIME 0. Prints one JSON object.
+
+`burst`: allocate, bind, 300 ChannelData at once (over a small bandwidth cap), then 10 more
+paced ones after the engine's tick; prints the echo counts of both.
 
 `expiry`: allocate, bind, print "bound", then send ChannelData every 10 ms for SECONDS and
 print the echo times (seconds after the ChannelBind success) as JSON.
@@ -128,6 +131,20 @@ def scenario(client: Client, peer: tuple[str, int], rounds: int = 20) -> dict[st
     return out
 
 
+def burst(client: Client, peer: tuple[str, int], count: int = 300) -> dict[str, int]:
+    """A burst over the allocation's cap, then (after the engine's tick) a little more."""
+    client.allocate()
+    client.bind(peer)
+    for _ in range(count):
+        client.channel_data(PAYLOAD)
+    out = {"burst_echoes": _echoes(client.drain(2.0))}
+    for _ in range(10):
+        client.channel_data(PAYLOAD)
+        time.sleep(0.01)
+    out["later_echoes"] = _echoes(client.drain(1.0))
+    return out
+
+
 def expiry(client: Client, peer: tuple[str, int], seconds: float) -> dict[str, list[float]]:
     client.allocate()
     client.bind(peer)
@@ -156,6 +173,8 @@ def main(argv: list[str]) -> int:
     client = Client((server, int(port)), secret)
     if command == "scenario":
         result: object = scenario(client, (peer, int(peer_port)))
+    elif command == "burst":
+        result = burst(client, (peer, int(peer_port)))
     else:
         result = expiry(client, (peer, int(peer_port)), float(argv[6]))
     print(json.dumps(result), flush=True)

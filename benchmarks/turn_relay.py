@@ -153,6 +153,10 @@ def drive(server_pid: int, server_port: int, peer: EchoPeer, args: argparse.Name
     window = [s for s in samples if s.t >= connect_at[0] + args.warmup]
     if window:
         window = [s for s in window if s.clients == window[0].clients]  # stop when clients finish
+        # A process that exited between samples reads as 0 CPU: keep only samples where every reading grew.
+        window = [s for i, s in enumerate(window) if all(
+            s.server_cpu >= w.server_cpu and s.client_cpu >= w.client_cpu and s.peer_cpu >= w.peer_cpu
+            for w in window[:i])]
     if len(window) < 2:
         raise RuntimeError(f"too few samples after warmup ({len(window)}); uclient exit {proc.returncode}: "
                            + " | ".join(list(lines)[-8:]))

@@ -32,6 +32,7 @@ log = Logger(namespace="umedge.offload")
 MODES = ("auto", "on", "off")
 MAX_CHANNELS = 65536  # the maps' max_entries
 ROUTE_CACHE = 4096
+ROUTE_TTL = 60.0  # seconds a looked-up egress device is trusted for new entries
 # The C structs of turn_offload.bpf.c ("=": no implicit padding; addresses and ports in network order).
 CLIENT_KEY = struct.Struct("=4s4s2s2s2s2x")
 CLIENT_VALUE = struct.Struct("=4s4s2s2sIQQQ")
@@ -85,7 +86,7 @@ class KernelOffload:
         self._cpus = 1
         self._owner = os.getpid()
         self._entries: dict[Allocation, dict[int, _Channel]] = {}
-        self._routes: dict[str, int] = {}
+        self._routes: dict[str, tuple[int, float]] = {}
         self._channels = 0
         self._failures = 0
         self._failure_logged = 0.0
@@ -236,12 +237,14 @@ class KernelOffload:
             (client_ip, server_ip, client_port, server_port, channel, self._egress(client[0])))
 
     def _egress(self, host: str) -> int:
+        """The device toward `host` (0: local), from `ip route get` (a few ms, on ChannelBind only), cached."""
+        now = time.monotonic()
         known = self._routes.get(host)
-        if known is None:
+        if known is None or now - known[1] > ROUTE_TTL:
             if len(self._routes) >= ROUTE_CACHE:
                 self._routes.clear()
-            known = self._routes[host] = loader.egress_device(host)
-        return known
+            known = self._routes[host] = (loader.egress_device(host), now)
+        return known[0]
 
     def _read(self, allocation: Allocation, channel: _Channel) -> int:
         """Add the entry's counts since the last read to the allocation; the bytes added."""

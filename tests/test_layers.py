@@ -85,6 +85,7 @@ def test_the_graph_covers_the_packages() -> None:
 
 @pytest.mark.parametrize(("rule", "source", "forbidden", "exempt"), [
     ("the TURN engine takes its dialects injected", "edge.turn", "edge.msturn", None),
+    ("the TURN engine takes its kernel fast path injected", "edge.turn", "edge.offload", None),
     ("the UM roles sit below the edge", "um", "edge", None),
     ("certs imports nothing of ours", "certs", "um", None),
     ("certs imports nothing of ours", "certs", "edge", None),

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REQUIRE_TOOLS, ServeProcess, umedge
 from tests.delivery.mailstack import RELAY_PASSWORD, RELAY_USER, Dovecot, Postfix, skip_reason
-from tests.delivery.support import ROLES, Calls, node_config, outbox, voicemails
+from tests.delivery.support import ROLES, Calls, node_config, outbox, together, voicemails
 from tests.sip.sipp_tools import sipp_available
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
@@ -67,12 +67,11 @@ def test_no_email_bad_certificate_and_wrong_password_keep_messages(tmp_path: Pat
     checked = umedge("check-config", "--config", str(files.path))
     assert checked.returncode == 0
     assert "warning" in checked.stdout and "2 local mailbox(es) have no email key (1002, 1003)" in checked.stdout
-    calls = Calls(tmp_path, files, seconds=0.5, called="1001")
-    no_email = Calls(tmp_path, files, seconds=0.5, called="1002")
+    calls = Calls(tmp_path, files, seconds=0.8, called="1001", wait_ms=1500)
+    no_email = Calls(tmp_path, files, seconds=0.8, called="1002", wait_ms=1500)
     process = _run(files, 0)
     try:
-        no_email.run()
-        calls.run()
+        together(no_email.run, calls.run)
         time.sleep(1.5)  # several attempts at 0.3-0.5 s backoff
         log = process.stderr()
         assert log.count("have no email key (1002, 1003)") == 1

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REQUIRE_TOOLS, ServeProcess, umedge
 from tests.delivery.mailstack import RELAY_PASSWORD, RELAY_USER, Dovecot, Postfix, skip_reason
-from tests.delivery.support import ROLES, Calls, node_config, outbox, voicemails
+from tests.delivery.support import ROLES, Calls, node_config, outbox, together, voicemails
 from tests.sip.sipp_tools import sipp_available
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
@@ -54,13 +54,12 @@ def test_mta_down_and_two_kills_lose_nothing_and_send_nothing_twice(tmp_path: Pa
         "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
         "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
         "imap_poll_seconds": 2})
-    to_1001 = Calls(tmp_path, files, seconds=0.5, called="1001")
-    to_unknown = Calls(tmp_path, files, seconds=0.5, called="1009")  # 1009@example.test: the MTA says 550
+    to_1001 = Calls(tmp_path, files, seconds=0.8, called="1001", wait_ms=1500)
+    to_unknown = Calls(tmp_path, files, seconds=0.8, called="1009", wait_ms=1500)  # the MTA says 550
     queue_dir = tmp_path / "state" / "voicemail" / ".outbox"
     process = _started(files)
     try:
-        to_1001.run(calls=10, rate=5)
-        to_unknown.run(calls=1)
+        together(lambda: to_1001.run(calls=10, rate=10), to_unknown.run)
         waiting = outbox(files)
         assert waiting["queue_size"] == 11 and waiting["dead_count"] == 0
         deadline = time.monotonic() + 5
@@ -71,7 +70,7 @@ def test_mta_down_and_two_kills_lose_nothing_and_send_nothing_twice(tmp_path: Pa
 
         process.kill()  # kill -9 while the MTA is down
         process = _started(files)
-        to_1001.run(calls=10, rate=5)
+        to_1001.run(calls=10, rate=10)
         assert outbox(files)["queue_size"] == 21
         assert len(voicemails(files)) == 21
 

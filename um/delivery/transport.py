@@ -80,12 +80,18 @@ def send(server: Server, sender: str, recipient: str, mail: EmailMessage) -> Out
             if client.sock is None or not isinstance(client.sock, ssl.SSLSocket):
                 return Outcome("temporary", "AUTH is only ever sent over TLS; the connection is not encrypted",
                                "tls")
+            # One mechanism per attempt (PLAIN, else LOGIN), not smtplib.login's every one in turn: a wrong
+            # password costs one failure, not one per mechanism (servers delay and lock out on failures).
+            offered = client.esmtp_features.get("auth", "").upper().split()
+            mechanism = "PLAIN" if "PLAIN" in offered else "LOGIN" if "LOGIN" in offered else None
+            if mechanism is None:
+                return Outcome("temporary", "the server offers no AUTH PLAIN or LOGIN", "auth")
+            client.user, client.password = server.username, server.password
+            answer = client.auth_plain if mechanism == "PLAIN" else client.auth_login
             try:
-                client.login(server.username, server.password)
+                client.auth(mechanism, answer)
             except smtplib.SMTPAuthenticationError as error:
                 return Outcome("temporary", f"AUTH refused: {_text(error.smtp_code, error.smtp_error)}", "auth")
-            except smtplib.SMTPNotSupportedError:
-                return Outcome("temporary", "the server offers no AUTH", "auth")
         refused = client.sendmail(sender, [recipient], data)
         if refused:  # cannot happen with one recipient (sendmail raises), kept for clarity
             code, message = refused[recipient]

@@ -179,7 +179,11 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
-  <pause milliseconds="1500"/>
+{ending}
+  <Reference variables="contact"/>
+</scenario>
+"""
+CALLER_HANGS_UP = """  <pause milliseconds="1500"/>
   <send>
     <![CDATA[
       BYE [next_url] SIP/2.0
@@ -194,18 +198,32 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
-  <recv response="200" crlf="true"/>
-  <Reference variables="contact"/>
-</scenario>
-"""
+  <recv response="200" crlf="true"/>"""
+# The worker hangs up (media_timeout: SIPp sends no RTP): its BYE must reach SIPp through the proxy.
+WORKER_HANGS_UP = """  <recv request="BYE" timeout="12000"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"""
 
 
 def write_scenario(path: Path, *, pilot: str = "5000", called: str = "1001", caller: str = "5550177",
-                   srtp: bool = False) -> Path:
-    """`srtp`: an RTP/SAVP offer with an SDES key (what a secured dial plan requires)."""
+                   srtp: bool = False, worker_hangs_up: bool = False) -> Path:
+    """`srtp`: an RTP/SAVP offer with an SDES key (what a secured dial plan requires); `worker_hangs_up`:
+    SIPp waits for the worker's BYE and answers it instead of sending its own."""
     crypto = "      a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk" + "\n"
     path.write_text(SCENARIO.format(pilot=pilot, called=called, caller=caller, proto="RTP/SAVP" if srtp else "RTP/AVP",
-                                    crypto=crypto if srtp else ""))
+                                    crypto=crypto if srtp else "",
+                                    ending=WORKER_HANGS_UP if worker_hangs_up else
+                                    CALLER_HANGS_UP.replace("{caller}", caller)))
     return path
 
 

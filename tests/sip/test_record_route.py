@@ -76,3 +76,25 @@ def _ftag(messages: str) -> str:
     match = re.search(r"From: .*;tag=(\S+)", messages)
     assert match
     return match.group(1)
+
+
+@needs_tools
+def test_the_workers_bye_follows_the_route_set_through_kamailio(tmp_path: Path) -> None:
+    """The worker hangs up (no RTP for media_timeout): its BYE carries the route set (Route: Kamailio's
+    Record-Route, in order, as the UAS keeps it) and Kamailio loose-routes it to the gateway's Contact."""
+    files = write_config(tmp_path, {"worker": {"rtp_port_min": 43100, "rtp_port_max": 43199, "silence_timeout": 0,
+                                               "media_timeout": 2}})
+    with serving(files, "--roles", "callrouter,mailbox,worker") as process:
+        proxy = kamailio_proxy.proxy(tmp_path / "kamailio", f"127.0.0.1:{files.port('callrouter', 'sip_tcp_port')}")
+        proxy.start()
+        try:
+            scenario = kamailio_proxy.write_scenario(tmp_path / "rr.xml", worker_hangs_up=True)
+            result = kamailio_proxy.run(scenario, proxy.port, free_udp_port())
+        finally:
+            proxy.stop()
+        kamailio_log = proxy.log_path.read_text()
+        assert result.returncode == 0, result.stdout[-1500:] + kamailio_log[-1500:]
+        stderr = process.stderr()
+    to_gateway = r"RRTEST in-dialog BYE loose-routed to sip:5550177@127\.0\.0\.1:\d+;transport=tcp"
+    assert re.search(to_gateway, kamailio_log), kamailio_log[-2000:]
+    assert "without a route set" not in kamailio_log and "Traceback" not in stderr

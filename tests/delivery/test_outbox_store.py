@@ -27,6 +27,9 @@ def test_queued_in_the_commit_and_only_while_delivery_is_on(tmp_path: Path) -> N
     [entry] = outbox.queued()
     assert entry.id == on and entry.mailbox == "1001" and entry.attempts == 0
     assert {m.id for m in store.messages()} == {off, on}
+    outbox.disable()  # [delivery] mode = "off" again: what waits stays, nothing new is queued
+    _record(store)
+    assert [e.id for e in outbox.queued()] == [on] and not outbox.snapshot()["enabled"]
 
 
 def test_a_crash_between_wav_and_json_is_recovered_and_queued(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from tests.delivery.support import ROLES, Calls, node_config
 from tests.mwi.phone import NotifyListener, Phone
 from tests.sip.sipp_tools import sipp_available
 from um.sip.uac_core import Credentials
+from um.worker.store import VoicemailStore
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
 POLL = 1.0  # [delivery] imap_poll_seconds
@@ -82,14 +83,21 @@ def test_subscribe_notify_follows_voicemail_and_imap_seen(tmp_path: Path, doveco
                 assert read.summary["messages-waiting"] == "no" and read.summary["voice-message"] == "0/1 (0/0)"
                 assert read.at - seen_at < POLL + 1.0
 
+                # Deleted on the phone (the store's delete, what the phone menu calls): 0/0 within a second.
+                store = VoicemailStore(tmp_path / "state")
+                deleted_at = time.time()
+                store.delete(store.messages("1001")[0])
+                gone = await phone.listener.next(2.0, after=3)
+                assert gone.summary["voice-message"] == "0/0 (0/0)" and gone.at - deleted_at < 1.0
+
                 refreshed = await phone.subscribe(60)  # in-dialog refresh: 200 and a NOTIFY with the new time
                 assert refreshed.status == 200 and refreshed.headers.get("Expires") == "60"
-                again = await phone.listener.next(2.0, after=3)
+                again = await phone.listener.next(2.0, after=4)
                 assert again.state.startswith("active;expires=") and int(again.state.split("=")[1]) <= 60
 
                 ended = await phone.subscribe(0)  # unsubscribe: 200, then a final NOTIFY
                 assert ended.status == 200
-                final = await phone.listener.next(2.0, after=4)
+                final = await phone.listener.next(2.0, after=5)
                 assert final.state.startswith("terminated")
                 stale = await phone.subscribe(60)  # the dialog is gone
                 assert stale.status == 481

@@ -4,8 +4,8 @@
     voicemail/.outbox/dead/<id>.json   refused for good (5xx) or out of retry time; the voicemail stays playable
     voicemail/.outbox/sent/<id>.json   accepted by the server: {id, mailbox, email, delivered, message_id}
 
-The worker creates a queue entry when it commits a voicemail
-(um.worker.store); from then on only the delivery service (and `umedge
+While `voicemail/.outbox/enabled` exists the worker creates a queue entry
+when it commits a voicemail (um.worker.store); from then on only the delivery service (and `umedge
 voicemail outbox retry`) rewrite it, always with a temp file and a rename, so
 each entry is whole. `sending` is set before an attempt and cleared after it:
 an entry found with `sending` set by a process that is gone was interrupted
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from um.worker.store import ID_PATTERN, VoicemailStore, atomic_write
+from um.worker.store import ID_PATTERN, OUTBOX_ON, VoicemailStore, atomic_write
 
 MAX_ERROR = 300  # characters of a server's answer kept per entry
 
@@ -77,24 +77,20 @@ class Outbox:
         self.dead_dir = self.root / "dead"
         self.sent_dir = self.root / "sent"
 
+    @property
+    def enabled(self) -> bool:
+        return (self.root / OUTBOX_ON).exists()
+
     def enable(self) -> None:
         """Delivery is on: from now on every committed voicemail is queued (um.worker.store)."""
         for folder in (self.root, self.dead_dir, self.sent_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if not self.enabled:
+            atomic_write(self.root / OUTBOX_ON, b"")
 
-    def disable_if_empty(self) -> bool:
-        """Delivery is off: stop queueing, unless messages wait (they stay for when it is on again)."""
-        if not self.root.is_dir() or self.queued():
-            return False
-        for folder in (self.dead_dir, self.sent_dir):
-            if folder.is_dir() and any(folder.iterdir()):
-                return False
-        for folder in (self.dead_dir, self.sent_dir, self.root):
-            try:
-                folder.rmdir()
-            except OSError:
-                return False
-        return True
+    def disable(self) -> None:
+        """Delivery is off: new voicemails are not queued; what waits stays for when it is on again."""
+        (self.root / OUTBOX_ON).unlink(missing_ok=True)
 
     # --- reading -----------------------------------------------------------------------------
     def _list(self, folder: Path) -> list[Entry]:
@@ -206,7 +202,7 @@ class Outbox:
             "queue_size": len(queued),
             "oldest_age": round(now - min(e.queued for e in queued), 1) if queued else 0.0,
             "dead_count": len(dead),
-            "enabled": self.root.is_dir(),
+            "enabled": self.enabled,
         }
 
 

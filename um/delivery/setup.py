@@ -95,7 +95,7 @@ def delivery_service(sections: UmSections, directory: Callable[[], CallDirectory
     if d.mode == "off":
         from um.delivery.outbox import Outbox
 
-        Outbox(store).disable_if_empty()
+        Outbox(store).disable()
         return None
     if d.username and d.starttls == "off":
         raise DeliverySetupError('[delivery].username: AUTH is only sent over TLS; allowed: starttls = "required" '

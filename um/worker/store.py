@@ -4,7 +4,7 @@
     voicemail/.tmp/<id>.meta        who it is for and from, written when the recording starts
     voicemail/<mailbox>/<id>.wav    G.711 audio as received (WAVE_FORMAT_MULAW/ALAW)
     voicemail/<mailbox>/<id>.json   caller, called mailbox, time, duration, codec, size, SHA-256, read
-    voicemail/.outbox/<id>.json     queued for delivery to the mailbox's email (only while .outbox/ exists)
+    voicemail/.outbox/<id>.json     queued for delivery to the mailbox's email (while .outbox/enabled exists)
 
 Crash safety: audio is written to a temp file in .tmp (same file system);
 commit completes the header, fsyncs and renames it to <id>.wav, then writes
@@ -17,8 +17,8 @@ place whose JSON never came gets its JSON, and a recording in progress
 becomes a message of the length it had (reason "interrupted"). Only what
 cannot be read or attributed to a mailbox is removed.
 
-The outbox (um.delivery): while `voicemail/.outbox/` exists (the delivery
-service creates it when `[delivery] mode` is on), publishing a message also
+The outbox (um.delivery): while `voicemail/.outbox/enabled` exists (the
+delivery service creates it when `[delivery] mode` is on), publishing a message also
 queues it there, after its WAV and before its JSON; so every listed message
 was queued, a crash between the two is finished by `recover()` (which
 publishes again and queues again if need be), and a worker in another process
@@ -194,6 +194,7 @@ def _complete_header(handle: BinaryIO, codec: str, samples: int) -> None:
 
 
 OUTBOX = ".outbox"
+OUTBOX_ON = "enabled"  # in OUTBOX: delivery is on, commits queue
 
 
 class VoicemailStore:
@@ -205,7 +206,7 @@ class VoicemailStore:
     def _queue(self, message_id: str, mailbox: str, started: float) -> None:
         """Queue a message for delivery (before its JSON exists), unless delivery is off or it is queued."""
         outbox = self.outbox_dir
-        if not outbox.is_dir():
+        if not (outbox / OUTBOX_ON).exists():
             return
         entry = outbox / f"{message_id}.json"
         if entry.exists() or (outbox / "dead" / entry.name).exists() or (outbox / "sent" / entry.name).exists():

@@ -153,6 +153,9 @@ class WorkerConfig:
     play_on_phone_per_hour: int = key(bounded(1, 10000, "play-on-phone calls per mailbox per hour", integer=True))
     ack_timeout: float = key(bounded(1, 32, "seconds"))
     max_calls_per_source: int = key(bounded(1, 10000, "calls", integer=True))
+    recycle_after_calls: int = key(bounded(0, 100_000_000, "calls; 0 never", integer=True))
+    recycle_after_hours: float = key(bounded(0, 8760, "hours; 0 never"))
+    recycle_memory_mb: int = key(bounded(0, 1_000_000, "MB of resident memory; 0 never", integer=True))
 
 
 def email_address(value: Any) -> str:

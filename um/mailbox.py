@@ -27,7 +27,7 @@ import ipaddress
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -42,6 +42,16 @@ SERVER = "umedge/0.1"
 KNOWN_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
                            "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "SERVICE"))
 log = Logger(namespace="umedge.mailbox")
+
+
+class SlotSupervisor(Protocol):
+    """What runs the worker slots as processes (um.worker.supervisor.WorkerSupervisor)."""
+
+    def recycle(self, why: str) -> Deferred[dict[str, Any]]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def untrusted(self) -> int: ...
 
 
 def refuse_method(request: Request, allow: str) -> Response:
@@ -70,7 +80,8 @@ class MailboxService:
                  dual_tls_ports: tuple[int, int], call_routers: tuple[str, ...] = ("127.0.0.1",),
                  drain_timeout: float = 3600.0, *, call_handler: CallHandler | None, clock: Any = None,
                  gateway: Callable[[Peer], object | None] | None = None,
-                 control_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")) -> None:
+                 control_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
+                 serve_slot: int | None = None) -> None:
         self.host = host
         self.mode = startup_mode
         self.slots = []
@@ -92,12 +103,33 @@ class MailboxService:
         # Who may call the worker: a configured UM IP gateway (the call router's table, FQDNs resolved),
         # the pool's call routers, or an MTLS peer the pool CA vouched for. None: call routers and MTLS only.
         self.gateway = gateway
-        self.untrusted = 0  # requests refused for their source
-        self.active = self.slots[0]
+        self._untrusted = 0  # requests refused for their source (`untrusted` adds the worker processes')
+        # The node's main process hands its slots to a supervisor of worker processes (um.worker.supervisor):
+        # it starts, recycles and replaces them and keeps `active` and each slot's state. None: the slots run
+        # in this process (a worker process serves its one `serve_slot`; unit tests run both).
+        self.supervisor: SlotSupervisor | None = None
+        self.on_change: Callable[[], None] = lambda: None  # a counter changed (a worker process reports it)
+        self.on_answer: Callable[[], None] = lambda: None  # a worker request is about to be answered
+        self.active = self.slots[(serve_slot or 1) - 1]
         # Other requests the UM service takes (SUBSCRIBE for message-waiting, um.mwi), plugged in by the
         # composition root: an object with METHODS and handle(request, peer); it judges its sources itself.
         self.events: Any = None
         self._start(self.active)
+
+    @property
+    def untrusted(self) -> int:
+        """Requests refused for their source, here and in the worker processes."""
+        return self._untrusted + (self.supervisor.untrusted() if self.supervisor is not None else 0)
+
+    @untrusted.setter
+    def untrusted(self, value: int) -> None:
+        self._untrusted += value - self.untrusted
+        self.on_change()
+
+    def _answering(self, result: Any) -> Any:
+        """Just before a worker answer leaves: a worker process reports what the request changed."""
+        self.on_answer()
+        return result
 
     # --- worker slots ----------------------------------------------------------------------
     def _now(self) -> float:
@@ -109,22 +141,31 @@ class MailboxService:
         log.info("worker slot {slot} started (generation {gen}, ports tcp={tcp} tls={tls})", slot=slot.number,
                  gen=slot.generation, tcp=slot.tcp_port, tls=slot.tls_port)
 
-    def recycle(self) -> dict[str, Any]:
-        """Start a fresh worker on the other slot; the old one drains. Raises RuntimeError if it can't."""
+    def recycle(self) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        """Start a fresh worker on the other slot; the old one drains. Raises RuntimeError if it can't.
+
+        With worker processes the supervisor's answer comes once the fresh process is ready (a Deferred).
+        """
+        if self.supervisor is not None:
+            return self.supervisor.recycle("requested")
         old = self.active
         new = self.slots[1] if old is self.slots[0] else self.slots[0]
         if new.state != "idle":
             raise RuntimeError(f"worker slot {new.number} is still draining {len(new.calls)} call(s)")
         self._start(new)
         self.active = new
-        old.state, old.draining_since = "draining", self._now()
         log.info("worker recycle: new calls go to slot {new}; slot {old} drains {n} call(s)", new=new.number,
                  old=old.number, n=len(old.calls))
-        self._maybe_exit(old)
-        if old.state == "draining" and self.clock is not None:
-            self._drain_timer = self.clock.callLater(self.drain_timeout, self._drain_expired, old,
-                                                     old.generation)
+        self.drain_slot(old)
         return self.status()
+
+    def drain_slot(self, slot: WorkerSlot, timeout: float | None = None) -> None:
+        """`slot` takes no new calls, finishes its calls (up to the drain timeout) and then exits."""
+        slot.state, slot.draining_since = "draining", self._now()
+        self._maybe_exit(slot)
+        if slot.state == "draining" and self.clock is not None:
+            self._drain_timer = self.clock.callLater(self.drain_timeout if timeout is None else timeout,
+                                                     self._drain_expired, slot, slot.generation)
 
     def _maybe_exit(self, slot: WorkerSlot) -> None:
         if slot.state == "draining" and not slot.calls:
@@ -147,7 +188,10 @@ class MailboxService:
         self._maybe_exit(slot)
 
     def status(self) -> dict[str, Any]:
-        return {"active_slot": self.active.number, "slots": [s.status() for s in self.slots]}
+        status: dict[str, Any] = {"active_slot": self.active.number, "slots": [s.status() for s in self.slots]}
+        if self.supervisor is not None:
+            status.update(self.supervisor.summary())
+        return status
 
     def worker_contact(self, user: str | None, secure: bool) -> str | None:
         """The active worker's URI for a new call (None: no worker serves that security)."""
@@ -166,7 +210,7 @@ class MailboxService:
         return f"sip:{user_part}{self.host}:{slot.tcp_port};transport=tcp"
 
     # --- the UM service listener (5062/5063) -----------------------------------------------
-    def handle_um_service(self, request: Request, peer: Peer) -> Response | None:
+    def handle_um_service(self, request: Request, peer: Peer) -> Response | None | Deferred[Response]:
         method = request.method
         if method == "ACK":
             return None
@@ -193,7 +237,7 @@ class MailboxService:
             return make_response(request, 481, None, [("Server", SERVER)])
         return refuse_method(request, "INVITE, ACK, CANCEL, OPTIONS, SERVICE")
 
-    def _control(self, request: Request, peer: Peer) -> Response:
+    def _control(self, request: Request, peer: Peer) -> Response | Deferred[Response]:
         if peer.transport != "tls" and not _allowed(peer.host, self.control_networks):
             return make_response(request, 403, "Forbidden - control from loopback or the pool only")
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -204,18 +248,26 @@ class MailboxService:
             action = command.get("action")
         except (ValueError, AttributeError):
             return make_response(request, 400, "Bad Request - body is not a JSON object")
-        try:
-            if action == "recycle":
-                result = self.recycle()
-            elif action == "status":
-                result = self.status()
-            else:
-                return make_response(request, 400, "Bad Request - action must be recycle or status")
-        except RuntimeError as error:
+        def refused(error: BaseException) -> Response:
             return make_response(request, 503, f"Service Unavailable - {error}",
                                  [("Retry-After", "60"), ("Content-Type", CONTROL_TYPE)],
                                  json.dumps({"error": str(error), **self.status()}).encode())
-        return make_response(request, 200, None, [("Content-Type", CONTROL_TYPE)], json.dumps(result).encode())
+
+        def done(result: dict[str, Any]) -> Response:
+            return make_response(request, 200, None, [("Content-Type", CONTROL_TYPE)], json.dumps(result).encode())
+
+        try:
+            if action == "recycle":
+                outcome = self.recycle()
+            elif action == "status":
+                outcome = self.status()
+            else:
+                return make_response(request, 400, "Bad Request - action must be recycle or status")
+        except RuntimeError as error:
+            return refused(error)
+        if isinstance(outcome, Deferred):  # worker processes: answered once the fresh one took over
+            return outcome.addCallbacks(done, lambda failure: refused(failure.value))
+        return done(outcome)
 
     # --- worker listeners (5065/5067, 5066/5068) -------------------------------------------
     def worker_handler(self, slot_number: int) -> Callable[[Request, Peer], Response | None | Deferred[Response]]:
@@ -246,5 +298,8 @@ class MailboxService:
             return make_response(request, 503, "Service Unavailable - no UM worker on this node",
                                  [("Retry-After", "30"), ("Server", SERVER)])
         if method in self.call_handler.METHODS:
-            return self.call_handler.handle(self, slot, request, peer)  # calls, media and voicemail: um.worker
+            result = self.call_handler.handle(self, slot, request, peer)  # calls, media and voicemail: um.worker
+            if isinstance(result, Deferred):
+                return result.addBoth(self._answering)
+            return self._answering(result)
         return refuse_method(request, "INVITE, ACK, BYE, CANCEL, OPTIONS")

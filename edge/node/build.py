@@ -162,6 +162,11 @@ def _build_um(config: Config, state: NodeState, root: service.MultiService) -> N
             part.setServiceParent(root)  # voicemail delivery and MWI: named um/delivery and um/mwi
         state.worker = WorkerService(calls.context)  # calls, media, voicemail (um.worker)
         state.worker.setServiceParent(root)
+        # The worker slots are OS processes (edge.node.workerproc) that this supervisor starts, recycles and
+        # replaces; this process's worker context serves the UM web services (store, PINs, play on phone).
+        assert state.mailbox is not None  # built for the worker role above
+        um_roles.worker_supervisor(config, lambda: state.config, state.mailbox, calls.context,
+                                   asyncio.get_event_loop(), reactor).setServiceParent(root)
 
 
 def build(config: Config, turn_only: bool = False) -> NodeTree:
@@ -190,6 +195,8 @@ def build(config: Config, turn_only: bool = False) -> NodeTree:
         members = live_members
 
     for row in listeners(config):
+        if row.role == "worker" and row.protocol == "SIP" and getattr(state.mailbox, "supervisor", None):
+            continue  # the worker processes own the slots' SIP ports
         child = _listener_service(row, config, state, members)
         if child is None:
             continue

@@ -138,8 +138,13 @@ class _StdlibBridge(logging.Handler):
                                            log_site=f"{record.pathname}:{record.lineno}")
 
 
+current_format = "text"  # what start() was given: worker processes log the same way
+
+
 def start(fmt: str = "text", level: str = "info", stream: IO[str] | None = None) -> None:
     """Route every log event of the process to `stream` (stderr by default)."""
+    global current_format
+    current_format = fmt
     observer = LineObserver(fmt, stream or sys.stderr)
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[level])
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],

@@ -118,7 +118,7 @@ class NodeCollector:
         yield _counter("umedge_tokens_refused", "Media token requests refused, by path", ["path"],
                        {(path,): audit.REFUSED.get(path, 0) for path in ("mras", "https")})
         yield _gauge("umedge_calls_active", "Calls on the UM worker slots now", state.calls_active())
-        counters: dict[str, int] = dict(state.worker.context.counters) if state.worker is not None else {}
+        counters: dict[str, int] = state.worker.context.all_counters() if state.worker is not None else {}
         yield _counter("umedge_voicemails_stored", "Voicemail messages stored whole", [],
                        {(): counters.get("messages", 0)})
         yield _counter("umedge_worker_calls", "Calls the UM worker answered, by outcome", ["outcome"],

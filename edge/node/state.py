@@ -90,7 +90,7 @@ class NodeState:
 
     def calls_active(self) -> int:
         mailbox = self.mailbox
-        return sum(len(slot.calls) for slot in mailbox.slots) if mailbox is not None else 0
+        return sum(slot.call_count for slot in mailbox.slots) if mailbox is not None else 0
 
     def relayed_packets(self) -> int:
         engine = self.engine

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.application import service
 from twisted.logger import Logger
 
 from certs import tls
-from edge.node.schema import Config
+from edge.node import logsetup
+from edge.node.schema import EMBEDDED, Config
 from um.callrouter import CallRouter, GatewayTable, ProbeSettings
 from um.config import CallRouterConfig
 from um.directory import LiveDirectory, load_directory
@@ -25,6 +28,7 @@ from um.worker.context import WorkerContext
 from um.worker.handler import WorkerCalls
 from um.worker.pins import PinPolicy
 from um.worker.settings import WorkerSettings, host_port
+from um.worker.supervisor import RecycleLimits, WorkerSupervisor
 
 log = Logger(namespace="umedge.worker")
 
@@ -76,19 +80,62 @@ def worker_settings(config: Config) -> WorkerSettings:
         outbound_gateway=gateway, ack_timeout=w.ack_timeout, max_calls_per_source=w.max_calls_per_source)
 
 
-def worker_calls(config: Config, current: Callable[[], Config]) -> WorkerCalls:
-    """The worker's call handler; its directory follows `current()` (SIGHUP) and the directory file."""
+def slot_rtp_ports(config: Config, slot: int) -> tuple[int, int]:
+    """The worker slot's half of [worker] rtp_port_min..rtp_port_max: two processes never share a port."""
+    low, high = config.worker.rtp_port_min, config.worker.rtp_port_max
+    middle = (low + high) // 2
+    if middle % 2 == 0:  # slot 1 ends on an odd port, so both halves keep whole even/odd pairs
+        middle -= 1
+    return (low, middle) if slot == 1 else (middle + 1, high)
+
+
+def worker_calls(config: Config, current: Callable[[], Config], slot: int | None = None) -> WorkerCalls:
+    """The worker's call handler; its directory follows `current()` (SIGHUP) and the directory file.
+
+    `slot`: the worker process of that slot (its half of the RTP ports, its own recordings-in-progress
+    directory); None: the node's main process (the UM web services' store, PINs and play on phone).
+    """
     directory = LiveDirectory(lambda: current().callrouter,
                               on_error=lambda why: log.warn("worker: {why}", why=why))
-    return WorkerCalls(WorkerContext(worker_settings(config), directory))
+    settings = worker_settings(config)
+    if slot is not None:
+        low, high = slot_rtp_ports(config, slot)
+        settings = replace(settings, rtp_port_min=low, rtp_port_max=high, slot=slot)
+    return WorkerCalls(WorkerContext(settings, directory))
+
+
+def worker_process_argv(config: Config, slot: int) -> list[str]:
+    """How the supervisor starts a slot's worker process (edge.node.workerproc) with this node's config."""
+    argv = [sys.executable, "-m", "edge.node.workerproc", "--slot", str(slot), "--roles", ",".join(config.node.roles),
+            "--log-format", logsetup.current_format]
+    if config.source != EMBEDDED:
+        argv += ["--config", config.source]
+    return argv
+
+
+def worker_supervisor(config: Config, current: Callable[[], Config], mailbox: MailboxService,
+                      context: WorkerContext, loop: object, clock: object) -> WorkerSupervisor:
+    """The mailbox service's worker slots as processes; the main process's worker context (web services)
+    reports what they report."""
+
+    def limits() -> RecycleLimits:
+        w = current().worker
+        return RecycleLimits(w.recycle_after_calls, w.recycle_after_hours, w.recycle_memory_mb)
+
+    supervisor = WorkerSupervisor(mailbox, lambda slot: worker_process_argv(current(), slot), limits,
+                                  lambda: current().mailbox.drain_timeout, loop, clock, reload_token=current)
+    context.remote = supervisor.remote_status
+    return supervisor
 
 
 def mailbox_service(config: Config, host: str, calls: CallHandler | None, clock: object,
-                    gateways: Callable[[], GatewayTable]) -> MailboxService:
-    """`gateways()`: the UM IP gateway table the worker trusts (the call router's, FQDNs resolved, if it runs)."""
+                    gateways: Callable[[], GatewayTable], serve_slot: int | None = None) -> MailboxService:
+    """`gateways()`: the UM IP gateway table the worker trusts (the call router's, FQDNs resolved, if it runs);
+    `serve_slot`: in a worker process, the slot it serves."""
     m, w = config.mailbox, config.worker
     return MailboxService(host, w.startup_mode, w.sip_ports, w.sip_dual_tls_ports, m.call_routers,
-                          m.drain_timeout, call_handler=calls, clock=clock, gateway=lambda peer: gateways().match(peer))
+                          m.drain_timeout, call_handler=calls, clock=clock, gateway=lambda peer: gateways().match(peer),
+                          serve_slot=serve_slot)
 
 
 def call_router_service(config: Config, host: str, local: MailboxService | None, reactor: object

@@ -205,7 +205,9 @@ def test_a_worker_call_survives_a_recycle_and_the_old_worker_exits_after_it(tmp_
                          b"From: <sip:gw@127.0.0.1>;tag=t-z9hG4bK-call\r\n" + to_line.encode() + b"\r\n"
                          b"Call-ID: z9hG4bK-call@127.0.0.1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
             assert read_until_final(call).startswith("SIP/2.0 200 OK")  # the old worker finished its call
-        status = worker_cli(files, "status")
+        deadline = time.monotonic() + 10  # the old process exits, a fresh one stands by on its slot
+        while (status := worker_cli(files, "status"))["slots"][0]["state"] != "idle" and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert status["slots"][0]["state"] == "idle" and status["slots"][0]["calls_total"] == 1
         assert "finished its calls and exited" in process.stderr()
     finally:

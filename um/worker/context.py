@@ -4,6 +4,7 @@ RTP ports, the media clock, the directory, counters and the calls in progress.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,10 @@ class WorkerContext:
     def __init__(self, settings: WorkerSettings, directory: LiveDirectory | CallDirectory) -> None:
         self.settings = settings
         self.store = VoicemailStore(settings.state_dir)
+        if settings.slot is not None:
+            # A worker process keeps its recordings in progress apart: its start-up recovery finishes what its
+            # dead predecessor on this slot left and never touches what the other slot's process is writing.
+            self.store.tmp_dir = self.store.root / f".tmp-slot{settings.slot}"
         self.pins = PinStore(settings.state_dir, settings.pin_policy)
         self.prompts = Prompts(settings.prompt_dir or None, settings.greeting_dir or None,
                                Path(settings.state_dir) / "prompts", settings.spoken_prompts)
@@ -44,6 +49,10 @@ class WorkerContext:
                          "srtp_calls": 0, "outbound_calls": 0}
         self.calls: dict[tuple[str, str, str | None], Call] = {}
         self.finished: list[dict[str, Any]] = []  # media stats of the last calls (bounded)
+        self.on_change: Callable[[], None] = lambda: None  # a call ended (a worker process reports it soon)
+        # In the node's main process: what the worker processes last reported (um.worker.supervisor), merged
+        # into status() and all_counters() so the web API and /metrics see the node's calls.
+        self.remote: Callable[[], dict[str, Any]] | None = None
 
     def start(self) -> None:
         handled = self.store.recover()
@@ -51,7 +60,7 @@ class WorkerContext:
             log.info("voicemail store: {n} file(s) a crash left: {files}", n=len(handled),
                      files="; ".join(handled[:5]))
         self.clock.start()
-        if self.settings.spoken_prompts:
+        if self.settings.spoken_prompts and self.settings.slot is None:  # the main process renders, once
             from um.worker.speech import render_in_background
 
             render_in_background(self.prompts, self.settings.languages)
@@ -87,12 +96,31 @@ class WorkerContext:
     def remember(self, stats: dict[str, Any]) -> None:
         self.finished.append(stats)
         del self.finished[:-1000]
+        self.on_change()
+
+    def all_counters(self) -> dict[str, int]:
+        """This process's counters plus the worker processes' (those that exited included)."""
+        counters = dict(self.counters)
+        remote = self.remote() if self.remote is not None else {}
+        for name, value in remote.get("counters", {}).items():
+            counters[name] = counters.get(name, 0) + int(value)
+        return counters
 
     def status(self) -> dict[str, Any]:
-        return {"counters": dict(self.counters), "active_calls": len(self.calls),
-                "tokens": dict(self.tokens.counters), "late_ticks": self.clock.late_ticks,
-                "calls": [call.describe() for call in list(self.calls.values())[:200]],
-                "recent": self.finished[-20:]}
+        tokens = dict(self.tokens.counters)
+        status: dict[str, Any] = {"counters": dict(self.counters), "active_calls": len(self.calls),
+                                  "tokens": tokens, "late_ticks": self.clock.late_ticks,
+                                  "calls": [call.describe() for call in list(self.calls.values())[:200]],
+                                  "recent": self.finished[-20:]}
+        if self.remote is not None:
+            remote = self.remote()
+            for name, value in remote.get("tokens", {}).items():
+                tokens[name] = tokens.get(name, 0) + int(value)
+            status.update(counters=self.all_counters(), active_calls=len(self.calls) + remote.get("active_calls", 0),
+                          late_ticks=self.clock.late_ticks + remote.get("late_ticks", 0),
+                          calls=(status["calls"] + remote.get("calls", []))[:200],
+                          recent=(self.finished + remote.get("recent", []))[-20:])
+        return status
 
     async def stop(self, timeout: float = 2.5) -> None:
         """Stop every call: recordings in progress are stored (whole), media closed."""

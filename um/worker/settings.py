@@ -45,6 +45,7 @@ class WorkerSettings:
     codecs: tuple[str, ...] = (PCMU, PCMA)
     ack_timeout: float = 8.0           # seconds an answered call waits for its ACK
     max_calls_per_source: int = 40     # calls at once from one source address
+    slot: int | None = None            # the worker slot this process serves (None: the node's main process)
 
     @property
     def media_identity(self) -> str:

@@ -10,8 +10,13 @@ Sans-I/O cores (one concern each):
     srtp      SDES keys (RFC 4568) and pylibsrtp sessions
     store     the voicemail store (WAV + JSON, temp file + fsync + rename)
     pins      PIN policy and salted PIN hashes with lockout
-    prompts   built-in prompts (synthesized tones) or recorded ones, greetings
-    dialogs   voicemail and subscriber-access call logic, fed events, returning actions
+    prompts   spoken prompts (rendered clips), operator recordings or tone patterns; greetings
+    catalogue the prompt sentences (en, de) and the words of numbers, ordinals, dates
+    speech    espeak-ng rendering, PyAV decoding to 8 kHz, phrases (slots filled with clips)
+    goertzel  in-band DTMF detection on G.711 audio (no telephone-event offered)
+    menus     leave a message; the phone menu (setup, messages, greetings, PIN), over a small call interface
+    attendant auto attendants' menus: transfers (REFER, or 302 in early media), dial by name/extension
+    dialogs   the older tone-only scripts (kept for their unit tests)
 
 and the I/O around them:
 

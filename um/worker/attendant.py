@@ -13,6 +13,7 @@ goodbye and hang up.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from um.attendants import AutoAttendant, MenuItem, letters_match
@@ -42,8 +43,6 @@ class AttendantCall:
         for item in items:
             if item.label:
                 clips += phrase("attendant.option", lang, label=item.label, key=item.key)
-        import asyncio
-
         return await asyncio.get_event_loop().run_in_executor(
             None, lambda: self.speak.prompts.sentences(clips, lang, self.call.codec, tone="menu"))
 

@@ -31,11 +31,13 @@ HEADER_ID = "X-Umedge-Voicemail-Id"
 TEXT = {
     "en": {"subject": "Voice mail from {caller} ({duration})", "unknown": "an unknown caller",
            "body": "You received a voice mail from {caller} on {time} (UTC), {duration} long, for mailbox {mailbox}.",
-           "caller": "Caller", "time": "Time (UTC)", "duration": "Duration", "mailbox": "Mailbox"},
+           "caller": "Caller", "time": "Time (UTC)", "duration": "Duration", "mailbox": "Mailbox",
+           "too_large": "The recording is too large to attach: listen to it by phone."},
     "de": {"subject": "Sprachnachricht von {caller} ({duration})", "unknown": "einem unbekannten Anrufer",
            "body": "Sie haben am {time} (UTC) eine Sprachnachricht von {caller} erhalten, Dauer {duration}, "
                    "für das Postfach {mailbox}.",
-           "caller": "Anrufer", "time": "Zeit (UTC)", "duration": "Dauer", "mailbox": "Postfach"},
+           "caller": "Anrufer", "time": "Zeit (UTC)", "duration": "Dauer", "mailbox": "Postfach",
+           "too_large": "Die Aufnahme ist zu groß zum Anhängen: bitte per Telefon abhören."},
 }
 
 
@@ -114,13 +116,16 @@ def build(voicemail: Message, blob: bytes, *, to: str, sender: Sender, language:
     mail["X-Umedge-Mailbox"] = voicemail.mailbox
     mail["X-Umedge-Audio-SHA256"] = voicemail.sha256
     mail["Content-Language"] = language
+    too_large = len(blob) > max_bytes
+    note = words["too_large"] if too_large else ""
     text = words["body"].format(**facts) + "\n\n" + "\n".join(
         f"{words[k]}: {facts[k]}" for k in ("caller", "time", "duration", "mailbox")) + "\n"
-    mail.set_content(text)
+    mail.set_content(text + (f"\n{note}\n" if note else ""))
     rows = "".join(f"<tr><th align=left>{html.escape(words[k])}</th><td>{html.escape(facts[k])}</td></tr>"
                    for k in ("caller", "time", "duration", "mailbox"))
     mail.add_alternative(f"<html><body><p>{html.escape(words['body'].format(**facts))}</p>"
-                         f"<table>{rows}</table></body></html>", subtype="html")
+                         f"<table>{rows}</table>{f'<p>{html.escape(note)}</p>' if note else ''}</body></html>",
+                         subtype="html")
     name = f"voicemail-{voicemail.id}"
     attachments = [(blob, "audio", "wav", f"{name}.wav")]
     if audio_format in ENCODERS and len(blob) < max_bytes:
@@ -129,7 +134,7 @@ def build(voicemail: Message, blob: bytes, *, to: str, sender: Sender, language:
         if len(blob) + len(compressed) < max_bytes:
             major, minor = mime.split("/")
             attachments.append((compressed, major, minor, f"{name}.{suffix}"))
-    if len(blob) > max_bytes:
+    if too_large:
         attachments = []  # too large to mail: the phone still plays it
     for data, major, minor, filename in attachments:
         mail.add_attachment(data, maintype=major, subtype=minor, filename=filename)

@@ -69,7 +69,7 @@ def grammar(lang: str = "en") -> str:
             continue
         words = re.sub(r"\{[a-z_]+\}", " <d>+ ", text.lower())
         words = re.sub(r"\b([0-9])\b", lambda m: catalogue.number_text(int(m.group(1)), lang), words)
-        words = re.sub(r"[^a-z<>+' ]", " ", words.replace("'s", " is"))
+        words = re.sub(r"[^a-z<>+' ]", " ", words)
         alternatives.append("(" + " ".join(words.split()) + ")")
     digits = " | ".join(DIGIT_WORDS)
     return f"#JSGF V1.0;\ngrammar umedge;\n<d> = {digits};\npublic <s> = " + " | ".join(alternatives) + ";\n"

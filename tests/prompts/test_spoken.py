@@ -1,7 +1,8 @@
 """Spoken prompts on a real node: the caller's RTP carries the rendered catalogue sentence (found by
 cross-correlation, bit for bit), it is speech and not a tone pattern, and pocketsphinx recognizes the default
-greeting as the catalogue's sentence with the extension's digits. A German dial plan's callers hear the
-German voice's rendering, which differs from the English one."""
+greeting as the catalogue's sentence with the extension's digits, and a menu key with no action as "that's
+not a valid choice". A German dial plan's callers hear the German voice's rendering, which differs from the
+English one."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from um.worker.prompts import Prompts
 
 pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") and not REQUIRE_TOOLS, reason="espeak-ng missing")
 PLANS = {
-    "hunt_groups": [{"pilot": "5000", "dial_plan": "default"}, {"pilot": "6000", "dial_plan": "deutsch"}],
+    "hunt_groups": [{"pilot": "5000", "dial_plan": "default"}, {"pilot": "5001", "dial_plan": "default"},
+                    {"pilot": "6000", "dial_plan": "deutsch"}],
     "dial_plans": [{"name": "default", "access_numbers": ["5001"]}, {"name": "deutsch", "language": "de"}],
     "mailboxes": [{"extension": "1000-1009", "dial_plan": "default"},
                   {"extension": "2000-2009", "dial_plan": "deutsch"}],
@@ -71,6 +73,34 @@ def test_default_greeting_is_the_spoken_sentence_with_the_extension(node: tuple[
     words = listen.recognize(segment)
     assert words == "the person at extension one oh oh one is not available please leave a message after the tone"
     assert listen.spoken_digits(words) == "1001"
+
+
+async def menu_call(files: NodeFiles, user: str, digits: list[tuple[float, str]], wait: float) -> bytes:
+    caller = Caller(user=user)
+    _, port = await caller.redirect(files.port("callrouter", "sip_tcp_port"), "5001", "5001")
+    rtp = await caller.open_direct()
+    assert (await caller.call(port, "5001", "5001", sdp_offer("127.0.0.1", rtp, codecs=("PCMU",)))).status == 200
+    for delay, keys in digits:
+        await asyncio.sleep(delay)
+        await caller.send_digits(keys)
+    await asyncio.wait_for(caller.bye_received.wait(), wait)
+    await caller.close()
+    return caller.received_audio()
+
+
+def test_a_key_with_no_action_is_told_so_in_words(node: tuple[NodeFiles, ServeProcess]) -> None:
+    files, _ = node
+    assert umedge("voicemail", "pin-reset", "1002", "--pin", "246813", "--config", str(files.path)).returncode == 0
+    # Typed ahead: the PIN, then 5 (no action in the main menu); later * (goodbye).
+    heard = listen.samples(asyncio.run(menu_call(files, "1002", [(0.3, "246813#5"), (6.0, "*")], wait=25)))
+    prompts = rendered(files)
+    invalid = listen.samples(prompts.say("menu.invalid", "en", "PCMU"))
+    goodbye = listen.samples(prompts.say("goodbye", "en", "PCMU"))
+    at, score = listen.find(invalid, heard)
+    assert score > 0.99, score
+    assert listen.recognize(heard[at:at + len(invalid)]) == "that's not a valid choice"
+    after, score = listen.find(goodbye, heard, at + len(invalid))
+    assert score > 0.99 and listen.recognize(heard[after:after + len(goodbye)]) == "goodbye"
 
 
 def test_german_dial_plan_hears_the_german_voice(node: tuple[NodeFiles, ServeProcess]) -> None:

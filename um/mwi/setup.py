@@ -59,10 +59,16 @@ def mwi_service(sections: UmSections, mailbox: MailboxService, directory: Callab
                 return found
         return None
 
+    cached: dict[str, tuple[object, set[str]]] = {}
+
     def local_mailboxes(plan: str) -> set[str]:
+        """This node's mailboxes of a dial plan; computed once per directory (it changes on reloads only)."""
         current = directory().directory
-        return {e.extension for e in current.mailboxes if e.server == LOCAL and (not plan or not e.dial_plan or
-                                                                              e.dial_plan == plan)}
+        hit = cached.get(plan)
+        if hit is None or hit[0] is not current:
+            hit = cached[plan] = (current, {e.extension for e in current.mailboxes if e.server == LOCAL and (
+                not plan or not e.dial_plan or e.dial_plan == plan)})
+        return hit[1]
 
     def targets() -> list[tuple[Target, list[str]]]:
         """Each notify target and the mailboxes it hears about: those of its plan with a folder in the store."""

@@ -191,3 +191,19 @@ def word_keys(word: str) -> str:
 
 
 __all__ = ["ACTIONS", "AutoAttendant", "MenuItem", "letters_match", "parse_auto_attendants", "word_keys"]
+
+
+def config_problems(callrouter: Any) -> list[tuple[str, str]]:
+    """Cross-checks with the dial plans: (key, message) for each attendant the call router could not reach."""
+    plans = {plan.name: plan for plan in callrouter.dial_plans}
+    found = []
+    for attendant in callrouter.auto_attendants:
+        plan = plans.get(attendant.dial_plan)
+        if plan is None:
+            found.append(("[callrouter].auto_attendants", f"auto attendant {attendant.number}: dial_plan "
+                          f"{attendant.dial_plan!r} is not a dial plan; allowed: " + ", ".join(sorted(plans))))
+        elif attendant.number not in plan.auto_attendant_numbers:
+            found.append(("[callrouter].auto_attendants", f"auto attendant {attendant.number} is not in dial plan "
+                          f"{plan.name}'s auto_attendant_numbers; allowed: one of "
+                          f"{list(plan.auto_attendant_numbers)} (add it there)"))
+    return found

@@ -109,6 +109,9 @@ def _cross_checks(config: Config, source: str, problems: list[Problem]) -> None:
     from um.delivery.setup import problems as delivery_problems
 
     problems.extend(Problem(source, where, message) for where, message in delivery_problems(config))
+    from um.attendants import config_problems as attendant_problems
+
+    problems.extend(Problem(source, where, message) for where, message in attendant_problems(config.callrouter))
     for a, b in collisions(listeners(config)):
         problems.append(Problem(source, b.key, f"{b.port} collides with {a.key} ({a.l4.upper()} {a.port} "
                                 f"on {a.address}, {a.service}); allowed: a port no other listener uses"))

@@ -172,3 +172,7 @@ def test_business_hours_follow_the_time_zone_and_bad_config_is_one_line(tmp_path
     out = umedge("check-config", "--config", str(bad))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "[callrouter].auto_attendants" in out.stderr and "mon-fri 08:00-17:00" in out.stderr
+    bad.write_text('[callrouter]\nauto_attendants = [{ number = "5009", dial_plan = "default" }]\n')
+    out = umedge("check-config", "--config", str(bad))
+    assert out.returncode == 2 and "auto attendant 5009 is not in dial plan default's auto_attendant_numbers" in \
+        out.stderr, out.stderr

@@ -19,6 +19,7 @@ declare -A tools=(
   [clang]=clang
   [llc]=llvm
   [bpftool]=bpftool
+  [ethtool]=ethtool
   [curl]=curl
   [espeak-ng]=espeak-ng
   [dovecot]=dovecot-imapd

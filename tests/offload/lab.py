@@ -16,7 +16,8 @@ import subprocess
 PREFIX = "umoff-"
 CLIENT, EDGE_CLIENT_SIDE = "203.0.113.2", "203.0.113.1"
 EDGE_PEER_SIDE, PEER = "198.51.100.1", "198.51.100.2"
-TOOLS = ("ip", "tc", "clang", "bpftool", "turnutils_uclient", "turnutils_peer")
+TOOLS = ("ip", "tc", "clang", "bpftool", "turnutils_uclient", "turnutils_peer", "curl", "ethtool")
+DEVICES = (("client", "cli-e"), ("edge", "e-cli"), ("edge", "e-pee"), ("peer", "pee-e"))
 
 
 def ns(host: str) -> str:
@@ -67,6 +68,20 @@ def build() -> None:
         run("ip", "-n", ns(there), "addr", "add", f"{there_ip}/24", "dev", far)
         run("ip", "-n", ns(here), "link", "set", near, "up")
         run("ip", "-n", ns(there), "link", "set", far, "up")
+
+
+def checksum_offload(on: bool) -> None:
+    """Checksum offload of every veth end: off, every sender computes UDP checksums in software and every
+    receiver verifies them (CHECKSUM_NONE), so a wrong incremental update in the fast path is caught."""
+    for host, device in DEVICES:
+        run(*prefix(host), "ethtool", "-K", device, "rx", "on" if on else "off", "tx", "on" if on else "off")
+
+
+def udp_checksum_errors(host: str) -> int:
+    """InCsumErrors of the namespace's UDP counters."""
+    lines = [line.split() for line in run(*prefix(host), "cat", "/proc/net/snmp").stdout.splitlines()
+             if line.startswith("Udp:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["InCsumErrors"])
 
 
 def filters(device: str) -> str:

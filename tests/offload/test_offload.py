@@ -180,6 +180,24 @@ def test_malformed_unbound_indications_and_deallocation(edge: tuple[str, NodeFil
         assert malformed == 0 and unbound >= 60, after  # user space: malformed, unbound, after the Refresh
 
 
+def test_checksums_hold_when_every_receiver_verifies_them(edge: tuple[str, NodeFiles, ServeProcess]) -> None:
+    """With checksum offload off on every veth, the client and the peer check each UDP checksum in software:
+    the kernel's incremental updates (odd payload length, header stripped and added) must be exact."""
+    mode, files, _ = edge
+    lab.checksum_offload(False)
+    try:
+        before = {host: lab.udp_checksum_errors(host) for host in ("client", "peer")}
+        script = client_script("scenario", lab.EDGE_CLIENT_SIDE, str(files.port("edge", "turn_udp_port")), lab.PEER,
+                               str(PEER_PORT), SECRET)
+        out, err = script.communicate(timeout=30)
+        assert script.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["echoes"] == 20 and result["data_indications"] == 5, result
+        assert {host: lab.udp_checksum_errors(host) for host in ("client", "peer")} == before
+    finally:
+        lab.checksum_offload(True)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_an_expired_permission_stops_the_kernel_within_a_second_with_the_node_stopped(
         mode: str, namespaces: None, tmp_path: Path) -> None:

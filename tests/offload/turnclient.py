@@ -29,7 +29,7 @@ from edge.tokens import mint
 
 REALM = "example.test"
 CHANNEL = 0x4000
-PAYLOAD = b"offload-test-payload-" + bytes(range(64)) + b"!"  # odd length on purpose
+PAYLOAD = b"offload-test-payload-" + bytes(range(64)) + b"!?"  # 87 bytes: odd on purpose (checksum padding)
 
 
 class Client:

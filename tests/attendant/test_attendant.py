@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import NodeFiles, ServeProcess, umedge, write_config
-from tests.worker.caller import Caller, media_address, sdp_offer
+from tests.worker.caller import Caller, media_address, sdp_offer, sine_payloads
 from um.attendants import parse_auto_attendants, word_keys
 from um.directory import DirectoryError
 from um.sip.message import Request
+from um.worker.store import VoicemailStore
 
 ATTENDANT = {
     "number": "5002", "dial_plan": "default", "operator": "1000", "time_zone": "Europe/Berlin",
@@ -25,6 +26,8 @@ ATTENDANT = {
              {"key": "2", "label": "the directory", "action": "dial-name"},
              {"key": "3", "label": "support", "action": "menu",
               "menu": [{"key": "1", "label": "hardware", "action": "transfer", "target": "1003"}]},
+             {"key": "4", "label": "an extension", "action": "dial-extension"},
+             {"key": "5", "label": "a message for sales", "action": "voicemail", "target": "1002"},
              {"key": "0", "label": "the operator", "action": "operator"}]}
 
 
@@ -112,6 +115,30 @@ def test_keys_lead_to_a_refer_to_the_configured_extension(node: tuple[NodeFiles,
     refer, hung_up = asyncio.run(keys_to_refer(files, [(0.5, "3"), (0.8, "1")]))  # the support sub-menu
     assert refer.headers.get("Refer-To") == "<sip:1003@127.0.0.1>" and hung_up
     assert "transfer to sip:1003@127.0.0.1: NOTIFY 200" in process.stderr()
+    refer, _ = asyncio.run(keys_to_refer(files, [(0.5, "4"), (0.8, "1005#")]))  # dial by extension
+    assert refer.headers.get("Refer-To") == "<sip:1005@127.0.0.1>"
+    refer, _ = asyncio.run(keys_to_refer(files, [(0.5, "0")]))  # the operator
+    assert refer.headers.get("Refer-To") == "<sip:1000@127.0.0.1>"
+
+
+def test_leave_a_voicemail_from_the_menu(node: tuple[NodeFiles, ServeProcess]) -> None:
+    files, _ = node
+
+    async def call() -> None:
+        caller = Caller()
+        _, port = await caller.redirect(files.port("callrouter", "sip_tcp_port"), "5002", "5002")
+        rtp = await caller.open_direct()
+        assert (await caller.call(port, "5002", "5002", sdp_offer("127.0.0.1", rtp))).status == 200
+        await asyncio.sleep(0.5)
+        await caller.send_digits("5")
+        await asyncio.sleep(2.5)  # 1002's default greeting (tones here) and the beep
+        await caller.send_audio(sine_payloads(2.0, seed=5))
+        assert (await caller.bye()).status == 200
+        await caller.close()
+
+    asyncio.run(call())
+    [message] = VoicemailStore(files.path.parent / "state").messages("1002")
+    assert message.duration >= 1.0 and message.reason == "bye"
 
 
 def test_dial_by_name_from_dtmf_letters(node: tuple[NodeFiles, ServeProcess]) -> None:

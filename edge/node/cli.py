@@ -313,6 +313,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for server in status["mediation"]:
         print(f"mediation {server['address']}: {server['registration']}, keepalive "
               f"{'ok' if server['keepalive_ok'] else 'failed'}, failures {server['failures']}")
+    from edge.node.workerview import slot_lines
+
+    for line in slot_lines(status):
+        print(line)
     for cert in status["certificates"]:
         print(f"certificate {cert['name']}: {cert['days_left']} days left"
               + (" (renew soon)" if cert["expiring_soon"] else ""))

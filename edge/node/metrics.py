@@ -18,6 +18,7 @@ from certs import pki
 from edge.auth import audit
 from edge.node import logsetup
 from edge.node.state import NodeState
+from edge.node.workerview import worker_process_metrics
 from um.sip import stream as sip_stats
 
 # Other parts of the node (the UM worker, the SIP listeners) add their families here.
@@ -149,6 +150,7 @@ class NodeCollector:
                        "per-minute burst), by namespace", ["namespace"],
                        {(namespace,): float(n) for namespace, n in logsetup.suppressed.items()})
         yield from certificate_metrics(state.config.node.certs_dir)
+        yield from worker_process_metrics(state)
         for extra in EXTRA:
             yield from extra()
 

@@ -13,6 +13,7 @@ import json
 import math
 import ssl
 import struct
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -52,8 +53,9 @@ def state(files: NodeFiles) -> Any:
 
 def put_greeting(files: NodeFiles, mailbox: str, body: bytes, key: str = API_KEY) -> tuple[int, dict[str, Any]]:
     context = ssl.create_default_context(cafile=str(files.certs_dir / "ca.crt"))
-    request = urllib.request.Request(f"https://127.0.0.1:{files.port('web', 'http_port')}/v1/mailboxes/{mailbox}"
-                                     "/greeting", data=body, method="PUT",
+    path, _, query = mailbox.partition("?")
+    request = urllib.request.Request(f"https://127.0.0.1:{files.port('web', 'http_port')}/v1/mailboxes/{path}"
+                                     f"/greeting{'?' + query if query else ''}", data=body, method="PUT",
                                      headers={"Content-Type": "audio/wav", "Authorization": f"Bearer {key}"})
     try:
         with urllib.request.urlopen(request, context=context, timeout=30) as answer:
@@ -70,6 +72,21 @@ def wav_16k(seconds: float) -> bytes:
         handle.setframerate(16000)
         handle.writeframes(b"".join(struct.pack("<h", int(9000 * math.sin(2 * math.pi * (300 + n / 40) * n / 16000)))
                                     for n in range(int(seconds * 16000))))
+    return out.getvalue()
+
+
+def matroska() -> bytes:
+    """Audio in a container the upload does not accept (FFmpeg could read it)."""
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="matroska") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame(format="s16", layout="mono", samples=800)
+        frame.planes[0].update(bytes(1600))
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
     return out.getvalue()
 
 
@@ -102,6 +119,17 @@ def test_uploaded_greeting_is_converted_and_played_corrupt_one_refused(node: tup
     assert path.read_bytes() == before
     heard = asyncio.run(greeting_heard(files, "1002", 2.0))
     assert heard.startswith(stored.data)  # the next caller hears it, as stored
+    # MP3 (lame) as the away greeting: decoded by FFmpeg; a container outside the list is refused.
+    source = state(files).parent / "away.wav"
+    source.write_bytes(wav_16k(1.0))
+    subprocess.run(["lame", "--quiet", str(source), str(source.with_suffix(".mp3"))], check=True, timeout=30)
+    status, body = put_greeting(files, "1002?kind=away", source.with_suffix(".mp3").read_bytes())
+    assert status == 200 and body["kind"] == "away" and 0.9 < body["seconds"] < 1.2, body
+    away = wav.read(state(files) / "greetings" / "1002.away.wav")
+    assert asyncio.run(greeting_heard(files, "1002", 1.5)).startswith(away.data)  # away wins while it exists
+    status, body = put_greeting(files, "1002", matroska())
+    assert status == 400 and "Matroska / WebM is not accepted; allowed: WAV, MP3" in body["error"], body
+    assert path.read_bytes() == before
 
 
 async def access(files: NodeFiles, user: str, script: list[tuple[float, str | list[bytes]]], wait: float,

@@ -31,6 +31,9 @@ from um.worker.store import atomic_write
 ESPEAK = "espeak-ng"
 SPEED = 125  # words per minute: slower than espeak's default (175), for 8 kHz telephone audio
 MAX_DECODED_SECONDS = 600
+# Containers FFmpeg may open for an upload (a smaller attack surface than every demuxer it has).
+FORMATS = {"wav": "WAV", "mp3": "MP3", "ogg": "Ogg (Vorbis, Opus)", "flac": "FLAC", "aiff": "AIFF", "au": "AU",
+           "mov,mp4,m4a,3gp,3g2,mj2": "M4A (AAC)"}
 MAX_TEXT_CLIPS = 4000  # whole sentences rendered on demand (greetings naming an extension, envelopes)
 
 
@@ -58,6 +61,9 @@ def to_pcm8k(source: bytes | str | Path, max_seconds: float = MAX_DECODED_SECOND
     out = bytearray()
     try:
         with av.open(handle, mode="r") as container:
+            if container.format.name not in FORMATS:
+                raise SpeechError(f"{container.format.long_name or container.format.name} is not accepted; "
+                                  "allowed: " + ", ".join(FORMATS.values()))
             if not container.streams.audio:
                 raise SpeechError("no audio stream in the file")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)

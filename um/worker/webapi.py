@@ -7,7 +7,7 @@
         a new PIN (the one given, or a generated one, returned) and the lockout cleared  (scope pin-reset)
     GET  /v1/voicemail[?mailbox=EXT]   the messages (id, mailbox, caller, time, duration, codec)  (scope voicemail)
     GET  /v1/worker                    calls in progress (callers' numbers), media and token counters  (admin)
-    PUT  /v1/mailboxes/EXT/greeting[?kind=away]   body: the audio (WAV, or any format FFmpeg decodes), at
+    PUT  /v1/mailboxes/EXT/greeting[?kind=away]   body: the audio (WAV, MP3, Ogg, FLAC, AIFF, AU, M4A), at
         most 8 MiB and 120 s; stored as the mailbox's personal (or away) greeting in G.711 mu-law, replacing
         the old one atomically; undecodable audio gets 400 with the decoder's reason, the old one kept
         (scope voicemail)

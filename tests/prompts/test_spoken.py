@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -73,6 +74,18 @@ def test_default_greeting_is_the_spoken_sentence_with_the_extension(node: tuple[
     words = listen.recognize(segment)
     assert words == "the person at extension one oh oh one is not available please leave a message after the tone"
     assert listen.spoken_digits(words) == "1001"
+
+
+def test_first_start_renders_the_dial_plans_languages(node: tuple[NodeFiles, ServeProcess]) -> None:
+    files, process = node
+    root = files.path.parent / "state" / "prompts"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all((root / lang / "index.json").exists() for lang in ("en", "de")):
+        time.sleep(0.2)
+    for lang, voice in (("en", "en-us"), ("de", "de")):
+        index = json.loads((root / lang / "index.json").read_text())
+        assert index["voice"] == voice and all((root / lang / f"{name}.wav").exists() for name in index["clips"])
+    assert "clip(s) rendered for de" in process.stderr()
 
 
 async def menu_call(files: NodeFiles, user: str, digits: list[tuple[float, str]], wait: float) -> bytes:

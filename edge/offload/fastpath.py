@@ -4,8 +4,9 @@ For every bound channel of a UDP, RFC 8656, IPv4 allocation whose permission hol
 entries: the client's 5-tuple + channel -> (relay, peer) and the peer at the relay port ->
 (client, channel), each with an expiry on CLOCK_MONOTONIC (what bpf_ktime_get_ns reads) =
 the earliest of the channel's, the permission's and the allocation's. The kernel relays only
-before it, so a permission that lapses stops the fast path on time even when user space is
-paused; the engine's tick then removes the entry. Counters live in the entries; `collect`
+before it and drops after it, so a permission that lapses stops the fast path on time even
+when user space is paused or behind (a peer whose channel lapsed while its permission holds
+goes to user space for a Data indication); the engine's tick then removes the entry. Counters live in the entries; `collect`
 moves them into the allocation once a second (an entry rewritten for a new expiry keeps its
 counts; a packet counted between that read and write may be missed, never double counted).
 """
@@ -37,10 +38,11 @@ ROUTE_TTL = 60.0  # seconds a looked-up egress device is trusted for new entries
 CLIENT_KEY = struct.Struct("=4s4s2s2s2s2x")
 CLIENT_VALUE = struct.Struct("=4s4s2s2sIQQQ")
 PEER_KEY = struct.Struct("=4s4s2s2s")
-PEER_VALUE = struct.Struct("=4s4s2s2s2s2xI4xQQQ")
+PEER_VALUE = struct.Struct("=4s4s2s2s2s2xI4xQQQQ")
 STATS = ("to_peer", "to_client", "malformed", "expired", "passed", "errors")
 # The engine's stats names; "dropped_*" ones show in /metrics as umedge_turn_dropped{reason=...}.
-STAT_NAMES = {"malformed": "dropped_kernel_malformed", "errors": "dropped_kernel_errors"}
+STAT_NAMES = {"malformed": "dropped_kernel_malformed", "expired": "dropped_kernel_expired",
+              "errors": "dropped_kernel_errors"}
 
 
 def _ip(host: str) -> bytes:
@@ -58,7 +60,8 @@ class _Channel:
     peer_key: bytes
     client_fields: tuple[bytes, bytes, bytes, bytes, int]
     peer_fields: tuple[bytes, bytes, bytes, bytes, bytes, int]
-    until: float = 0.0  # engine clock
+    until: float = 0.0  # engine clock: channel, permission and allocation
+    permitted: float = 0.0  # engine clock: permission and allocation
     seen: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # counts already added to the allocation
 
 
@@ -191,36 +194,39 @@ class KernelOffload:
             self._failed(allocation, error)
 
     def _update(self, allocation: Allocation, now: float) -> None:
-        want: dict[int, tuple[Address, float]] = {}
+        want: dict[int, tuple[Address, float, float]] = {}
         for number, (peer, expiry, relay) in allocation.channels.items():
             permission = allocation.permissions.get(peer[0])
             if relay.family != 4 or ":" in peer[0] or permission is None:
                 continue
-            until = min(expiry, permission, allocation.expires)
+            permitted = min(permission, allocation.expires)
+            until = min(expiry, permitted)
             if until > now:
-                want[number] = (peer, until)
+                want[number] = (peer, until, permitted)
         entries = self._entries.setdefault(allocation, {})
         for number in [n for n, channel in entries.items() if want.get(n, (None,))[0] != channel.peer]:
             self._drop(allocation, entries.pop(number))
         mono_now = time.monotonic_ns()
-        for number, (peer, until) in want.items():
+        for number, (peer, until, permitted) in want.items():
             expires_ns = mono_now + int((until - now) * 1e9)
+            permitted_ns = mono_now + int((permitted - now) * 1e9)
             channel = entries.get(number)
             if channel is None:
                 if self._channels >= MAX_CHANNELS:
                     break
                 channel = entries[number] = self._channel(allocation, number, peer)
                 self._channels += 1
-            elif channel.until == until:
+            elif channel.until == until and channel.permitted == permitted:
                 continue
             else:
                 self._read(allocation, channel)  # the counts so far go to the allocation, then are kept
-            channel.until = until
+            channel.until, channel.permitted = until, permitted
             assert self._clients is not None and self._peers is not None
             seen = channel.seen
             self._clients.update(channel.client_key, CLIENT_VALUE.pack(*channel.client_fields, expires_ns,
                                                                        seen[0], seen[1]))
-            self._peers.update(channel.peer_key, PEER_VALUE.pack(*channel.peer_fields, expires_ns, seen[2], seen[3]))
+            self._peers.update(channel.peer_key, PEER_VALUE.pack(*channel.peer_fields, expires_ns, permitted_ns,
+                                                                 seen[2], seen[3]))
         if not entries:
             del self._entries[allocation]
 

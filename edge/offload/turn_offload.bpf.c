@@ -10,6 +10,11 @@
  *   peer -> client: UDP from a peer to a relay port with a bound channel gains the ChannelData
  *     header and leaves from the TURN port to the client (no padding: RFC 8656 12.5, UDP).
  *
+ * Past its expiry an entry drops what it matches (TC_ACT_SHOT, STAT_EXPIRED): the permission or the
+ * channel lapsed, and the kernel enforces that even while user space is paused or behind. One
+ * exception: a peer whose channel lapsed while its permission holds is passed to user space,
+ * which relays it as a Data indication.
+ *
  * Everything else returns TC_ACT_UNSPEC (the next filter, then the stack: user space sees it
  * unchanged): STUN, indications, unknown or expired channels, padded ChannelData, fragments, IP
  * options, IPv6, GSO packets, payloads over MAX_PAYLOAD. A ChannelData whose length field is
@@ -42,7 +47,7 @@ enum stat {
 	STAT_TO_PEER = 0,      /* datagrams relayed client -> peer */
 	STAT_TO_CLIENT = 1,    /* datagrams relayed peer -> client */
 	STAT_MALFORMED = 2,    /* ChannelData length larger than the payload: dropped */
-	STAT_EXPIRED = 3,      /* an entry past its expiry: left to user space */
+	STAT_EXPIRED = 3,      /* an entry past its expiry: dropped */
 	STAT_PASSED = 4,       /* matched, but not for the fast path (padding, size, MTU): user space */
 	STAT_ERRORS = 5,       /* a helper failed halfway: dropped */
 	STAT_COUNT = 6,
@@ -85,7 +90,8 @@ struct peer_value {
 	__u16 pad;
 	__u32 ifindex; /* the device toward the client; 0: local */
 	__u32 pad2;
-	__u64 expires_ns;
+	__u64 expires_ns; /* channel, permission and allocation: relayed as ChannelData until then */
+	__u64 permission_ns; /* permission and allocation: after this the peer is dropped */
 	__u64 packets;
 	__u64 bytes;
 };
@@ -202,7 +208,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, stru
 	}
 	if (bpf_ktime_get_ns() > entry->expires_ns) {
 		count(STAT_EXPIRED);
-		return TC_ACT_UNSPEC;
+		return TC_ACT_SHOT;
 	}
 	if (length != available || length - 1 >= MAX_PAYLOAD) { /* 1..MAX_PAYLOAD, one unsigned test */
 		count(STAT_PASSED);
@@ -249,9 +255,15 @@ static __always_inline int to_client(struct __sk_buff *skb, struct iphdr *ip, st
 	__u32 length = udp_len - sizeof(struct udphdr), zero = 0, mtu = 0;
 	struct scratch *buffer;
 
-	if (bpf_ktime_get_ns() > entry->expires_ns) {
+	__u64 now = bpf_ktime_get_ns();
+
+	if (now > entry->expires_ns) {
+		if (now <= entry->permission_ns) {
+			count(STAT_PASSED); /* the channel lapsed, the permission holds: a Data indication */
+			return TC_ACT_UNSPEC;
+		}
 		count(STAT_EXPIRED);
-		return TC_ACT_UNSPEC;
+		return TC_ACT_SHOT;
 	}
 	if (length - 1 >= MAX_PAYLOAD ||
 	    (entry->ifindex && bpf_check_mtu(skb, entry->ifindex, &mtu, 4, 0))) {

@@ -21,8 +21,8 @@ LAYOUTS: dict[str, tuple[struct.Struct, list[tuple[str, int]]]] = {
                                              ("ifindex", 12), ("expires_ns", 16), ("packets", 24), ("bytes", 32)]),
     "peer_key": (fastpath.PEER_KEY, [("peer_ip", 0), ("relay_ip", 4), ("peer_port", 8), ("relay_port", 10)]),
     "peer_value": (fastpath.PEER_VALUE, [("client_ip", 0), ("server_ip", 4), ("client_port", 8), ("server_port", 10),
-                                         ("channel", 12), ("ifindex", 16), ("expires_ns", 24), ("packets", 32),
-                                         ("bytes", 40)]),
+                                         ("channel", 12), ("ifindex", 16), ("expires_ns", 24),
+                                         ("permission_ns", 32), ("packets", 40), ("bytes", 48)]),
 }
 
 

@@ -208,8 +208,12 @@ def test_an_expired_permission_stops_the_kernel_within_a_second_with_the_node_st
                                lab.PEER, str(PEER_PORT), SECRET, "4.5")
         assert script.stdout is not None
         assert script.stdout.readline().strip() == "bound", script.stderr.read() if script.stderr else ""
+        stopped = time.monotonic()
         process.proc.send_signal(signal.SIGSTOP)  # user space paused: only the kernel can relay or stop
         try:
+            if mode == "on":  # resumed while the client still sends: its queue holds nothing the kernel dropped
+                time.sleep(max(0.0, stopped + lifetime + 1.5 - time.monotonic()))
+                process.proc.send_signal(signal.SIGCONT)
             out, err = script.communicate(timeout=20)
         finally:
             process.proc.send_signal(signal.SIGCONT)
@@ -220,6 +224,9 @@ def test_an_expired_permission_stops_the_kernel_within_a_second_with_the_node_st
         else:
             assert while_stopped == [], echoes  # user space relays, and it is stopped
         assert not [t for t in echoes if t > lifetime + 1.0], echoes  # nothing after expiry + 1 s
+        if mode == "on":  # dropped in the kernel after the expiry, counted
+            values = wait_metric(files, "umedge_turn_dropped_total{reason=\"kernel_expired\"}", 50)
+            assert values['umedge_turn_dropped_total{reason="kernel_expired"}'] >= 50, values
     finally:
         stop_edge(process)
 

@@ -6,9 +6,10 @@ entries: the client's 5-tuple + channel -> (relay, peer) and the peer at the rel
 the earliest of the channel's, the permission's and the allocation's. The kernel relays only
 before it and drops after it, so a permission that lapses stops the fast path on time even
 when user space is paused or behind (a peer whose channel lapsed while its permission holds
-goes to user space for a Data indication); the engine's tick then removes the entry. Counters live in the entries; `collect`
-moves them into the allocation once a second (an entry rewritten for a new expiry keeps its
-counts; a packet counted between that read and write may be missed, never double counted).
+goes to user space for a Data indication); the engine's tick then removes the entry.
+Counters live in the entries; `collect` moves them into the allocation once a second (an
+entry rewritten for a new expiry keeps its counts; a packet counted between that read and
+write may be missed, never double counted).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ first-time setup for a mailbox without a PIN (only from its own phone) or with
 a PIN an administrator generated: choose a PIN the dial plan's policy accepts,
 record the personal greeting. Then new messages play at once, each followed by
 the message menu (1 replay, 2 next, 3 details, 7 delete, 8 undo, 9 save, *
-main menu); the main menu offers new and saved messages, the greetings
+main menu; # skips to the next too); the main menu offers new and saved messages, the greetings
 (personal, away, away off) and a PIN change. A message is heard (read) once it
 played to the end; deleting takes effect when the call ends, so 8 undoes any
 delete until then.
@@ -277,7 +277,7 @@ class Session:
                 if finished and not message.read:
                     self.box.mark_read(message)
                 while True:
-                    key = await choose(speak, await speak.audio("menu.message"), "1237589*")
+                    key = await choose(speak, await speak.audio("menu.message"), "1237589*#")
                     if key is None:
                         return False
                     if key == "1":
@@ -310,7 +310,7 @@ class Session:
                         break
                     if key == "*":
                         return True
-                    break  # 2: next
+                    break  # 2 (or #, which also skips the rest of a message): next
         await speak.say("messages.end")
         return not io.ended
 

@@ -89,8 +89,10 @@ class NotifyListener:
 class Phone:
     """Subscribes to a mailbox's message-summary on the UM service; the NOTIFYs land in `listener`."""
 
-    def __init__(self, um_port: int, mailbox: str = "1001", credentials: Credentials | None = None) -> None:
+    def __init__(self, um_port: int, mailbox: str = "1001", credentials: Credentials | None = None,
+                 contact_host: str = "127.0.0.1") -> None:
         self.um_port, self.mailbox, self.credentials = um_port, mailbox, credentials
+        self.contact_host = contact_host
         self.client = UserAgentClient()
         self.listener = NotifyListener()
         self.call_id = secrets.token_hex(8) + "@phone"
@@ -108,7 +110,7 @@ class Phone:
         request = make_request("SUBSCRIBE", uri, via_host="127.0.0.1", transport="tcp",
                                from_uri=f"sip:{self.mailbox}@umedge.test", to_uri=f"sip:{self.mailbox}@umedge.test",
                                call_id=self.call_id, cseq=self.cseq, from_tag=self.from_tag, extra=[
-                                   ("Contact", f"<sip:phone@127.0.0.1:{self.listener.port};transport=tcp>"),
+                                   ("Contact", f"<sip:phone@{self.contact_host}:{self.listener.port};transport=tcp>"),
                                    ("Event", event), ("Expires", str(expires)),
                                    ("Accept", "application/simple-message-summary")])
         if self.to_tag:

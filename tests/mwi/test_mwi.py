@@ -156,11 +156,14 @@ def test_untrusted_phone_authenticates_with_the_mailbox_digest(tmp_path: Path) -
                 assert (await other.subscribe(60)).status == 403  # 1001's credentials for another mailbox
             finally:
                 await other.close()
-            phone = await Phone(um_port, credentials=Credentials("1001", "phone-secret")).start()
+            # Its Contact names another host: the NOTIFYs still go to the address the SUBSCRIBE came from.
+            phone = await Phone(um_port, credentials=Credentials("1001", "phone-secret"),
+                                contact_host="127.0.0.2").start()
             try:
                 assert (await phone.subscribe(60)).status == 200
                 first = await phone.listener.next(2.0, after=0)
                 assert first.summary["messages-waiting"] == "no"
+                assert first.request.uri.startswith("sip:phone@127.0.0.2:")
             finally:
                 await phone.close()
 

@@ -61,7 +61,8 @@ class MwiService(service.Service):
     def handle(self, request: Request, peer: Peer) -> Response | None:
         """A SUBSCRIBE to the UM service (5062/5063)."""
         now = time.time()
-        if not self.trusted(peer):
+        trusted = self.trusted(peer)
+        if not trusted:
             if self.gate is None:
                 self.counters["untrusted"] += 1
                 return make_response(request, 403, "Forbidden")
@@ -76,6 +77,10 @@ class MwiService(service.Service):
                 return refusal
         decision = self.table.subscribe(request, now, self.mailbox_of, source=f"{peer.host}")
         subscription = decision.subscription
+        if subscription is not None and not trusted:
+            # A phone that authenticated gets its NOTIFYs at the address it came from, whatever its Contact
+            # names: a password must not let anyone aim our NOTIFYs at other hosts.
+            subscription.target = (peer.host, subscription.target[1], subscription.target[2])
         if decision.response.status == 200 and subscription is not None:
             self.counters["subscribes"] += 1
             if decision.ending:

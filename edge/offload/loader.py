@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +70,12 @@ def build(cache_dir: Path) -> Path:
     target = cache_dir / f"turn_offload-{source_digest()}.o"
     if target.exists():
         return target
-    includes = [f"-I/usr/include/{platform.machine()}-linux-gnu"]
-    if platform.machine() == "x86_64":
-        includes.append("-I/usr/include/x86_64-linux-gnu")
+    includes = [f"-I/usr/include/{platform.machine()}-linux-gnu"]  # <asm/types.h> of Debian's multiarch layout
     if not Path("/usr/include/bpf/bpf_helpers.h").exists():
         raise OffloadUnavailable("libbpf headers missing: /usr/include/bpf/bpf_helpers.h (Debian: libbpf-dev)")
     partial = target.with_suffix(f".{os.getpid()}.tmp")
     try:
-        _run(["clang", "-target", "bpf", "-O2", "-g", "-Wall", *dict.fromkeys(includes), "-c", str(SOURCE),
+        _run(["clang", "-target", "bpf", "-O2", "-g", "-Wall", *includes, "-c", str(SOURCE),
               "-o", str(partial)], "compiling turn_offload.bpf.c")
         partial.replace(target)
     finally:
@@ -223,10 +222,4 @@ def egress_device(host: str) -> int:
     route = routes[0]
     if route.get("type") == "local":
         return 0
-    return int(socket_if_index(str(route["dev"])))
-
-
-def socket_if_index(device: str) -> int:
-    import socket
-
-    return socket.if_nametoindex(device)
+    return socket.if_nametoindex(str(route["dev"]))

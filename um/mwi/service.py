@@ -23,11 +23,12 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from um.mwi.subscriptions import ALLOW, DigestGate, Subscription, SubscriptionTable
+from um.mwi.subscriptions import ALLOW, DigestGate, Subscription, SubscriptionTable, hop
 from um.mwi.summary import CONTENT_TYPE, EVENT, body
 from um.sip.message import Headers, Request, Response, make_response
 from um.sip.stream import Peer
 from um.sip.uac import UserAgentClient
+from um.sip.uri import split_header_values
 from um.worker.store import VoicemailStore
 
 log = Logger(namespace="umedge.mwi")
@@ -80,7 +81,9 @@ class MwiService(service.Service):
         if subscription is not None and not trusted:
             # A phone that authenticated gets its NOTIFYs at the address it came from, whatever its Contact
             # names: a password must not let anyone aim our NOTIFYs at other hosts.
-            subscription.target = (peer.host, subscription.target[1], subscription.target[2])
+            contact = hop(split_header_values(request.headers.get("Contact") or "")[0]) or subscription.target
+            subscription.routes = []  # nor through a route set of its choosing
+            subscription.target = (peer.host, contact[1], contact[2])
         if decision.response.status == 200 and subscription is not None:
             self.counters["subscribes"] += 1
             if decision.ending:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from um.mwi.summary import CONTENT_TYPE, EVENT
 from um.sip.digest import DigestError, compute, parse_auth_params
 from um.sip.message import Headers, Request, Response, make_response
-from um.sip.uri import SipUri, UriError, parse_name_addr
+from um.sip.uri import SipUri, UriError, parse_name_addr, split_header_values
 
 NONCE_LIFETIME = 300.0
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, SERVICE, SUBSCRIBE"
@@ -48,6 +48,7 @@ class Subscription:
     again: bool = False      # a change came while it was
     ended: bool = False
     source: str = ""
+    routes: list[str] = field(default_factory=list)  # the SUBSCRIBE's Record-Route values: our NOTIFYs' Route
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -187,12 +188,17 @@ class SubscriptionTable:
         if len(self.by_key) >= self.limit and granted:
             return Decision(make_response(request, 503, "Service Unavailable - too many subscriptions",
                                           [("Retry-After", "300")]))
+        routes = [value for header in request.headers.get_all("Record-Route") for value in split_header_values(header)]
+        first_hop = hop(routes[0]) if routes else target[1]
+        if first_hop is None:
+            return Decision(make_response(request, 400, "Bad Request - Record-Route must be a sip: URI over TCP "
+                                          "or TLS"))
         local_tag = secrets.token_hex(6)
         response = make_response(request, 200, None, extra, to_tag=local_tag)
         subscription = Subscription(
             call_id, from_tag, local_tag, mailbox, f"sip:{mailbox}@{self.domain}",
-            request.headers.get("From") or "", response.headers.get("To") or "", target[0], target[1],
-            _event_id(request), now + granted, cseq=0, source=source)
+            request.headers.get("From") or "", response.headers.get("To") or "", target[0], first_hop,
+            _event_id(request), now + granted, cseq=0, source=source, routes=routes)
         if granted:
             self.by_key[subscription.key] = subscription
         return Decision(response, subscription, notify=True, ending=granted == 0)
@@ -209,6 +215,7 @@ class SubscriptionTable:
             ("Via", "SIP/2.0/TCP placeholder"),  # the client stamps its own
             ("Max-Forwards", "70"), ("From", subscription.local), ("To", subscription.remote),
             ("Call-ID", subscription.call_id), ("CSeq", f"{subscription.cseq} NOTIFY"),
+            *(("Route", route) for route in subscription.routes),  # RFC 3261 §12.2.1.1, loose routing
             ("Contact", f"<{self.contact}>"), ("Event", event), ("Subscription-State", state),
             ("Content-Type", CONTENT_TYPE)])
         return Request("NOTIFY", subscription.target_uri, headers, body)
@@ -223,23 +230,30 @@ def _event_id(request: Request) -> str | None:
     return None
 
 
-def _target(request: Request) -> tuple[str, tuple[str, int, str]] | None:
-    """The subscriber's Contact: the Request-URI of our NOTIFYs and where they go (TCP or TLS)."""
-    contact = request.headers.get("Contact")
-    if not contact:
-        return None
+def hop(text: str) -> tuple[str, int, str] | None:
+    """Where a sip: URI (a Contact or a Route) is reached: host, port, "tcp" or "tls"; None for anything else."""
     try:
-        address = parse_name_addr(contact.split(",")[0])
+        uri = parse_name_addr(text).uri
     except (UriError, ValueError):
         return None
-    uri = address.uri
     if not isinstance(uri, SipUri):
         return None
     transport = "tls" if uri.secure or uri.transport == "tls" else (uri.transport or "tcp")
     if transport not in ("tcp", "tls"):
         return None
-    port = uri.port or (5061 if transport == "tls" else 5060)
-    return str(uri), (uri.host.strip("[]"), port, transport)
+    return uri.host.strip("[]"), uri.port or (5061 if transport == "tls" else 5060), transport
 
 
-__all__ = ["ALLOW", "Decision", "DigestGate", "Subscription", "SubscriptionTable"]
+def _target(request: Request) -> tuple[str, tuple[str, int, str]] | None:
+    """The subscriber's Contact: the Request-URI of our NOTIFYs and where they go (TCP or TLS)."""
+    contact = request.headers.get("Contact")
+    if not contact:
+        return None
+    first = split_header_values(contact)[0]
+    where = hop(first)
+    if where is None:
+        return None
+    return str(parse_name_addr(first).uri), where
+
+
+__all__ = ["ALLOW", "Decision", "DigestGate", "Subscription", "SubscriptionTable", "hop"]

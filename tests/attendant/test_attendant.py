@@ -31,16 +31,25 @@ ATTENDANT = {
              {"key": "0", "label": "the operator", "action": "operator"}]}
 
 
+# Open one minute a week (Monday 00:00 in Kiritimati): after hours for this test's purposes.
+CLOSED = {"number": "5003", "dial_plan": "default", "time_zone": "Pacific/Kiritimati",
+          "business_hours": ["mon 00:00-00:01"], "menu": [{"key": "1", "action": "transfer", "target": "1001"}],
+          "after_hours_welcome": "We are closed.",
+          "after_hours_menu": [{"key": "1", "label": "the on-call engineer", "action": "transfer", "target": "1004"}]}
+
+
 def config(directory: object, refer: bool) -> NodeFiles:
     return write_config(directory, {  # type: ignore[arg-type]
         "worker": {"rtp_port_min": 45000 if refer else 45500, "rtp_port_max": 45499 if refer else 45999},
         "callrouter": {
             "gateways": [{"address": "127.0.0.1", "name": "gw", "refer": refer}],
-            "hunt_groups": [{"pilot": "5000", "dial_plan": "default"}, {"pilot": "5002", "dial_plan": "default"}],
-            "dial_plans": [{"name": "default", "access_numbers": ["5001"], "auto_attendant_numbers": ["5002"]}],
+            "hunt_groups": [{"pilot": "5000", "dial_plan": "default"}, {"pilot": "5002", "dial_plan": "default"},
+                            {"pilot": "5003", "dial_plan": "default"}],
+            "dial_plans": [{"name": "default", "access_numbers": ["5001"],
+                            "auto_attendant_numbers": ["5002", "5003"]}],
             "mailboxes": [{"extension": "1000-1009"}, {"extension": "1010", "name": "Anna Schmidt"},
                           {"extension": "1011", "name": "Bernd Schulz"}, {"extension": "1012", "name": "Carla Meyer"}],
-            "auto_attendants": [ATTENDANT]}})
+            "auto_attendants": [ATTENDANT, CLOSED]}})
 
 
 def serve(files: NodeFiles) -> Iterator[tuple[NodeFiles, ServeProcess]]:
@@ -85,12 +94,13 @@ def notify(caller: Caller, status: str) -> None:
         f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
 
 
-async def keys_to_refer(files: NodeFiles, script: list[tuple[float, str]]) -> tuple[Request, bool]:
+async def keys_to_refer(files: NodeFiles, script: list[tuple[float, str]], number: str = "5002"
+                        ) -> tuple[Request, bool]:
     """Call the attendant, press keys; the REFER the gateway gets; NOTIFY 200; did the worker hang up?"""
     caller = Caller()
-    _, port = await caller.redirect(files.port("callrouter", "sip_tcp_port"), "5002", "5002")
+    _, port = await caller.redirect(files.port("callrouter", "sip_tcp_port"), number, number)
     rtp = await caller.open_direct()
-    assert (await caller.call(port, "5002", "5002", sdp_offer("127.0.0.1", rtp))).status == 200
+    assert (await caller.call(port, number, number, sdp_offer("127.0.0.1", rtp))).status == 200
     assert caller._reader is not None
     caller._reader.cancel()  # this test reads the worker's requests itself
     for delay, digits in script:
@@ -139,6 +149,13 @@ def test_leave_a_voicemail_from_the_menu(node: tuple[NodeFiles, ServeProcess]) -
     asyncio.run(call())
     [message] = VoicemailStore(files.path.parent / "state").messages("1002")
     assert message.duration >= 1.0 and message.reason == "bye"
+
+
+def test_after_hours_the_after_hours_menu_answers(node: tuple[NodeFiles, ServeProcess]) -> None:
+    files, process = node
+    refer, _ = asyncio.run(keys_to_refer(files, [(0.5, "1")], number="5003"))
+    assert refer.headers.get("Refer-To") == "<sip:1004@127.0.0.1>"  # not the business-hours 1001
+    assert "auto attendant 5003: after hours" in process.stderr()
 
 
 def test_dial_by_name_from_dtmf_letters(node: tuple[NodeFiles, ServeProcess]) -> None:

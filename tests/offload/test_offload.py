@@ -267,6 +267,26 @@ def test_a_killed_nodes_filter_is_removed_by_the_next_start(namespaces: None, tm
     assert "turn_offload" not in lab.filters("e-cli") + lab.filters("e-pee")
 
 
+def test_relay_worker_processes_each_attach_their_own_and_clean_up(namespaces: None, tmp_path: Path) -> None:
+    """[edge] workers = 2: two processes share the TURN port (SO_REUSEPORT), each with its own program, maps and
+    filter (handle = its pid); unmatched packets go on to the next filter, so both relay; both detach on stop."""
+    files, process = start_edge(tmp_path, "on", workers=2)
+    try:
+        attached = lab.filters("e-cli")
+        assert attached.count("turn_offload") == 2, attached
+        command = uclient_command(files.port("edge", "turn_udp_port"), server_host=lab.EDGE_CLIENT_SIDE,
+                                  secret=SECRET, user="workers", peer_host=lab.PEER, peer_port=PEER_PORT, sessions=4,
+                                  messages=200, length=170, interval_ms=5, no_rtcp=True)
+        result = UclientProcess([*lab.prefix("client"), *command], timeout=40).wait()
+        assert result.completed and result.lost == 0 and result.received == 800, result.describe()
+        time.sleep(1.3)  # the main process's share (the kernel decides which process a client lands on)
+        values = metrics(files)
+        assert values[OFF_TO_PEER] == values[TO_PEER] and values[OFF_TO_CLIENT] == values[TO_CLIENT], values
+    finally:
+        stop_edge(process)
+    assert "turn_offload" not in lab.filters("e-cli") + lab.filters("e-pee")
+
+
 def test_on_fails_start_up_with_one_line_when_it_cannot(namespaces: None, tmp_path: Path) -> None:
     files = write_config(tmp_path, {"edge": {"kernel_offload": "on", "listen_address": "0.0.0.0",
                                              "auth_secrets": [SECRET]}, "node": {"roles": ["edge"]}})

@@ -1,11 +1,16 @@
-"""How many concurrent recording calls one UM worker process holds with < 1 % loss and < 30 ms jitter.
+"""How many concurrent recording calls one UM worker process holds with < 1 % loss and < 30 ms jitter,
+and what the node does with both worker slots taking calls.
 
     .venv/bin/python benchmarks/worker_calls.py [--steps 100,200,300,400] [--seconds 8] [--via-edge]
+                                                [--node-calls N]
 
-Runs `umedge serve --roles callrouter,mailbox,worker,web` (one process: one core for the worker),
-then, step by step, N calls at once from a load generator in this process (uvloop): SIP INVITE
-over TCP straight to the worker slot, G.711 RTP at 20 ms from one UDP socket per call, BYE after
-`--seconds`. The worker's own RTCP receiver reports (the final RR it sends with its RTCP BYE)
+Runs `umedge serve --roles callrouter,mailbox,worker,web`: the main process plus one worker process
+per slot (each slot its own process, so one core each at most). Step by step, N calls at once from a
+load generator in this process (uvloop): SIP INVITE over TCP straight to slot 1's port (one worker
+process), G.711 RTP at 20 ms from one UDP socket per call, BYE after `--seconds`. Then, with
+--node-calls N (default: the largest passing step), N calls on each slot at once (2N for the node).
+The CPU column is that of each worker process (and the node's process tree).
+The worker's own RTCP receiver reports (the final RR it sends with its RTCP BYE)
 give, per call, the cumulative packets lost and the RFC 3550 interarrival jitter it measured:
 the loss and the jitter the worker process added (the generator paces from a monotonic clock).
 Every call must also leave a stored message of the right length. A step passes with loss < 1 %
@@ -35,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket  # noqa: E402
 
-from tests.conftest import ServeProcess, write_config  # noqa: E402
+from tests.conftest import ServeProcess, umedge, write_config  # noqa: E402
 from tests.support import process_tree_cpu  # noqa: E402
 from tests.worker.caller import sdp_offer, sine_payloads  # noqa: E402
 from um.sip.message import Response  # noqa: E402
@@ -151,13 +156,15 @@ def _in_dialog(leg: Leg, method: str, cseq: int, host: str, port: int) -> bytes:
             f"Call-ID: {leg.call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode()
 
 
-async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: int) -> dict[str, Any]:
+async def run_step(n: int, ports: list[int], seconds: float, frames: list[bytes], pid: int,
+                   workers: dict[int, int]) -> dict[str, Any]:
+    """`n` calls spread over `ports` (worker slots); `workers`: slot port -> its worker process's pid."""
     legs = [Leg(i) for i in range(n)]
     gate = asyncio.Semaphore(40)
 
     async def one(leg: Leg) -> None:
         async with gate:
-            await setup(leg, port, f"100{leg.index % 10}")
+            await setup(leg, ports[leg.index % len(ports)], f"100{leg.index % 10}")
 
     started = time.monotonic()
     results = await asyncio.gather(*(one(leg) for leg in legs), return_exceptions=True)
@@ -167,6 +174,7 @@ async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: 
         return {"calls": n, "setup_failed": len(failed), "error": repr(failed[0])}
     loop = asyncio.get_running_loop()
     cpu0, wall0 = process_tree_cpu(pid), time.monotonic()
+    per0 = {port: process_tree_cpu(workers[port]) for port in ports}
     total_frames = int(seconds * 50)
     start = loop.time() + 0.02
     late = 0.0
@@ -179,7 +187,9 @@ async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: 
         payload = frames[tick % len(frames)]
         for leg in legs:
             leg.send(payload)
-    cpu = (process_tree_cpu(pid) - cpu0) / max(1e-6, time.monotonic() - wall0)
+    wall = max(1e-6, time.monotonic() - wall0)
+    cpu = (process_tree_cpu(pid) - cpu0) / wall
+    per_process = [round((process_tree_cpu(workers[port]) - per0[port]) / wall, 2) for port in ports]
     await asyncio.sleep(0.2)
     for leg in legs:
         host, local = leg.local  # type: ignore[attr-defined]
@@ -201,7 +211,7 @@ async def run_step(n: int, port: int, seconds: float, frames: list[bytes], pid: 
             "jitter_ms_p50": round(statistics.median(jitters), 2) if jitters else None,
             "jitter_ms_p95": round(jitters[int(len(jitters) * 0.95) - 1], 2) if jitters else None,
             "jitter_ms_max": round(jitters[-1], 2) if jitters else None,
-            "generator_late_ms": round(late * 1000, 1), "worker_cpu": round(cpu, 2),
+            "generator_late_ms": round(late * 1000, 1), "node_cpu": round(cpu, 2), "worker_cpu": per_process,
             "packets_per_second": round(n * 50)}
 
 
@@ -219,6 +229,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="RTP per call in each step")
     parser.add_argument("--via-edge", action="store_true", help="worker media through a TURN edge process")
     parser.add_argument("--keep-going", action="store_true", help="run every step even after one fails")
+    parser.add_argument("--node-calls", type=int, default=None,
+                        help="calls per slot for the node step with both slots (default: the largest passing step)")
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     try:
@@ -260,37 +272,56 @@ def main() -> int:
             edge = ServeProcess(edge_files.path, "--roles", "edge")
             processes.append(edge)
             edge.wait_ready()
-        port = int(node.values["worker"]["sip_ports"][0])  # type: ignore[index]
+        ports = [int(p) for p in node.values["worker"]["sip_ports"]]  # type: ignore[attr-defined]
+        status = json.loads(umedge("worker", "status", "--config", str(node.path)).stdout)
+        workers = {slot["tcp_port"]: slot["pid"] for slot in status["slots"]}
         frames = sine_payloads(2.0, codec="PCMU")
-        print(f"umedge worker benchmark: one worker process (pid {process.proc.pid}), {os.cpu_count()} cores, "
+        named = ", ".join(f"slot {slot['slot']} pid {slot['pid']}" for slot in status["slots"])
+        print(f"umedge worker benchmark: node pid {process.proc.pid}, worker processes {named}; "
+              f"{os.cpu_count()} cores, "
               f"media {'via a TURN edge process' if args.via_edge else 'direct'}, {args.seconds:g}s of RTP per call")
-        print(f"{'calls':>6} {'pps in':>7} {'loss':>8} {'jit p50':>8} {'jit p95':>8} {'jit max':>8} "
-              f"{'cpu':>5} {'msgs ok':>8} {'gen late':>9}  verdict")
-        best = 0
-        rows = []
-        for n in steps:
+        header = (f"{'calls':>6} {'pps in':>7} {'loss':>8} {'jit p50':>8} {'jit p95':>8} {'jit max':>8} "
+                  f"{'worker cpu':>11} {'node cpu':>8} {'msgs ok':>9} {'gen late':>9}  verdict")
+
+        def step(n: int, slots: list[int]) -> dict[str, Any]:
             since = time.time()
-            result = asyncio.run(run_step(n, port, args.seconds, frames, process.proc.pid))
+            result = asyncio.run(run_step(n, slots, args.seconds, frames, process.proc.pid, workers))
             time.sleep(1.0)
             stored, whole = check_messages(work / "node" / "state", since - 1, n, args.seconds)
-            result.update(messages=stored, messages_whole=whole)
+            result.update(messages=stored, messages_whole=whole, slots=len(slots))
             ok = ("error" not in result and result["reports"] == n and result["loss"] < MAX_LOSS and
                   result["jitter_ms_max"] is not None and result["jitter_ms_max"] < MAX_JITTER_MS and whole == n)
             result["pass"] = ok
-            rows.append(result)
             if "error" in result:
                 print(f"{n:>6} setup failed: {result['setup_failed']} calls ({result['error']})")
             else:
+                cpus = "+".join(f"{c:.2f}" for c in result["worker_cpu"])
                 print(f"{n:>6} {result['packets_per_second']:>7} {result['loss']:>7.3%} {result['jitter_ms_p50']:>7}ms "
-                      f"{result['jitter_ms_p95']:>7}ms {result['jitter_ms_max']:>7}ms {result['worker_cpu']:>5.2f} "
-                      f"{whole:>4}/{n:<3} {result['generator_late_ms']:>7}ms  {'PASS' if ok else 'FAIL'}")
-            if ok:
+                      f"{result['jitter_ms_p95']:>7}ms {result['jitter_ms_max']:>7}ms {cpus:>11} "
+                      f"{result['node_cpu']:>8.2f} {whole:>5}/{n:<4} {result['generator_late_ms']:>7}ms  "
+                      f"{'PASS' if ok else 'FAIL'}")
+            return result
+
+        print("one worker process (slot 1):")
+        print(header)
+        best = 0
+        rows = []
+        for n in steps:
+            result = step(n, ports[:1])
+            rows.append(result)
+            if result["pass"]:
                 best = n
             elif not args.keep_going:
                 break
         print(f"largest passing step: {best} concurrent recording calls in one worker process "
               f"(target: at least 200 per core)")
-        print(json.dumps({"best": best, "steps": rows}))
+        per_slot = args.node_calls or best
+        node_row = None
+        if per_slot:
+            print(f"the node, both worker slots ({per_slot} calls each):")
+            print(header)
+            node_row = step(2 * per_slot, ports)
+        print(json.dumps({"best": best, "steps": rows, "node": node_row}))
         return 0
     finally:
         for process in processes:

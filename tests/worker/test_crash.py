@@ -1,11 +1,15 @@
 """A worker killed (SIGKILL) while it records, or while it stores, never leaves a torn WAV or JSON in a
 mailbox; a caller whose BYE was answered finds the message stored whole; the next start finishes what
-the crash interrupted (a recording becomes a message of the length it had, reason "interrupted")."""
+the crash interrupted (a recording becomes a message of the length it had, reason "interrupted").
+
+The worker slots are processes of their own (um.worker.supervisor): the crash here is the whole node
+going at once, its worker processes first (so none is replaced), then the main process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -17,6 +21,24 @@ from um.worker import wav
 from um.worker.store import VoicemailStore
 
 ROLES = ("--roles", "callrouter,mailbox,worker")
+
+
+def slot_store(state: Path) -> VoicemailStore:
+    """The store as slot 1's worker process writes it (its recordings in progress under .tmp-slot1)."""
+    store = VoicemailStore(state)
+    store.tmp_dir = store.root / ".tmp-slot1"
+    return store
+
+
+def kill_node(process: ServeProcess) -> None:
+    """SIGKILL the node's worker processes, then the node itself: nothing gets to clean up."""
+    children = Path(f"/proc/{process.proc.pid}/task/{process.proc.pid}/children").read_text().split()
+    for child in children:
+        try:
+            os.kill(int(child), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.proc.send_signal(signal.SIGKILL)
 
 
 def audit(store: VoicemailStore) -> tuple[int, list[str]]:
@@ -64,12 +86,12 @@ async def calls(files: NodeFiles, count: int, seconds: float, hang_up: bool) -> 
 
 def test_sigkill_mid_recording_keeps_the_audio_so_far(tmp_path: Path) -> None:
     files = write_config(tmp_path, {"worker": {"rtp_port_min": 44000, "rtp_port_max": 44999, "silence_timeout": 0}})
-    store = VoicemailStore(tmp_path / "state")
+    store = slot_store(tmp_path / "state")
     process = ServeProcess(files.path, *ROLES)
     try:
         process.wait_ready()
         asyncio.run(calls(files, 3, 4.0, hang_up=False))
-        process.proc.send_signal(signal.SIGKILL)
+        kill_node(process)
         process.proc.wait(5)
     finally:
         process.kill()
@@ -96,7 +118,7 @@ async def hang_up_then_kill(files: NodeFiles, process: ServeProcess, delay: floa
     callers = await calls(files, 2, 3.0, hang_up=False)  # about 1.2 s recorded after the greeting
     byes = [asyncio.ensure_future(caller.bye()) for caller in callers]
     await asyncio.sleep(delay)
-    process.proc.send_signal(signal.SIGKILL)
+    kill_node(process)
     answers = await asyncio.gather(*(asyncio.wait_for(bye, 3) for bye in byes), return_exceptions=True)
     return [getattr(answer, "status", None) == 200 for answer in answers]
 
@@ -105,7 +127,7 @@ async def hang_up_then_kill(files: NodeFiles, process: ServeProcess, delay: floa
 def test_sigkill_after_the_bye_never_loses_an_answered_message(tmp_path: Path, delay_ms: int) -> None:
     files = write_config(tmp_path, {"worker": {"rtp_port_min": 44000, "rtp_port_max": 44999, "silence_timeout": 0,
                                                "min_message_seconds": 0.5}})
-    store = VoicemailStore(tmp_path / "state")
+    store = slot_store(tmp_path / "state")
     process = ServeProcess(files.path, *ROLES)
     try:
         process.wait_ready()

@@ -191,3 +191,32 @@ def test_kill_9_of_the_active_worker_loses_only_its_calls(tmp_path: Path) -> Non
         assert "died (signal 9)" in process.stderr()
     finally:
         process.kill()
+
+
+def test_the_active_worker_recycles_itself_after_recycle_after_calls(tmp_path: Path) -> None:
+    files = write_config(tmp_path, {"worker": {"rtp_port_min": RTP_RANGE[0], "rtp_port_max": RTP_RANGE[1],
+                                               "recycle_after_calls": 2}})
+    router = files.port("callrouter", "sip_tcp_port")
+    process = ServeProcess(files.path, *ROLES)
+    try:
+        process.wait_ready()
+        first = worker_cli(files, "status")["slots"][0]["pid"]
+
+        async def call() -> int:
+            caller = Caller()
+            rtp = await caller.open_direct()
+            host, port = await caller.redirect(router, "5000", "1008")
+            assert (await caller.call(port, "5000", "1008", sdp_offer("127.0.0.1", rtp))).status == 200
+            await asyncio.sleep(0.3)
+            await caller.bye()
+            await caller.close()
+            return port
+
+        ports = [asyncio.run(call()) for _ in range(2)]
+        assert ports == [int(files.values["worker"]["sip_ports"][0])] * 2  # type: ignore[index]
+        after = wait_until(lambda: (s := worker_cli(files, "status"))["active_slot"] == 2 and
+                           s["slots"][0]["state"] == "idle" and s, 15)
+        assert after and after["recycles"] == 1 and after["slots"][0]["pid"] != first and not alive(first)
+        assert "worker recycle (2 calls)" in process.stderr()
+    finally:
+        process.kill()

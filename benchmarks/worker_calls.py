@@ -257,7 +257,7 @@ def main() -> int:
         for n in range(1000, 1010):  # a short greeting: the benchmark is about recording
             (greetings / f"{n}.wav").write_bytes(wav.encode("PCMU", g711.silence(800, "PCMU")))
         worker = {"rtp_port_min": 20000, "rtp_port_max": 29999, "silence_timeout": 0, "media_timeout": 0,
-                  "max_message_seconds": 3600, "min_message_seconds": 0}
+                  "max_message_seconds": 3600, "min_message_seconds": 0, "max_calls_per_source": 10000}
         roles = "callrouter,mailbox,worker,web"
         if args.via_edge:
             worker.update(media_via_edge=True, edge_mras=f"127.0.0.1:{edge_files.port('auth', 'mras_tls_port')}",

@@ -73,6 +73,7 @@ class DeliveryService(service.Service):
         self.imap_poll = imap_poll
         self._imap_loop: task.LoopingCall | None = None
         self._imap_busy = False
+        self._imap_again = False
         self.last_error = ""
 
     def prepare(self) -> None:
@@ -211,9 +212,12 @@ class DeliveryService(service.Service):
 
     # --- IMAP read state -----------------------------------------------------------------------
     def _imap_tick(self) -> None:
-        if self._imap_busy or self.imap is None:
+        if self.imap is None:
             return
-        self._imap_busy = True
+        if self._imap_busy:  # a slow pass: the next one starts as soon as it ends, not a whole period later
+            self._imap_again = True
+            return
+        self._imap_busy, self._imap_again = True, False
         work = threads.deferToThread(self.imap.run_once)
         work.addErrback(lambda failure: log.failure("IMAP sync failed unexpectedly", failure))
 
@@ -224,6 +228,8 @@ class DeliveryService(service.Service):
                 if now - self._last_log.get("imap", 0.0) >= LOG_EVERY:
                     self._last_log["imap"] = now
                     log.warn("IMAP sync: {why}", why=result)
+            if self._imap_again and self.running:
+                self._imap_tick()
 
         work.addBoth(finished)
 

@@ -229,8 +229,10 @@ class MailboxService:
                                      [("Retry-After", "30"), ("Server", SERVER)])
             return make_response(request, 302, None, [("Contact", f"<{contact}>")])
         if method == "OPTIONS":
-            return make_response(request, 200, None, [("Allow", "INVITE, ACK, CANCEL, OPTIONS, SERVICE"),
-                                                      ("Accept", "application/sdp"), ("Server", SERVER)])
+            events = [("Allow-Events", "message-summary")] if self.events is not None else []
+            allow = "INVITE, ACK, CANCEL, OPTIONS, SERVICE" + (", SUBSCRIBE" if self.events is not None else "")
+            return make_response(request, 200, None, [("Allow", allow), *events, ("Accept", "application/sdp"),
+                                                      ("Server", SERVER)])
         if method == "SERVICE":
             return self._control(request, peer)
         if method == "CANCEL":

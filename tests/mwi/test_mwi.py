@@ -18,6 +18,7 @@ from tests.delivery.mailstack import Dovecot, skip_reason
 from tests.delivery.support import ROLES, Calls, node_config
 from tests.mwi.phone import NotifyListener, Phone
 from tests.sip.sipp_tools import sipp_available
+from um.sip.transaction import make_request
 from um.sip.uac_core import Credentials
 from um.worker.store import VoicemailStore
 
@@ -53,6 +54,11 @@ def test_subscribe_notify_follows_voicemail_and_imap_seen(tmp_path: Path, doveco
             um_port = files.port("mailbox", "sip_tcp_port")
             phone = await Phone(um_port).start()
             try:
+                options = await phone.client.request("127.0.0.1", um_port, "tcp", make_request(
+                    "OPTIONS", f"sip:127.0.0.1:{um_port}", via_host="127.0.0.1", transport="tcp",
+                    from_uri="sip:phone@umedge.test", to_uri=f"sip:127.0.0.1:{um_port}"), timeout=5)
+                assert "SUBSCRIBE" in (options.headers.get("Allow") or "")
+                assert options.headers.get("Allow-Events") == "message-summary"
                 answer = await phone.subscribe(120)
                 assert answer.status == 200 and int(answer.headers.get("Expires") or 0) == 120
                 first = await phone.listener.next(2.0, after=0)

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.logger import Logger
 
-from um.mwi.subscriptions import ALLOW, DigestGate, Subscription, SubscriptionTable, hop
+from um.mwi.subscriptions import DigestGate, Subscription, SubscriptionTable, hop
 from um.mwi.summary import CONTENT_TYPE, EVENT, body
 from um.sip.message import Headers, Request, Response, make_response
 from um.sip.stream import Peer
@@ -223,4 +223,4 @@ class MwiService(service.Service):
                 "counters": dict(self.counters)}
 
 
-__all__ = ["ALLOW", "METHODS", "MwiService", "defer"]
+__all__ = ["METHODS", "MwiService"]

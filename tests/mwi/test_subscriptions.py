@@ -7,7 +7,7 @@ from um.mwi.subscriptions import DigestGate, SubscriptionTable
 from um.mwi.summary import body, parse
 from um.sip.digest import authorization, parse_challenges
 from um.sip.message import Request
-from um.sip.parser import parse_datagram
+from um.sip.parser import SipParseError, parse_datagram
 
 
 def subscribe(extra: str = "", user: str = "1001", to_tag: str = "", expires: str = "Expires: 600\r\n",
@@ -83,3 +83,26 @@ def test_digest_gate() -> None:
     stale = gate.check(good, "1001", 100.0 + 3600)
     assert stale is not None and stale.status == 401 and "stale=true" in (stale.headers.get("WWW-Authenticate") or "")
     assert gate.check(good, "1002", 101.0).status == 403  # type: ignore[union-attr]
+
+
+def test_garbage_in_every_field_gets_an_answer_not_an_exception() -> None:
+    """Whatever a trusted peer puts in the fields the table reads (and the parser lets through), it answers."""
+    table = SubscriptionTable("example.test", "sip:vm@um", limit=5)
+    garbage = ["", "<>", "<sip:>", "<tel:+1>", "<sip:a@[::1]:99999>", "<sips:p@h:0>", "x" * 300, ",,,",
+               '"a,b" <sip:x@y>', "<sip:p@192.0.2.9;transport=sctp>", "<sip:p@192.0.2.9:5070;lr>, <http://x>"]
+    answered = 0
+    for value in garbage:
+        line = f"{{}}: {value}\r\n"
+        builders = [{"contact": value}, {"extra": line.format("Record-Route")}, {"event": line.format("Event")},
+                    {"expires": line.format("Expires")}, {"extra": line.format("Accept")}]
+        for fields in builders:
+            try:
+                request = subscribe(**fields)
+            except SipParseError:
+                continue  # refused before the table sees it
+            decision = table.subscribe(request, 0.0, mailbox_of)
+            assert 200 <= decision.response.status < 700
+            answered += 1
+            for sub in list(table.by_key.values()):
+                table.remove(sub)
+    assert answered > len(garbage) * 2

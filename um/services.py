@@ -132,9 +132,13 @@ class DailyRecycle(service.Service):
 
     def _run(self) -> None:
         try:
-            self.mailbox.recycle()
+            outcome = self.mailbox.recycle()
         except RuntimeError as error:
             log.warn("scheduled worker recycle skipped: {error}", error=error)
+        else:
+            if isinstance(outcome, defer.Deferred):  # worker processes: done once the fresh one took over
+                outcome.addErrback(lambda failure: log.warn("scheduled worker recycle failed: {error}",
+                                                            error=failure.getErrorMessage()))
         self._schedule()
 
     def startService(self) -> None:

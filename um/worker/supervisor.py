@@ -34,7 +34,8 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +216,14 @@ class WorkerProcess:
     @property
     def age(self) -> float:
         return time.time() - self.started
+
+
+@types.coroutine
+def _reply(waiter: defer.Deferred[Any]) -> Generator[Any, Any, Any]:
+    """Wait for a worker's reply inside a CallControl coroutine: the Deferred is yielded to whatever drives the
+    coroutine (Twisted's inlineCallbacks, or edge.node.console.drive on the asyncio loop), which sends its
+    result back in."""
+    return (yield waiter)
 
 
 class WorkerSupervisor(service.Service):
@@ -577,6 +586,8 @@ class WorkerSupervisor(service.Service):
 
     # --- um.callcontrol.CallControl over the control channels ---------------------------
     def _ask(self, process: WorkerProcess, command: dict[str, Any]) -> defer.Deferred[Any]:
+        """Its reply (None if it does not answer within REPLY_TIMEOUT). A Deferred: the console drives these
+        coroutines on the asyncio loop and awaits Deferreds as futures (edge.node.console.drive)."""
         number = self._next_reply
         self._next_reply += 1
         waiter: defer.Deferred[Any] = defer.Deferred()
@@ -596,13 +607,13 @@ class WorkerSupervisor(service.Service):
     async def list_calls(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for process in self.live():
-            result = await self._ask(process, {"cmd": "calls"})
+            result = await _reply(self._ask(process, {"cmd": "calls"}))
             found += result if isinstance(result, list) else []
         return found
 
     async def hang_up(self, call_id: str, reason: str) -> bool:
         for process in self.live():
-            if await self._ask(process, {"cmd": "hang_up", "call_id": call_id, "reason": reason}):
+            if await _reply(self._ask(process, {"cmd": "hang_up", "call_id": call_id, "reason": reason})):
                 return True
         return False
 

@@ -220,3 +220,34 @@ def test_the_active_worker_recycles_itself_after_recycle_after_calls(tmp_path: P
         assert "worker recycle (2 calls)" in process.stderr()
     finally:
         process.kill()
+
+
+def test_503_only_while_both_workers_are_down(tmp_path: Path) -> None:
+    files = node_config(tmp_path)
+    router = files.port("callrouter", "sip_tcp_port")
+    process = ServeProcess(files.path, *ROLES)
+    try:
+        process.wait_ready()
+        pids = [slot["pid"] for slot in worker_cli(files, "status")["slots"]]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+        async def redirect() -> str:
+            caller = Caller()
+            await caller._connect(router)
+            assert caller.sip is not None
+            caller.sip.transport.write(caller._invite(f"sip:5000@127.0.0.1:{router}", "1001",
+                                                      sdp_offer("127.0.0.1", 9), "both-down@test", "t1"))
+            answer = await caller._final()
+            await caller.close()
+            return f"{answer.status} {answer.reason}"
+
+        time.sleep(0.2)
+        assert asyncio.run(redirect()).startswith("503")  # nobody to take the call: the router says so
+        back = wait_until(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] in ("active", "idle") and
+                          s["slots"][1]["state"] in ("active", "idle") and s, 10)
+        assert back and back["crashes"] == 2 and not {s["pid"] for s in back["slots"]} & set(pids)
+        assert asyncio.run(redirect()).startswith("302")
+        assert process.proc.poll() is None
+    finally:
+        process.kill()

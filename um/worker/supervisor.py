@@ -373,7 +373,19 @@ class WorkerSupervisor(service.Service):
                  gen=process.generation)
         if watch:
             process.watch()
+            self._deadline(process, START_TIMEOUT, "did not report ready", lambda: process.ready)
         return process
+
+    def _deadline(self, process: WorkerProcess, seconds: float, what: str, done: Callable[[], bool]) -> None:
+        """Kill `process` if `done()` is still false after `seconds` (its exit is then handled as usual)."""
+
+        def check() -> None:
+            if not process.exited and not done():
+                log.error("worker slot {slot} (pid {pid}) {what} within {s:g} s: killed", slot=process.slot,
+                          pid=process.pid, what=what, s=seconds)
+                process.kill()
+
+        self.clock.callLater(seconds, check)
 
     def _schedule_respawn(self, number: int) -> None:
         if self.stopping or number in self._respawn:
@@ -430,7 +442,9 @@ class WorkerSupervisor(service.Service):
             if old_process is not None and not old_process.exited:
                 old.state, old.draining_since = "draining", time.time()
                 old_process.expected = "drain"
-                old_process.send({"cmd": "drain", "timeout": self.drain_timeout()})
+                timeout = self.drain_timeout()
+                old_process.send({"cmd": "drain", "timeout": timeout})
+                self._deadline(old_process, timeout + STOP_TIMEOUT + 10, "did not finish draining", lambda: False)
             recycle[1].callback(self.mailbox.status())
             return
         if active is slot or active.state != "active":
@@ -518,6 +532,7 @@ class WorkerSupervisor(service.Service):
             process.expected = "replace"
             if not process.send({"cmd": "stop"}):
                 process.terminate()
+            self._deadline(process, STOP_TIMEOUT, "did not stop", lambda: False)
         else:
             pending = self._respawn.pop(target.number, None)
             if pending is not None and pending.active():

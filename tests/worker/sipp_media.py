@@ -125,7 +125,9 @@ VOICEMAIL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="100" optional="true"/>
   <recv response="200" rtd="true">
     <action>
-      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="m,worker_rtp"/>
+      <!-- no rtcp-mux offered: no a=rtcp-mux, RTP on an even port, RTCP on port + 1 (no a=rtcp naming it) -->
+      <ereg regexp="a=rtcp" search_in="body" check_it_inverse="true" assign_to="m"/>
+      <ereg regexp="m=audio ([0-9]*[02468]) " search_in="body" check_it="true" assign_to="m,worker_rtp"/>
     </action>
   </recv>
   <send>

@@ -14,7 +14,8 @@ Commands (supervisor -> worker), each a JSON object with "cmd":
 Events (worker -> supervisor), each with "event":
     ready     {"pid", "slot"}: its listeners are bound, it takes calls
     status    {"pid", "slot", "state", "calls", "calls_total", "rss_bytes", "counters", "untrusted",
-               "tokens", "late_ticks", "recent", ["calls_list"]}: every STATUS_EVERY s and soon after a call ends
+               "tokens", "late_ticks", "recent", "sip", ["calls_list"]}: every STATUS_EVERY s and soon after a
+               call ends ("sip": its SIP listeners' request/response counts, added to the node's /metrics)
     untrusted {"untrusted"}: a request was refused for its source (the count so far)
     drained   its last call ended after a drain: it exits now
     reply     {"id", "result"}: the answer to calls / hang_up
@@ -32,6 +33,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+
+from um.sip.stream import STATS as SIP_STATS
 
 log = Logger(namespace="umedge.worker.process")
 STATUS_EVERY = 0.5   # seconds between status events
@@ -107,7 +110,9 @@ class ChildChannel:
             "calls": len(slot.calls), "calls_total": slot.calls_total, "rss_bytes": rss_bytes(),
             "counters": dict(context.counters), "untrusted": self.mailbox.untrusted,
             "tokens": dict(context.tokens.counters), "late_ticks": context.clock.late_ticks,
-            "recent": context.finished[-20:]}
+            "recent": context.finished[-20:],
+            "sip": {"requests": dict(SIP_STATS.requests), "responses": dict(SIP_STATS.responses),
+                    "rate_limited": SIP_STATS.rate_limited}}
         if full:
             event["calls_list"] = [call.describe() for call in list(context.calls.values())[:200]]
         self.send(event)

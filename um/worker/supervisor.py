@@ -45,6 +45,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from um.sip.message import Request, Response, make_response
+from um.sip.stream import STATS as SIP_STATS
 from um.slots import WorkerSlot
 
 log = Logger(namespace="umedge.worker.supervisor")
@@ -80,6 +81,7 @@ class WorkerProcess:
         self.failure = ""                  # what it reported before failing to start
         self.listen_error: tuple[str, int, str] | None = None
         self.status: dict[str, Any] = {}
+        self.sip_seen: dict[str, Any] = {}  # its SIP counts already added to this process's (for /metrics)
         self.exited = False
         self.returncode: int | None = None
         self._buffer = b""
@@ -403,6 +405,7 @@ class WorkerSupervisor(service.Service):
         current = self.processes.get(process.slot) is process
         if kind == "status":
             process.status = event
+            self._add_sip_counts(process, event.get("sip"))
             if current:
                 slot.reported_calls = int(event.get("calls", 0))
                 slot.reported_total = int(event.get("calls_total", 0))
@@ -424,6 +427,22 @@ class WorkerSupervisor(service.Service):
                 waiter.callback(event.get("result"))
         elif kind == "drained":
             pass  # its exit follows
+
+    @staticmethod
+    def _add_sip_counts(process: WorkerProcess, sip: Any) -> None:
+        """The worker's SIP request/response counts since its last report, into this process's (/metrics)."""
+        if not isinstance(sip, dict):
+            return
+        seen = process.sip_seen
+        for kind in ("requests", "responses"):
+            now, before = sip.get(kind) or {}, seen.get(kind) or {}
+            counter = getattr(SIP_STATS, kind)
+            for name, value in now.items():
+                delta = int(value) - int(before.get(name, 0))
+                if delta > 0 and len(str(name)) <= 16:
+                    counter[str(name)] += delta
+        SIP_STATS.rate_limited += max(0, int(sip.get("rate_limited", 0)) - int(seen.get("rate_limited", 0)))
+        process.sip_seen = sip
 
     def _ready(self, slot: WorkerSlot, process: WorkerProcess) -> None:
         active = self.mailbox.active

@@ -251,3 +251,32 @@ def test_503_only_while_both_workers_are_down(tmp_path: Path) -> None:
         assert process.proc.poll() is None
     finally:
         process.kill()
+
+
+def test_a_draining_node_keeps_its_worker_calls_and_refuses_new_ones(tmp_path: Path) -> None:
+    files = node_config(tmp_path)
+    slot1 = int(files.values["worker"]["sip_ports"][0])  # type: ignore[index]
+    process = ServeProcess(files.path, *ROLES)
+    try:
+        process.wait_ready()
+
+        async def scenario() -> tuple[int, int]:
+            first = Caller()
+            rtp = await first.open_direct()
+            assert (await first.call(slot1, "5000", "1009", sdp_offer("127.0.0.1", rtp))).status == 200
+            process.proc.send_signal(signal.SIGTERM)  # drain: calls run on, none is taken
+            await asyncio.sleep(0.6)
+            late = Caller()
+            refused = (await late.call(slot1, "5000", "1009", sdp_offer("127.0.0.1", rtp))).status
+            await late.close()
+            await first.send_audio(sine_payloads(0.5))
+            bye = (await first.bye()).status
+            await first.close()
+            return refused, bye
+
+        refused, bye = asyncio.run(scenario())
+        assert refused == 503 and bye == 200
+        assert process.proc.wait(10) == 0  # the last call ended: the node and its workers stopped
+        assert "draining" in process.stderr()
+    finally:
+        process.kill()

@@ -8,6 +8,7 @@ process's stdin (commands) and stdout (events); logs go to stderr.
 Commands (supervisor -> worker), each a JSON object with "cmd":
     drain     {"timeout": seconds}: take no new calls, finish these (ended after `timeout`), then exit
     stop      end every call now (recordings kept) and exit
+    node-draining  the node drains: new calls get 503, the calls in progress run on
     status    send a status event now
     calls     {"id": n}: reply with the calls in progress (um.callcontrol's list_calls)
     hang_up   {"id": n, "call_id": ..., "reason": ...}: reply with true/false (um.callcontrol's hang_up)
@@ -183,6 +184,8 @@ class ChildChannel:
             self.mailbox.drain_slot(self.slot, timeout)
         elif name == "stop":
             self.clock.callLater(0, self._stop)
+        elif name == "node-draining":  # the node drains (SIGTERM): new calls get 503, these run on
+            self.mailbox.draining = True
         elif name == "status":
             self.status(True)
         elif name in ("calls", "hang_up"):

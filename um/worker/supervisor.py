@@ -55,6 +55,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 STABLE_AFTER = 60.0       # a process that lived this long resets its slot's backoff
 MAX_BUFFER = 4 << 20      # bytes of an unfinished line from a worker: beyond it the worker is killed
 REPLY_TIMEOUT = 5.0
+FOLLOW_EVERY = 0.25       # seconds between looks at the node's config and drain state
 
 
 @dataclass
@@ -82,6 +83,7 @@ class WorkerProcess:
         self.listen_error: tuple[str, int, str] | None = None
         self.status: dict[str, Any] = {}
         self.sip_seen: dict[str, Any] = {}  # its SIP counts already added to this process's (for /metrics)
+        self.told_draining = False          # it knows the node drains (no new calls)
         self.exited = False
         self.returncode: int | None = None
         self._buffer = b""
@@ -296,19 +298,22 @@ class WorkerSupervisor(service.Service):
             process = self.processes[number]
             assert process is not None
             process.watch()
-        if self._reload_token is not None:
-            self._reload_check = self.clock.callLater(1.0, self._follow_reload)
+        self._reload_check = self.clock.callLater(FOLLOW_EVERY, self._follow_node)
 
-    def _follow_reload(self) -> None:
-        """The node reloaded its config (SIGHUP): each worker process re-reads it too."""
-        assert self._reload_token is not None
-        token = self._reload_token()
+    def _follow_node(self) -> None:
+        """The node reloaded its config (SIGHUP): each worker process re-reads it too. The node drains
+        (SIGTERM): the worker processes take no new calls either (their calls run on)."""
+        token = self._reload_token() if self._reload_token is not None else None
         if token is not self._seen_token:
             self._seen_token = token
             for process in self.live():
                 process.popen.send_signal(signal.SIGHUP)
+        if self.mailbox.draining:
+            for process in self.live():
+                if process.ready and not process.told_draining:
+                    process.told_draining = process.send({"cmd": "node-draining"})
         if not self.stopping:
-            self._reload_check = self.clock.callLater(1.0, self._follow_reload)
+            self._reload_check = self.clock.callLater(FOLLOW_EVERY, self._follow_node)
 
     def stopService(self) -> Any:
         super().stopService()

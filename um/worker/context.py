@@ -60,10 +60,13 @@ class WorkerContext:
             log.info("voicemail store: {n} file(s) a crash left: {files}", n=len(handled),
                      files="; ".join(handled[:5]))
         self.clock.start()
-        if self.settings.spoken_prompts and self.settings.slot is None:  # the main process renders, once
-            from um.worker.speech import render_in_background
+        if self.settings.spoken_prompts:
+            from um.worker import speech
 
-            render_in_background(self.prompts, self.settings.languages)
+            if self.settings.slot is None:  # the main process renders, once; worker processes use the files
+                speech.render_in_background(self.prompts, self.settings.languages)
+            elif not speech.available():
+                self.prompts.spoken = False  # as the main process decides: tone prompts without espeak-ng
 
     async def media_token(self) -> MediaToken:
         return await self.tokens.get(self.settings.media_identity)

@@ -280,3 +280,20 @@ def test_a_draining_node_keeps_its_worker_calls_and_refuses_new_ones(tmp_path: P
         assert "draining" in process.stderr()
     finally:
         process.kill()
+
+
+@pytest.mark.parametrize(("key", "value", "why"), [("recycle_memory_mb", 1, "resident memory"),
+                                                   ("recycle_after_hours", 0.0005, "0.0005 hours")])
+def test_the_active_worker_recycles_itself_past_its_memory_or_age(tmp_path: Path, key: str, value: float,
+                                                                  why: str) -> None:
+    files = write_config(tmp_path, {"worker": {"rtp_port_min": RTP_RANGE[0], "rtp_port_max": RTP_RANGE[1],
+                                               key: value}})
+    process = ServeProcess(files.path, *ROLES)
+    try:
+        process.wait_ready()
+        first = worker_cli(files, "status")["slots"][0]["pid"]
+        after = wait_until(lambda: (s := worker_cli(files, "status"))["recycles"] >= 1 and s, 15)
+        assert after and after["active_slot"] == 2 and after["slots"][1]["pid"] != first
+        assert f"worker recycle ({why}" in process.stderr()
+    finally:
+        process.kill()

@@ -6,10 +6,21 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from um.apikeys import ApiKeys, bearer
 from um.webtokens import Grant, WebTokenError, WebTokens, looks_like_jwt
+
+
+class QuietSite(server.Site):
+    """A Site for every umedge HTTP listener: no tracebacks to clients and no access log line per request
+    (a polling status page or a scanner would otherwise fill the log; /metrics counts requests)."""
+
+    displayTracebacks = False
+    noisy = False
+
+    def log(self, request: http.Request) -> None:
+        pass
 
 
 def json_body(request: server.Request, status: int, body: Any) -> bytes:

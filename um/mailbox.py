@@ -281,6 +281,10 @@ class MailboxService:
         handle.slot = slot  # type: ignore[attr-defined]
         return handle
 
+    def count_untrusted(self) -> None:
+        """One request refused for its source by a service on our ports (MWI's SUBSCRIBE)."""
+        self._untrusted += 1
+
     def trusts_caller(self, peer: Peer) -> bool:
         """Whether `peer` may send requests to a worker slot."""
         if peer.transport == "tls" or _allowed(peer.host, self.call_routers):

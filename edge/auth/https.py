@@ -24,7 +24,7 @@ from twisted.web import server
 from edge.auth import audit
 from edge.auth.issuer import IdentityError, TokenIssuer
 from um.apikeys import ApiKeys
-from um.jsonweb import JsonRoutes, authenticate, media_type
+from um.jsonweb import JsonRoutes, QuietSite, authenticate, media_type
 
 MAX_BODY = 8 * 1024
 FIELDS = ("identity", "ttl")
@@ -94,7 +94,4 @@ def credentials_site(node: str, endpoint: CredentialsEndpoint) -> server.Site:
         (b"GET", b"/healthz"): lambda request: (200, {"status": "ok", "node": node}),
         (b"POST", b"/v1/credentials"): endpoint,
     }
-    site = server.Site(JsonRoutes(routes))
-    site.displayTracebacks = False  # never show internals to a client
-    site.noisy = False
-    return site
+    return QuietSite(JsonRoutes(routes))

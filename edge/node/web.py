@@ -16,7 +16,7 @@ from edge.node.console_status import Rates, whole_node
 from edge.node.listeners import listeners
 from edge.node.metrics import exposition, registry_for
 from edge.node.state import NodeState
-from um.jsonweb import JsonRoutes, json_body
+from um.jsonweb import JsonRoutes, QuietSite, json_body
 
 
 def status_site(state: NodeState) -> server.Site:
@@ -47,7 +47,4 @@ def status_site(state: NodeState) -> server.Site:
 
 
 def _quiet_site(root: resource.Resource) -> server.Site:
-    site = server.Site(root)
-    site.displayTracebacks = False  # never show internals to a client
-    site.noisy = False
-    return site
+    return QuietSite(root)

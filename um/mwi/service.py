@@ -46,10 +46,13 @@ class MwiService(service.Service):
                  mailbox_of: Callable[[str | None], str | None],
                  trusted: Callable[[Peer], bool],
                  gate: DigestGate | None = None,
+                 refused: Callable[[], None] | None = None,
                  targets: Callable[[], list[tuple[tuple[str, int, str], list[str]]]] | None = None,
                  clock: Any = None) -> None:
         self.store, self.table, self.client = store, table, client
         self.mailbox_of, self.trusted, self.gate = mailbox_of, trusted, gate
+        # The UM service counts every stranger it refuses in one place (umedge_sip_untrusted_total).
+        self.refused = refused or (lambda: None)
         self.targets = targets or (lambda: [])
         self.clock = clock
         self.counters: Counter[str] = Counter()
@@ -66,6 +69,7 @@ class MwiService(service.Service):
         if not trusted:
             if self.gate is None:
                 self.counters["untrusted"] += 1
+                self.refused()
                 return make_response(request, 403, "Forbidden")
             ruri = request.ruri
             mailbox = self.mailbox_of(getattr(ruri, "user", None))

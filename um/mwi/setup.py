@@ -88,7 +88,7 @@ def mwi_service(sections: UmSections, mailbox: MailboxService, directory: Callab
     gate = DigestGate(m.digest_realm, _passwords(m.passwords_file)) if m.digest_realm else None
     client = UserAgentClient(via_host=host, ssl_context=ssl_context)
     service = MwiService(store, table, client, mailbox_of=mailbox_of, trusted=mailbox.trusts_caller, gate=gate,
-                         targets=targets)
+                         refused=mailbox.count_untrusted, targets=targets)
     mailbox.events = service
     return service
 

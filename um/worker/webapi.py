@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from um.apikeys import ApiKeys
-from um.jsonweb import identify, json_body, media_type
+from um.jsonweb import QuietSite, identify, json_body, media_type
 from um.netguard import settle_on_request
 from um.webtokens import Grant, WebTokens
 from um.worker.pins import PinPolicyError
@@ -403,9 +403,7 @@ def web_factory(site: server.Site, worker: Callable[[], Any], api_keys: tuple[st
                 tls_options: Callable[[], Any], play_per_hour: Callable[[], int] = lambda: 10) -> Factory:
     """The web listener: the status site plus the UM web services, HTTP and HTTPS on one port."""
     services = UmWebServices(site.resource, worker, ApiKeys(api_keys), state_dir, play_per_hour)
-    combined = server.Site(services)
-    combined.displayTracebacks = False
-    combined.noisy = False
+    combined = QuietSite(services)
     settle_on_request(combined)  # under the listener's guard, a whole request ends the handshake timeout
     try:
         secure: IProtocolFactory | None = TLSMemoryBIOFactory(tls_options(), False, combined)

@@ -48,4 +48,5 @@ echo "mypy:" && .venv/bin/mypy
 echo "ruff:" && .venv/bin/ruff check .
 echo "promtool:" && promtool check rules contrib/prometheus/alerts.yml  # the alert rules operators import
 export UMEDGE_REQUIRE_TOOLS=1   # a missing tool fails its test instead of skipping it
-exec .venv/bin/python -m pytest -q "$@"
+# Two processes, whole files each (a file's node fixtures stay in one process); UMEDGE_TEST_WORKERS=0 for one.
+exec .venv/bin/python -m pytest -q -n "${UMEDGE_TEST_WORKERS:-2}" --dist loadfile "$@"

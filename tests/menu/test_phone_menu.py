@@ -203,4 +203,5 @@ def test_in_band_dtmf_delete_save_undo_and_three_invalid_keys(node: tuple[NodeFi
     invalid = Prompts().say("menu.invalid", "en", "PCMU")
     goodbye = Prompts().say("goodbye", "en", "PCMU")
     heard = caller.received_audio()
-    assert heard.count(invalid) == 3 and heard.rstrip(b"\xff").endswith(goodbye.rstrip(b"\xff"))
+    # three "not a valid choice", then goodbye (what follows it until the BYE depends on timing)
+    assert heard.count(invalid) == 3 and goodbye.strip(b"\xff") in heard[heard.rfind(invalid):]

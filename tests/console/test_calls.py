@@ -12,49 +12,24 @@ from typing import Any
 import pytest
 
 from tests.conftest import REQUIRE_TOOLS, serving, umedge, write_config
-from tests.sip.sipp_tools import sipp_available
+from tests.sip.sipp_tools import ANSWER_200, pause, play_pcap, recv, sipp_available, sipp_command
+from tests.sip.sipp_tools import scenario as sipp_scenario
 from tests.worker.caller import free_udp_port, sine_payloads
-from tests.worker.sipp_media import VOICEMAIL_SCENARIO, write_rtp_pcap
+from tests.worker.sipp_media import voicemail_call, write_rtp_pcap
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
 RTP_RANGE = (42000, 42999)
 REASON = "maintenance window"
 
 # The gateway's side: follow the 302, call the worker, talk, then wait for the worker's BYE and check its Reason.
-HANGUP_TAIL = """  <pause milliseconds="300"/>
-  <nop>
-    <action>
-      <exec play_pcap_audio="{pcap}"/>
-    </action>
-  </nop>
-  <recv request="BYE" timeout="30000">
-    <action>
-      <ereg regexp="cause=200;text=&quot;{reason}&quot;" search_in="hdr" header="Reason:" check_it="true"
-            assign_to="reason"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="contact,m,worker_rtp,reason"/>
-</scenario>
-"""
+BYE_REASON = (f'<ereg regexp="cause=200;text=&quot;{REASON}&quot;" search_in="hdr" header="Reason:" check_it="true"'
+              ' assign_to="reason"/>')
 
 
 def scenario(path: Path, pcap: Path) -> Path:
-    head = VOICEMAIL_SCENARIO.split('  <pause milliseconds="{wait_ms}"/>')[0]
-    text = head.format(pilot="5000", called="1003", caller="5550100") + HANGUP_TAIL.format(pcap=pcap.name,
-                                                                                         reason=REASON)
-    path.write_text(text)
+    steps = voicemail_call(called="1003") + pause(300) + play_pcap(pcap)
+    steps += recv('request="BYE" timeout="30000"', [BYE_REASON]) + ANSWER_200
+    path.write_text(sipp_scenario("umedge voicemail from a plain gateway", steps, "contact,m,worker_rtp,reason"))
     return path
 
 
@@ -75,9 +50,8 @@ def test_calls_list_shows_a_sipp_call_and_hangup_ends_it_with_a_bye(tmp_path: Pa
         media = free_udp_port()
     with serving(files, "--roles", "callrouter,mailbox,worker,web") as process:
         sipp = subprocess.Popen(
-            ["sipp", "-sf", str(xml), "-t", "tn", f"127.0.0.1:{files.port('callrouter', 'sip_tcp_port')}",
-             "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(media), "-m", "1", "-max_socket", "100", "-nostdin",
-             "-trace_err", "-timeout", "40s", "-timeout_error", "-recv_timeout", "35000"],
+            sipp_command(xml, f"127.0.0.1:{files.port('callrouter', 'sip_tcp_port')}", timeout=40,
+                         recv_timeout_ms=35000, options=["-mi", "127.0.0.1", "-mp", str(media), "-max_socket", "100"]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 15

@@ -12,6 +12,17 @@ from pathlib import Path
 
 from tests.conftest import free_port
 from tests.mediation.kamailio import Kamailio
+from tests.sip.sipp_tools import (
+    ANSWER_200,
+    Gateway,
+    follow_redirect,
+    pause,
+    recv,
+    run_command,
+    scenario,
+    sdp_offer,
+    sipp_command,
+)
 
 ROUTE = """request_route {{
     if (!mf_process_maxfwd_header("10")) {{
@@ -90,147 +101,31 @@ def proxy(directory: Path, router: str, tls: tuple[Path, Path, Path] | None = No
     return Kamailio(directory, route=route, modules=modules, extra=extra)
 
 
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="umedge call through a record-routing proxy">
-  <send>
-    <![CDATA[
-      INVITE sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch];rport
-      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      To: <sip:{called}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:{caller}@[local_ip]:[local_port];transport=tcp>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=gateway 1 1 IN IP4 [local_ip]
-      s=-
-      c=IN IP4 [local_ip]
-      t=0 0
-      m=audio [media_port] {proto} 0
-      a=rtpmap:0 PCMU/8000
-{crypto}
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="302">
-    <action>
-      <ereg regexp="&lt;(sip:[^>]+)>" search_in="hdr" header="Contact:" check_it="true" assign_to="contact,worker"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      ACK sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
-      [last_Via:]
-      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <send>
-    <![CDATA[
-      INVITE [$worker] SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch];rport
-      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      To: <sip:{called}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 2 INVITE
-      Contact: <sip:{caller}@[local_ip]:[local_port];transport=tcp>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=gateway 1 2 IN IP4 [local_ip]
-      s=-
-      c=IN IP4 [local_ip]
-      t=0 0
-      m=audio [media_port] {proto} 0
-      a=rtpmap:0 PCMU/8000
-{crypto}
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="200" rrs="true">
-    <action>
-      <ereg regexp=".*" search_in="hdr" header="Record-Route:" check_it="true" assign_to="record_route"/>
-      <log message="RECORD-ROUTE [$record_route]"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-9];rport
-      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      [last_To:]
-      [routes]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-{ending}
-  <Reference variables="contact"/>
-</scenario>
-"""
-CALLER_HANGS_UP = """  <pause milliseconds="1500"/>
-  <send>
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-5];rport
-      From: "SIPp behind an SBC" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      [last_To:]
-      [routes]
-      Call-ID: [call_id]
-      CSeq: 3 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>"""
-# The worker hangs up (media_timeout: SIPp sends no RTP): its BYE must reach SIPp through the proxy.
-WORKER_HANGS_UP = """  <recv request="BYE" timeout="12000"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>"""
-
-
 def write_scenario(path: Path, *, pilot: str = "5000", called: str = "1001", caller: str = "5550177",
                    srtp: bool = False, worker_hangs_up: bool = False) -> Path:
     """`srtp`: an RTP/SAVP offer with an SDES key (what a secured dial plan requires); `worker_hangs_up`:
     SIPp waits for the worker's BYE and answers it instead of sending its own."""
-    crypto = "      a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk" + "\n"
-    path.write_text(SCENARIO.format(pilot=pilot, called=called, caller=caller, proto="RTP/SAVP" if srtp else "RTP/AVP",
-                                    crypto=crypto if srtp else "",
-                                    ending=WORKER_HANGS_UP if worker_hangs_up else
-                                    CALLER_HANGS_UP.replace("{caller}", caller)))
+    gateway = Gateway("SIPp behind an SBC", caller, rport=True)
+    crypto = ["a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk"] if srtp else []
+    steps = follow_redirect(
+        gateway, pilot=pilot, called=called,
+        sdp=sdp_offer("[local_ip]", session="1 1", proto="RTP/SAVP" if srtp else "RTP/AVP", formats="0",
+                      attributes=["a=rtpmap:0 PCMU/8000", *crypto]),
+        contact_ereg='<ereg regexp="&lt;(sip:[^>]+)>" search_in="hdr" header="Contact:" check_it="true"'
+                     ' assign_to="contact,worker"/>',
+        setdest=False, worker_uri="[$worker]", ack_uri="[next_url]", routes=True, answer='response="200" rrs="true"',
+        answer_actions=['<ereg regexp=".*" search_in="hdr" header="Record-Route:" check_it="true"'
+                        ' assign_to="record_route"/>', '<log message="RECORD-ROUTE [$record_route]"/>'])
+    if worker_hangs_up:  # (media_timeout: SIPp sends no RTP): its BYE must reach SIPp through the proxy
+        steps += recv('request="BYE" timeout="12000"') + ANSWER_200
+    else:
+        steps += pause(1500) + gateway.request("BYE", "[next_url]", 3, via=gateway.via("[branch-5]"), routes=True)
+        steps += recv('response="200" crlf="true"')
+    path.write_text(scenario("umedge call through a record-routing proxy", steps, "contact"))
     return path
 
 
 def run(scenario: Path, proxy_port: int, media_port: int, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    command = ["sipp", "-sf", str(scenario), "-t", "tn", f"127.0.0.1:{proxy_port}", "-i", "127.0.0.1",
-               "-mp", str(media_port), "-max_socket", "100", "-m", "1", "-r", "1", "-nostdin", "-trace_err",
-               "-trace_msg", "-trace_logs", "-timeout", f"{int(timeout)}s", "-timeout_error",
-               "-recv_timeout", "15000"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout + 30, cwd=str(scenario.parent),
-                          stdin=subprocess.DEVNULL)
+    command = sipp_command(scenario, f"127.0.0.1:{proxy_port}", timeout=timeout, recv_timeout_ms=15000,
+                           options=["-mp", str(media_port), "-max_socket", "100", "-trace_msg", "-trace_logs"])
+    return run_command(command, scenario.parent, timeout)

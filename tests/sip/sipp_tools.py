@@ -1,4 +1,5 @@
-"""SIPp driving for the tests and benchmarks/sip_redirect.py: the redirect scenario, runs, a TLS tunnel.
+"""SIPp driving for the tests and benchmarks/sip_redirect.py: scenario building blocks (a gateway's
+requests, the call that follows the router's 302 to the worker), the redirect scenario, runs, a TLS tunnel.
 
 The scenario sends INVITE, accepts an optional 100, expects exactly a 302
 whose Contact matches a regular expression (SIPp's ereg with check_it: a
@@ -18,65 +19,127 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="umedge redirect">
-  <send>
-    <![CDATA[
-      INVITE sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/{via_transport} [local_ip]:[local_port];branch=[branch]
-      From: "SIPp" <sip:gateway@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      To: <sip:{called}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:gateway@[local_ip]:[local_port];transport=tcp>
-      Max-Forwards: 70
-      {extra}Content-Type: application/sdp
-      Content-Length: [len]
 
-      v=0
-      o=gateway 53655765 2353687637 IN IP4 [local_ip]
-      s=-
-      c=IN IP4 [local_ip]
-      t=0 0
-      m=audio 6000 RTP/AVP 0 8
-      a=rtpmap:0 PCMU/8000
+def send(lines: Sequence[str]) -> str:
+    """One <send> of a scenario: the message's lines (start line, headers, blank, body) inside CDATA."""
+    text = "".join(f"      {line}\n" if line else "\n" for line in lines)
+    return f"  <send>\n    <![CDATA[\n{text}\n    ]]>\n  </send>\n"
 
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="302">
-    <action>
-      <ereg regexp="{contact_re}" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      ACK sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/{via_transport} [local_ip]:[local_port];branch=[branch-3]
-      From: "SIPp" <sip:gateway@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      To: <sip:{called}@[remote_ip]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
 
-    ]]>
-  </send>
-  <Reference variables="contact"/>
-</scenario>
-"""
+# The worker's (or the far end's) BYE, answered: what a gateway does when the other side hangs up.
+ANSWER_200 = send(["SIP/2.0 200 OK", "[last_Via:]", "[last_From:]", "[last_To:]", "[last_Call-ID:]", "[last_CSeq:]",
+                   "Content-Length: 0"])
+
+
+def sdp_offer(address: str, *, family: str = "IP4", session: str = "53655765 2353687637",
+              port: str = "[media_port]", proto: str = "RTP/AVP", formats: str = "0 101",
+              attributes: Sequence[str] = ("a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000")) -> list[str]:
+    """A gateway's audio offer: G.711 (and telephone-event by default) on one address."""
+    return ["v=0", f"o=gateway {session} IN {family} {address}", "s=-", f"c=IN {family} {address}", "t=0 0",
+            f"m=audio {port} {proto} {formats}", *attributes]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """How a SIPp gateway writes the requests it sends: its display name, user part and Via."""
+
+    display: str
+    caller: str
+    transport: str = "TCP"
+    rport: bool = False
+
+    def via(self, branch: str = "[branch]") -> str:
+        rport = ";rport" if self.rport else ""
+        return f"Via: SIP/2.0/{self.transport} [local_ip]:[local_port];branch={branch}{rport}"
+
+    def request(self, method: str, uri: str, cseq: int, *, via: str | None = None, to: str = "[last_To:]",
+                routes: bool = False, headers: Sequence[str] = (), sdp: Sequence[str] = ()) -> str:
+        """A <send> of one request; an INVITE carries a Contact, `sdp` a body ([len] counts it)."""
+        lines = [f"{method} {uri} SIP/2.0", via or self.via(),
+                 f'From: "{self.display}" <sip:{self.caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]', to,
+                 *(["[routes]"] if routes else []), "Call-ID: [call_id]", f"CSeq: {cseq} {method}"]
+        if method == "INVITE":
+            lines.append(f"Contact: <sip:{self.caller}@[local_ip]:[local_port];transport=tcp>")
+        lines += ["Max-Forwards: 70", *headers]
+        if sdp:
+            lines += ["Content-Type: application/sdp", "Content-Length: [len]", "", *sdp]
+        else:
+            lines.append("Content-Length: 0")
+        return send(lines)
+
+
+def scenario(name: str, steps: str, references: str) -> str:
+    """The XML document around the steps; `references` lists the variables assigned only to be checked."""
+    return (f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
+            f'<scenario name="{name}">\n{steps}  <Reference variables="{references}"/>\n</scenario>\n')
+
+
+def recv(attributes: str, actions: Sequence[str] = ()) -> str:
+    if not actions:
+        return f"  <recv {attributes}/>\n"
+    body = "".join(f"      {action}\n" for action in actions)
+    return f"  <recv {attributes}>\n    <action>\n{body}    </action>\n  </recv>\n"
+
+
+def nop(action: str) -> str:
+    return f"  <nop>\n    <action>\n      {action}\n    </action>\n  </nop>\n"
+
+
+def follow_redirect(gateway: Gateway, *, pilot: str, called: str, sdp: Sequence[str], contact_ereg: str,
+                    worker_uri: str, answer: str, answer_actions: Sequence[str], ack_uri: str | None = None,
+                    pilot_ack_via: str = "[last_Via:]", setdest: bool = True, routes: bool = False) -> str:
+    """A gateway's call as the call router wants it: INVITE the pilot, take the 302's Contact (`contact_ereg`
+    assigns it), ACK, INVITE the worker at `worker_uri`, take its 200 (`answer` attributes and actions) and
+    ACK it (to `ack_uri`, by default the worker URI). `setdest` sends the second INVITE to the worker's
+    host and port (assigned as worker_host and worker_port); without it, it goes where the first one went
+    (a proxy)."""
+    steps = gateway.request("INVITE", f"sip:{pilot}@[remote_ip]:[remote_port]", 1, to=f"To: <sip:{called}@[remote_ip]>",
+                            sdp=sdp)
+    steps += recv('response="100" optional="true"') + recv('response="302"', [contact_ereg])
+    steps += gateway.request("ACK", f"sip:{pilot}@[remote_ip]:[remote_port]", 1, via=pilot_ack_via)
+    if setdest:
+        steps += nop('<setdest host="[$worker_host]" port="[$worker_port]" protocol="tcp"/>')
+    steps += gateway.request("INVITE", worker_uri, 2, to=f"To: <sip:{called}@[remote_ip]>", sdp=sdp)
+    steps += recv('response="100" optional="true"') + recv(answer, answer_actions)
+    steps += gateway.request("ACK", ack_uri or worker_uri, 2, via=gateway.via("[branch-9]"), routes=routes)
+    return steps
+
+
+def play_pcap(pcap: Path) -> str:
+    """Play the G.711 RTP of `pcap` (next to the scenario) to the media address the answer gave."""
+    return nop(f'<exec play_pcap_audio="{pcap.name}"/>')
+
+
+def pause(milliseconds: int) -> str:
+    return f'  <pause milliseconds="{milliseconds}"/>\n'
+
+
+def leave_message(gateway: Gateway, worker_uri: str, pcap: Path, *, wait_ms: int, talk_ms: int) -> str:
+    """After the worker's answer: let the greeting play for `wait_ms`, play `pcap` as the message and keep
+    talking for `talk_ms`, then hang up (BYE to `worker_uri`)."""
+    return (pause(wait_ms) + play_pcap(pcap) + pause(talk_ms)
+            + gateway.request("BYE", worker_uri, 3, via=gateway.via("[branch-5]")) + recv('response="200" crlf="true"'))
 
 
 def write_scenario(path: Path, *, pilot: str = "5000", called: str = "1001", contact_re: str,
                    via_transport: str = "TCP", diversion: str | None = None) -> Path:
-    extra = f"Diversion: <sip:{diversion}@[remote_ip]>;reason=no-answer\n      " if diversion else ""
-    path.write_text(SCENARIO.format(pilot=pilot, called=called, contact_re=escape(contact_re, {'"': "&quot;"}),
-                                    via_transport=via_transport, extra=extra))
+    """INVITE, an optional 100, exactly a 302 whose Contact matches `contact_re`, ACK."""
+    gateway = Gateway("SIPp", "gateway", transport=via_transport)
+    headers = [f"Diversion: <sip:{diversion}@[remote_ip]>;reason=no-answer"] if diversion else []
+    regexp = escape(contact_re, {'"': "&quot;"})
+    ereg = f'<ereg regexp="{regexp}" search_in="hdr" header="Contact:" check_it="true" assign_to="contact"/>'
+    steps = gateway.request("INVITE", f"sip:{pilot}@[remote_ip]:[remote_port]", 1, to=f"To: <sip:{called}@[remote_ip]>",
+                            headers=headers, sdp=sdp_offer("[local_ip]", port="6000", formats="0 8",
+                                                           attributes=["a=rtpmap:0 PCMU/8000"]))
+    steps += recv('response="100" optional="true"') + recv('response="302"', [ereg])
+    steps += gateway.request("ACK", f"sip:{pilot}@[remote_ip]:[remote_port]", 1, via=gateway.via("[branch-3]"),
+                             to=f"To: <sip:{called}@[remote_ip]>[peer_tag_param]")
+    path.write_text(scenario("umedge redirect", steps, "contact"))
     return path
 
 
@@ -96,18 +159,38 @@ def sipp_available() -> bool:
     return shutil.which("sipp") is not None
 
 
+# Many calls in flight: more messages read and calls scheduled per SIPp main loop turn than its defaults.
+BUSY = ("-max_recv_loops", "100000", "-max_sched_loops", "100000")
+
+
+def sipp_command(scenario: Path, target: str, *, local_ip: str = "127.0.0.1", transport: str = "tn",
+                 calls: int = 1, rate: int = 1, timeout: float, recv_timeout_ms: int, limit: int | None = None,
+                 options: Sequence[str] = ()) -> list[str]:
+    """SIPp's command line for `calls` calls at `rate` per second to `target`, bounded by `timeout` (a call
+    still running then fails) and by `recv_timeout_ms` for any one expected message; `options` adds the
+    run's own (media address and port, socket and loop limits, traces)."""
+    command = ["sipp", "-sf", str(scenario), "-t", transport, target, "-i", local_ip, *options, "-m", str(calls),
+               "-r", str(rate), "-nostdin", "-trace_err", "-timeout", f"{int(timeout)}s", "-timeout_error",
+               "-recv_timeout", str(recv_timeout_ms)]
+    if limit is not None:
+        command += ["-l", str(limit)]
+    return command
+
+
+def run_command(command: Sequence[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run SIPp to its end (its exit code says whether every call completed), killed 30 s after `timeout`."""
+    return subprocess.run(list(command), capture_output=True, text=True, timeout=timeout + 30, cwd=str(cwd),
+                          stdin=subprocess.DEVNULL)
+
+
 def run_sipp(scenario: Path, port: int, calls: int, rate: int, *, timeout: float = 60,
              workdir: Path | None = None, rate_period_ms: int = 1000, limit: int | None = None) -> SippResult:
     """`sipp -sf scenario -t t1 127.0.0.1:port -m calls -r rate`, bounded in time; parses the final counts."""
-    command = ["sipp", "-sf", str(scenario), "-t", "t1", f"127.0.0.1:{port}", "-i", "127.0.0.1",
-               "-m", str(calls), "-r", str(rate), "-rp", str(rate_period_ms), "-nostdin", "-trace_err",
-               "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", "10000",
-               "-max_recv_loops", "100000", "-max_sched_loops", "100000"]
-    if limit is not None:
-        command += ["-l", str(limit)]
+    command = sipp_command(scenario, f"127.0.0.1:{port}", transport="t1", calls=calls, rate=rate, timeout=timeout,
+                           recv_timeout_ms=10000, limit=limit,
+                           options=["-rp", str(rate_period_ms), *BUSY])
     started = time.monotonic()
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 30,
-                          cwd=str(workdir or scenario.parent), stdin=subprocess.DEVNULL)
+    proc = run_command(command, workdir or scenario.parent, timeout)
     elapsed = time.monotonic() - started
     output = proc.stdout + proc.stderr
     counts = {"Successful": 0, "Failed": 0}

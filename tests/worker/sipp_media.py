@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import time
 from pathlib import Path
+
+from tests.sip import sipp_tools as sipp
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # Ethernet link type
 
@@ -46,147 +47,40 @@ def write_rtp_pcap(path: Path, payloads: list[bytes], pt: int = 0, ssrc: int = 0
     return path
 
 
-VOICEMAIL_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="umedge voicemail from a plain gateway">
-  <send>
-    <![CDATA[
-      INVITE sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch]
-      From: "SIPp gateway" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      To: <sip:{called}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:{caller}@[local_ip]:[local_port];transport=tcp>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
+GATEWAY_CALLER = "5550100"
 
-      v=0
-      o=gateway 53655765 2353687637 IN IP4 [media_ip]
-      s=-
-      c=IN IP4 [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
 
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="302">
-    <action>
-      <ereg regexp="sip:[0-9]+@([0-9.]+):([0-9]+);transport=tcp" search_in="hdr" header="Contact:"
-            check_it="true" assign_to="contact,worker_host,worker_port"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      ACK sip:{pilot}@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-1]
-      From: "SIPp gateway" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <nop>
-    <action>
-      <setdest host="[$worker_host]" port="[$worker_port]" protocol="tcp"/>
-    </action>
-  </nop>
-  <send>
-    <![CDATA[
-      INVITE sip:{pilot}@[$worker_host]:[$worker_port];transport=tcp SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch]
-      From: "SIPp gateway" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      To: <sip:{called}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 2 INVITE
-      Contact: <sip:{caller}@[local_ip]:[local_port];transport=tcp>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=gateway 53655765 2353687638 IN IP4 [media_ip]
-      s=-
-      c=IN IP4 [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0 101
-      a=rtpmap:0 PCMU/8000
-      a=rtpmap:101 telephone-event/8000
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="200" rtd="true">
-    <action>
-      <!-- no rtcp-mux offered: no a=rtcp-mux, RTP on an even port, RTCP on port + 1 (no a=rtcp naming it) -->
-      <ereg regexp="a=rtcp" search_in="body" check_it_inverse="true" assign_to="m"/>
-      <ereg regexp="m=audio ([0-9]*[02468]) " search_in="body" check_it="true" assign_to="m,worker_rtp"/>
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-      ACK sip:{pilot}@[$worker_host]:[$worker_port];transport=tcp SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-9]
-      From: "SIPp gateway" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 2 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <pause milliseconds="{wait_ms}"/>
-  <nop>
-    <action>
-      <exec play_pcap_audio="{pcap}"/>
-    </action>
-  </nop>
-  <pause milliseconds="{talk_ms}"/>
-  <send>
-    <![CDATA[
-      BYE sip:worker@[$worker_host]:[$worker_port];transport=tcp SIP/2.0
-      Via: SIP/2.0/TCP [local_ip]:[local_port];branch=[branch-5]
-      From: "SIPp gateway" <sip:{caller}@[local_ip]:[local_port]>;tag=[call_number]-[pid]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 3 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
-  <Reference variables="contact,m,worker_rtp"/>
-</scenario>
-"""
+def voicemail_call(*, pilot: str = "5000", called: str = "1001", caller: str = GATEWAY_CALLER) -> str:
+    """The gateway's steps up to the worker's answer: follow the 302 over TCP, offer PCMU and telephone-event
+    without rtcp-mux and check that the answer keeps RTP on an even port with RTCP on the next one."""
+    gateway = sipp.Gateway("SIPp gateway", caller)
+    return sipp.follow_redirect(
+        gateway, pilot=pilot, called=called, sdp=sipp.sdp_offer("[media_ip]"),
+        contact_ereg='<ereg regexp="sip:[0-9]+@([0-9.]+):([0-9]+);transport=tcp" search_in="hdr" header="Contact:"'
+                     ' check_it="true" assign_to="contact,worker_host,worker_port"/>',
+        pilot_ack_via=gateway.via("[branch-1]"),
+        worker_uri=f"sip:{pilot}@[$worker_host]:[$worker_port];transport=tcp", answer='response="200" rtd="true"',
+        answer_actions=[
+            "<!-- no rtcp-mux offered: no a=rtcp-mux, RTP on an even port, RTCP on port + 1 (no a=rtcp naming it) -->",
+            '<ereg regexp="a=rtcp" search_in="body" check_it_inverse="true" assign_to="m"/>',
+            '<ereg regexp="m=audio ([0-9]*[02468]) " search_in="body" check_it="true" assign_to="m,worker_rtp"/>'])
 
 
 def write_voicemail_scenario(path: Path, pcap: Path, *, pilot: str = "5000", called: str = "1001",
-                             caller: str = "5550100", wait_ms: int = 2500, talk_ms: int = 5000) -> Path:
-    path.write_text(VOICEMAIL_SCENARIO.format(pilot=pilot, called=called, caller=caller, wait_ms=wait_ms,
-                                              talk_ms=talk_ms, pcap=pcap.name))
+                             caller: str = GATEWAY_CALLER, wait_ms: int = 2500, talk_ms: int = 5000) -> Path:
+    """The voicemail call: wait for the greeting, play `pcap` as the message, hang up."""
+    gateway = sipp.Gateway("SIPp gateway", caller)
+    steps = voicemail_call(pilot=pilot, called=called, caller=caller)
+    steps += sipp.leave_message(gateway, "sip:worker@[$worker_host]:[$worker_port];transport=tcp", pcap,
+                                wait_ms=wait_ms, talk_ms=talk_ms)
+    path.write_text(sipp.scenario("umedge voicemail from a plain gateway", steps, "contact,m,worker_rtp"))
     return path
 
 
 def run_voicemail_sipp(scenario: Path, router_port: int, media_port: int, *, calls: int = 1, rate: int = 1,
                        limit: int | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    command = ["sipp", "-sf", str(scenario), "-t", "tn", f"127.0.0.1:{router_port}", "-i", "127.0.0.1",
-               "-mi", "127.0.0.1", "-mp", str(media_port), "-m", str(calls), "-r", str(rate), "-nostdin",
-               "-trace_err", "-max_socket", "1000", "-timeout", f"{int(timeout)}s", "-timeout_error",
-               "-recv_timeout", "20000",
-               "-max_recv_loops", "100000", "-max_sched_loops", "100000"]
-    if limit is not None:
-        command += ["-l", str(limit)]
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 30, cwd=str(scenario.parent),
-                            stdin=subprocess.DEVNULL)
-    result.elapsed = time.monotonic() - started  # type: ignore[attr-defined]
-    return result
+    command = sipp.sipp_command(scenario, f"127.0.0.1:{router_port}", calls=calls, rate=rate, timeout=timeout,
+                                recv_timeout_ms=20000, limit=limit,
+                                options=["-mi", "127.0.0.1", "-mp", str(media_port), "-max_socket", "1000",
+                                         *sipp.BUSY])
+    return sipp.run_command(command, scenario.parent, timeout)

@@ -6,13 +6,17 @@ import dataclasses
 import io
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import NodeFiles, umedge, write_config
+import pytest
+
+from tests.conftest import NodeFiles, ServeProcess, umedge, write_config
+from tests.delivery.mailstack import Dovecot, skip_reason
+from tests.sip.sipp_tools import BUSY, run_command, sipp_command
 from tests.support import free_port
 from tests.worker.caller import free_udp_port, sine_payloads
 from tests.worker.sipp_media import write_rtp_pcap, write_voicemail_scenario
@@ -21,6 +25,39 @@ from um.worker import wav
 
 RTP_RANGE = (42000, 42999)
 ROLES = ("--roles", "callrouter,mailbox,worker,web")
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A Dovecot (LMTP + IMAP, master user) for the test; skipped, or failed under UMEDGE_REQUIRE_TOOLS, without it."""
+    reason = skip_reason("dovecot")
+    if reason:
+        pytest.skip(reason)
+    store = Dovecot().start()
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+def imap_keys(dovecot: Dovecot, poll: float) -> dict[str, Any]:
+    """[delivery] keys that follow read state in `dovecot` over plain IMAP as its master user every `poll` s."""
+    return {"imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
+            "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
+            "imap_poll_seconds": poll}
+
+
+def lmtp_into(dovecot: Dovecot, poll: float, **keys: Any) -> dict[str, Any]:
+    """[delivery] straight into `dovecot`'s LMTP (no TLS), read state over IMAP (`imap_keys`), plus `keys`."""
+    return {"mode": "lmtp", "host": "127.0.0.1", "port": dovecot.lmtp_port, "starttls": "off", **keys,
+            **imap_keys(dovecot, poll)}
+
+
+def started(files: NodeFiles) -> ServeProcess:
+    """A node with the delivery roles, ready; the caller kills it (kill -9 is what these tests want)."""
+    process = ServeProcess(files.path, *ROLES)
+    process.wait_ready()
+    return process
 
 
 def node_config(tmp_path: Path, delivery: dict[str, Any], mwi: dict[str, Any] | None = None,
@@ -69,15 +106,11 @@ class Calls:
     def _sipp(self, media: int, calls: int, rate: int, limit: int | None) -> subprocess.CompletedProcess[str]:
         """tests/worker's SIPp run with its own free signalling port (-p): batches side by side, and other
         tests' SIPp, would otherwise all try SIPp's default 5060."""
-        command = ["sipp", "-sf", str(self.scenario), "-t", "tn",
-                   f"127.0.0.1:{self.files.port('callrouter', 'sip_tcp_port')}", "-i", "127.0.0.1",
-                   "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(media), "-m", str(calls), "-r", str(rate),
-                   "-nostdin", "-trace_err", "-max_socket", "1000", "-timeout", "60s", "-timeout_error",
-                   "-recv_timeout", "20000", "-max_recv_loops", "100000", "-max_sched_loops", "100000"]
-        if limit is not None:
-            command += ["-l", str(limit)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=90, cwd=str(self.scenario.parent),
-                              stdin=subprocess.DEVNULL)
+        command = sipp_command(self.scenario, f"127.0.0.1:{self.files.port('callrouter', 'sip_tcp_port')}",
+                               calls=calls, rate=rate, timeout=60, recv_timeout_ms=20000, limit=limit,
+                               options=["-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(media),
+                                        "-max_socket", "1000", *BUSY])
+        return run_command(command, self.scenario.parent, 60)
 
 
 def together(*runs: Callable[[], None]) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_TOOLS, ServeProcess, umedge
+from tests.conftest import REQUIRE_TOOLS, umedge
 from tests.delivery.mailstack import RELAY_PASSWORD, RELAY_USER, Dovecot, Postfix, skip_reason
-from tests.delivery.support import ROLES, Calls, node_config, outbox, together, voicemails
+from tests.delivery.support import Calls, node_config, outbox, started, together, voicemails
 from tests.sip.sipp_tools import sipp_available
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
@@ -47,11 +47,12 @@ def _metric(files: object, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def _run(files: object, seconds: float) -> ServeProcess:
-    process = ServeProcess(files.path, *ROLES)  # type: ignore[attr-defined]
-    process.wait_ready()
-    time.sleep(seconds)
-    return process
+def _wait_metric(files: object, name: str, at_least: float, seconds: float) -> float:
+    """The metric once it reaches `at_least`, or its value after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (value := _metric(files, name)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
 
 
 @needs_sipp
@@ -69,14 +70,11 @@ def test_no_email_bad_certificate_and_wrong_password_keep_messages(tmp_path: Pat
     assert "warning" in checked.stdout and "2 local mailbox(es) have no email key (1002, 1003)" in checked.stdout
     calls = Calls(tmp_path, files, seconds=0.8, called="1001", wait_ms=1500)
     no_email = Calls(tmp_path, files, seconds=0.8, called="1002", wait_ms=1500)
-    process = _run(files, 0)
+    process = started(files)
     try:
         together(no_email.run, calls.run)
-        deadline = time.monotonic() + 10  # several attempts at 0.3-0.5 s backoff
-        while time.monotonic() < deadline and _metric(
-                files, 'umedge_voicemail_delivery_errors_total{kind="tls-verify"}') < 3:
-            time.sleep(0.2)
-        assert _metric(files, 'umedge_voicemail_delivery_errors_total{kind="tls-verify"}') >= 3
+        # several attempts at 0.3-0.5 s backoff
+        assert _wait_metric(files, 'umedge_voicemail_delivery_errors_total{kind="tls-verify"}', 3, 10) >= 3
         log = process.stderr()
         assert log.count("have no email key (1002, 1003)") == 1
         assert log.count("certificate cannot be verified") == 1, log[-3000:]  # once a minute, not per attempt
@@ -87,13 +85,12 @@ def test_no_email_bad_certificate_and_wrong_password_keep_messages(tmp_path: Pat
         process.kill()
 
     # 2. The certificate verifies, the password is wrong.
-    files = node_config(tmp_path, {**base, "password_file": str(tmp_path / "bad"), "ca_file": str(mta.ca_file)},
-                        mailboxes=MAILBOXES)
-    process = _run(files, 0)
+    verified = {**base, "ca_file": str(mta.ca_file)}
+    files = node_config(tmp_path, {**verified, "password_file": str(tmp_path / "bad")}, mailboxes=MAILBOXES)
+    process = started(files)
     try:
-        deadline = time.monotonic() + 15  # Dovecot's SASL answers a wrong password after a penalty delay
-        while time.monotonic() < deadline and _metric(files, 'umedge_voicemail_delivery_errors_total{kind="auth"}') < 1:
-            time.sleep(0.2)
+        # Dovecot's SASL answers a wrong password after a penalty delay
+        _wait_metric(files, 'umedge_voicemail_delivery_errors_total{kind="auth"}', 1, 15)
         log = process.stderr()
         assert log.count("AUTH refused") == 1, log[-3000:]
         assert "not-the-password" not in log and RELAY_PASSWORD not in log
@@ -103,9 +100,8 @@ def test_no_email_bad_certificate_and_wrong_password_keep_messages(tmp_path: Pat
         process.kill()
 
     # 3. Right at last: delivered once, nothing lost.
-    files = node_config(tmp_path, {**base, "password_file": str(tmp_path / "good"), "ca_file": str(mta.ca_file)},
-                        mailboxes=MAILBOXES)
-    process = _run(files, 0)
+    files = node_config(tmp_path, {**verified, "password_file": str(tmp_path / "good")}, mailboxes=MAILBOXES)
+    process = started(files)
     try:
         found = dovecot.wait_messages("1001", 1, timeout=10)
         assert len(found) == 1

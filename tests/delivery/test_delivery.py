@@ -6,29 +6,16 @@ Debian encoder (opusenc / lame) when [delivery] audio_format asks. Read state fo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REQUIRE_TOOLS, serving
 from tests.delivery.mailstack import RELAY_PASSWORD, RELAY_USER, Dovecot, Postfix, skip_reason
-from tests.delivery.support import ROLES, Calls, attachment, node_config, outbox, voicemails, wav_of
+from tests.delivery.support import ROLES, Calls, attachment, lmtp_into, node_config, outbox, voicemails, wav_of
 from tests.sip.sipp_tools import sipp_available
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
-
-
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    reason = skip_reason("dovecot")
-    if reason:
-        pytest.skip(reason)
-    store = Dovecot().start()
-    try:
-        yield store
-    finally:
-        store.stop()
 
 
 def _check_message(dovecot: Dovecot, calls: Calls, files: object, started: float) -> object:
@@ -51,11 +38,7 @@ def _check_message(dovecot: Dovecot, calls: Calls, files: object, started: float
 
 @needs_sipp
 def test_lmtp_into_dovecot_with_opus_copy_and_read_state_both_ways(tmp_path: Path, dovecot: Dovecot) -> None:
-    files = node_config(tmp_path, {
-        "mode": "lmtp", "host": "127.0.0.1", "port": dovecot.lmtp_port, "starttls": "off",
-        "audio_format": "opus", "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
-        "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
-        "imap_poll_seconds": 0.5})
+    files = node_config(tmp_path, lmtp_into(dovecot, 0.5, audio_format="opus"))
     calls = Calls(tmp_path, files, seconds=1.5)
     with serving(files, *ROLES) as process:
         calls.run()

@@ -6,32 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import serving, umedge
-from tests.delivery.mailstack import Dovecot, skip_reason
-from tests.delivery.support import ROLES, node_config
+from tests.delivery.mailstack import Dovecot
+from tests.delivery.support import ROLES, lmtp_into, node_config
 from tests.worker.caller import Caller, sdp_offer, sine_payloads
 from um.delivery.outbox import Outbox
 from um.worker.store import VoicemailStore
 
 PIN = "864213"
 POLL = 1.0
-
-
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    reason = skip_reason("dovecot")
-    if reason:
-        pytest.skip(reason)
-    store = Dovecot().start()
-    try:
-        yield store
-    finally:
-        store.stop()
 
 
 async def listen_to_new_messages(router_port: int, store: VoicemailStore) -> None:
@@ -50,11 +35,7 @@ async def listen_to_new_messages(router_port: int, store: VoicemailStore) -> Non
 
 
 def test_heard_on_the_phone_sets_seen_in_imap(tmp_path: Path, dovecot: Dovecot) -> None:
-    files = node_config(tmp_path, {
-        "mode": "lmtp", "host": "127.0.0.1", "port": dovecot.lmtp_port, "starttls": "off",
-        "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
-        "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
-        "imap_poll_seconds": POLL})
+    files = node_config(tmp_path, lmtp_into(dovecot, POLL))
     store = VoicemailStore(tmp_path / "state")
     Outbox(store).enable()
     recording = store.start("1001", "PCMU", caller="sip:4711@127.0.0.1")

@@ -7,29 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import serving
-from tests.delivery.mailstack import Dovecot, skip_reason
-from tests.delivery.support import ROLES, node_config, outbox
+from tests.delivery.mailstack import Dovecot
+from tests.delivery.support import ROLES, lmtp_into, node_config, outbox
 from um.delivery.outbox import Outbox
 from um.worker.store import VoicemailStore
 from um.worker.wav import RATE
-
-
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    reason = skip_reason("dovecot")
-    if reason:
-        pytest.skip(reason)
-    store = Dovecot().start()
-    try:
-        yield store
-    finally:
-        store.stop()
 
 
 def _dead_pid() -> int:
@@ -41,11 +26,7 @@ def _dead_pid() -> int:
 
 
 def test_interrupted_after_acceptance_is_not_sent_again(tmp_path: Path, dovecot: Dovecot) -> None:
-    files = node_config(tmp_path, {
-        "mode": "lmtp", "host": "127.0.0.1", "port": dovecot.lmtp_port, "starttls": "off",
-        "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
-        "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
-        "imap_poll_seconds": 60})
+    files = node_config(tmp_path, lmtp_into(dovecot, 60))
     store = VoicemailStore(tmp_path / "state")
     box = Outbox(store)
     box.enable()

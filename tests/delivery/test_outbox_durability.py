@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_TOOLS, ServeProcess, umedge
+from tests.conftest import REQUIRE_TOOLS, umedge
 from tests.delivery.mailstack import RELAY_PASSWORD, RELAY_USER, Dovecot, Postfix, skip_reason
-from tests.delivery.support import ROLES, Calls, node_config, outbox, together, voicemails
+from tests.delivery.support import Calls, imap_keys, node_config, outbox, started, together, voicemails
 from tests.sip.sipp_tools import sipp_available
 
 needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reason="sipp (Debian sip-tester) missing")
@@ -36,12 +36,6 @@ def stack() -> Iterator[tuple[Dovecot, Postfix]]:
         dovecot.stop()
 
 
-def _started(files: object) -> ServeProcess:
-    process = ServeProcess(files.path, *ROLES)  # type: ignore[attr-defined]
-    process.wait_ready()
-    return process
-
-
 @needs_sipp
 def test_mta_down_and_two_kills_lose_nothing_and_send_nothing_twice(tmp_path: Path,
                                                                     stack: tuple[Dovecot, Postfix]) -> None:
@@ -50,14 +44,11 @@ def test_mta_down_and_two_kills_lose_nothing_and_send_nothing_twice(tmp_path: Pa
     files = node_config(tmp_path, {
         "mode": "smtp", "host": "127.0.0.1", "port": mta.port, "starttls": "required", "username": RELAY_USER,
         "password_file": str(tmp_path / "smtp-password"), "ca_file": str(mta.ca_file),
-        "retry_initial_seconds": 0.5, "retry_max_seconds": 2, "timeout": 5,
-        "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
-        "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
-        "imap_poll_seconds": 2})
+        "retry_initial_seconds": 0.5, "retry_max_seconds": 2, "timeout": 5, **imap_keys(dovecot, 2)})
     to_1001 = Calls(tmp_path, files, seconds=0.8, called="1001", wait_ms=1500)
     to_unknown = Calls(tmp_path, files, seconds=0.8, called="1009", wait_ms=1500)  # the MTA says 550
     queue_dir = tmp_path / "state" / "voicemail" / ".outbox"
-    process = _started(files)
+    process = started(files)
     try:
         together(lambda: to_1001.run(calls=10, rate=10), to_unknown.run)
         waiting = outbox(files)
@@ -69,7 +60,7 @@ def test_mta_down_and_two_kills_lose_nothing_and_send_nothing_twice(tmp_path: Pa
         assert all(e["attempts"] >= 1 and "cannot deliver" in e["error"] for e in tried), tried
 
         process.kill()  # kill -9 while the MTA is down
-        process = _started(files)
+        process = started(files)
         to_1001.run(calls=10, rate=10)
         assert outbox(files)["queue_size"] == 21
         assert len(voicemails(files)) == 21
@@ -85,7 +76,7 @@ def test_mta_down_and_two_kills_lose_nothing_and_send_nothing_twice(tmp_path: Pa
             time.sleep(0.02)
         process.kill()  # ...and umedge is killed -9 in the middle of it
         assert sizes[-1] < 21, sizes
-        process = _started(files)
+        process = started(files)
         deadline = time.monotonic() + 30
         drained = []
         while time.monotonic() < deadline:

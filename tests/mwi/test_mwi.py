@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REQUIRE_TOOLS, serving
-from tests.delivery.mailstack import Dovecot, skip_reason
-from tests.delivery.support import ROLES, Calls, node_config
+from tests.delivery.mailstack import Dovecot
+from tests.delivery.support import ROLES, Calls, lmtp_into, node_config
 from tests.mwi.phone import NotifyListener, Phone
 from tests.sip.sipp_tools import sipp_available
 from um.sip.transaction import make_request
@@ -26,27 +25,11 @@ needs_sipp = pytest.mark.skipif(not sipp_available() and not REQUIRE_TOOLS, reas
 POLL = 1.0  # [delivery] imap_poll_seconds
 
 
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    reason = skip_reason("dovecot")
-    if reason:
-        pytest.skip(reason)
-    store = Dovecot().start()
-    try:
-        yield store
-    finally:
-        store.stop()
-
-
 @needs_sipp
 def test_subscribe_notify_follows_voicemail_and_imap_seen(tmp_path: Path, dovecot: Dovecot) -> None:
     async def scenario() -> None:
         gateway = await NotifyListener().start()
-        files = node_config(tmp_path, {
-            "mode": "lmtp", "host": "127.0.0.1", "port": dovecot.lmtp_port, "starttls": "off",
-            "imap_host": "127.0.0.1", "imap_port": dovecot.imap_port, "imap_starttls": "off",
-            "imap_master_user": "umedge", "imap_master_password_file": str(dovecot.master_password_file),
-            "imap_poll_seconds": POLL}, mwi={
+        files = node_config(tmp_path, lmtp_into(dovecot, POLL), mwi={
             "min_expires": 2, "notify_targets": [
                 {"dial_plan": "default", "address": f"127.0.0.1:{gateway.port}", "transport": "tcp"}]})
         calls = Calls(tmp_path, files, seconds=1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket, RtpPacket
 
-from um.worker import dialogs, g711, sdp, wav
+from um.worker import g711, menus, sdp, wav
 from um.worker.dtmf import DtmfDecoder, event_payloads, parse_event
 from um.worker.media import Recorder
 from um.worker.pins import PinPolicy, PinPolicyError, PinStore
@@ -332,7 +332,7 @@ class FakeCall:
 
     async def collect(self, max_digits: int, timeout: float, terminator: str = "#") -> str | None:
         text = ""
-        while self.digits:
+        while self.digits and len(text) < max_digits:
             digit = self.digits.pop(0)
             if digit == terminator:
                 return text
@@ -342,6 +342,9 @@ class FakeCall:
     async def record(self, mailbox: str) -> tuple[object, str]:
         self.events.append(f"record {mailbox}")
         return None, "hash"
+
+    async def capture(self, max_seconds: float) -> bytes | None:
+        return None
 
     async def verify_pin(self, mailbox: str, pin: str) -> str:
         self.pins_tried.append(pin)
@@ -358,18 +361,24 @@ class FakeCall:
 def test_take_message_plays_greeting_and_tone_then_records_and_hangs_up() -> None:
     prompts = Prompts()
     call = FakeCall()
-    asyncio.run(dialogs.take_message(call, "1001", prompts))  # type: ignore[arg-type]
+    asyncio.run(menus.take_message(call, "1001", prompts, "en"))  # type: ignore[arg-type]
     assert call.played[:2] == [prompts.greeting("1001", "PCMU"), prompts.get("beep", "PCMU")]
     assert call.events[0] == "record 1001" and call.events[-1] == "hangup"
 
 
-def test_subscriber_access_locks_after_five_wrong_pins() -> None:
+def _mailbox(store: VoicemailStore) -> menus.Mailbox:
+    """Mailbox 1001 with a PIN set, its messages in `store`."""
+    return menus.Mailbox(messages=store.messages, audio=lambda m, c: store.audio(m).as_g711(c),
+                         mark_read=store.mark_read, delete=store.delete, pin_status=lambda m: {"pin_set": True},
+                         set_pin=lambda m, p: None, known=lambda ext: ext == "1001")
+
+
+def test_subscriber_access_locks_after_five_wrong_pins(tmp_path: Path) -> None:
     call = FakeCall("1001#111111#222222#333333#444444#555555#", ["wrong"] * 4 + ["locked"])
-    outcome = asyncio.run(dialogs.subscriber_access(
-        call, Prompts(), mailbox=None, known=lambda ext: ext == "1001", messages=lambda m: [],  # type: ignore
-        audio=lambda m, c: b"", mark_read=lambda m: None, max_attempts=5))
+    outcome = asyncio.run(menus.subscriber_access(
+        call, Prompts(), "en", _mailbox(VoicemailStore(tmp_path)), mailbox=None, caller="5550100"))  # type: ignore[arg-type]
     assert outcome == "locked" and call.pins_tried == ["111111", "222222", "333333", "444444", "555555"]
-    assert call.events[-1] == "hangup" and call.played[-1] == Prompts().get("locked", "PCMU")
+    assert call.events[-1] == "hangup" and call.played[-2] == Prompts().get("locked", "PCMU")
 
 
 def test_subscriber_access_plays_new_messages_and_marks_them_read(tmp_path: Path) -> None:
@@ -379,12 +388,12 @@ def test_subscriber_access_plays_new_messages_and_marks_them_read(tmp_path: Path
         recording = store.start("1001", "PCMU")
         recording.write(fill * 8000)
         ids.append(recording.commit("bye").id)
-    call = FakeCall("246813#", ["ok"])
-    outcome = asyncio.run(dialogs.subscriber_access(
-        call, Prompts(), mailbox="1001", known=lambda ext: True, messages=store.messages,  # type: ignore[arg-type]
-        audio=lambda m, c: store.audio(m).as_g711(c), mark_read=store.mark_read))
-    assert outcome == "played" and b"\x10" * 8000 in call.played and b"\x20" * 8000 in call.played
-    assert call.played[1] == Prompts().count(2, "PCMU") and store.counts("1001") == (0, 2)
+    call = FakeCall("246813#22*", ["ok"])  # the PIN; 2: next message, twice; *: goodbye
+    outcome = asyncio.run(menus.subscriber_access(
+        call, Prompts(), "en", _mailbox(store), mailbox="1001", caller="5550100"))  # type: ignore[arg-type]
+    assert outcome == "done" and b"\x10" * 8000 in call.played and b"\x20" * 8000 in call.played
+    assert call.played[1] == Prompts().get("count-pip", "PCMU") and store.counts("1001") == (0, 2)
+    assert call.events[-1] == "hangup" and call.played[-1] == Prompts().get("goodbye", "PCMU")
 
 
 def test_a_bye_on_a_dead_connection_does_not_skip_the_call_cleanup(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ Sans-I/O cores (one concern each):
     goertzel  in-band DTMF detection on G.711 audio (no telephone-event offered)
     menus     leave a message; the phone menu (setup, messages, greetings, PIN), over a small call interface
     attendant auto attendants' menus: transfers (REFER, or 302 in early media), dial by name/extension
-    dialogs   the older tone-only scripts (kept for their unit tests)
 
 and the I/O around them:
 

@@ -1,6 +1,6 @@
 """One answered call of the worker (`Call`): its dialog, media session and script.
 
-`Call` implements um.worker.dialogs.CallIO (play, collect digits, record,
+`Call` implements um.worker.menus.MenuIO (play, collect digits, record,
 check a PIN, hang up) for the scripts, negotiates and renegotiates the
 media, and ends idempotently whoever hangs up. The SIP side (answers, BYE)
 is the handler's (um.worker.handler).
@@ -46,7 +46,7 @@ def address_parts(value: str | None) -> tuple[str | None, str | None, str]:
 
 
 class Call:
-    """One answered call: its dialog, media session and script (implements um.worker.dialogs.CallIO)."""
+    """One answered call: its dialog, media session and script (implements um.worker.menus.MenuIO)."""
 
     def __init__(self, context: WorkerContext, handler: WorkerCalls, service: Any, slot: Any, dialog: Dialog,
                  invite: Request, peer: Peer, kind: str, mailbox: str | None, secure_media: bool) -> None:
@@ -267,20 +267,7 @@ class Call:
         assert media is not None  # checked by record(), nothing awaited since
         recorder = Recorder(recording.write, self.codec, int(settings.max_message_seconds * 8000),
                             settings.silence_timeout)
-        self._record_stop = asyncio.get_event_loop().create_future()
-        while not self.digits.empty():  # digits typed during the greeting are not "#" to stop recording
-            self.digits.get_nowait()
-        media.recorder = recorder
-        try:
-            reason = await self._record_stop
-        except asyncio.CancelledError:
-            reason = "shutdown"
-        media.flush()
-        media.recorder = None
-        self._record_stop = None
-        keep = recorder.samples
-        if reason == "silence":
-            keep = min(recorder.samples, recorder.last_loud + 4000)  # half a second after the last sound
+        reason, keep = await self._run_recorder(media, recorder)
         if keep < settings.min_message_seconds * 8000 or recorder.loud_packets == 0:
             recording.abort()
             self.context.counters["messages_discarded"] += 1
@@ -297,15 +284,11 @@ class Call:
         self.message = message
         return message, reason
 
-    async def capture(self, max_seconds: float) -> bytes | None:
-        """Record audio into memory (a greeting) until '#', silence, the limit or hang-up; None if nothing loud."""
-        media, settings = self.media, self.context.settings
-        if media is None or self.ended:
-            return None
-        chunks: list[bytes] = []
-        recorder = Recorder(chunks.append, self.codec, int(max_seconds * 8000), settings.silence_timeout or 5.0)
+    async def _run_recorder(self, media: MediaSession, recorder: Recorder) -> tuple[str, int]:
+        """Feed the call's audio to `recorder` until '#', silence, the limit, hang-up or shutdown: why it stopped,
+        and how many samples to keep (after silence, half a second after the last sound)."""
         self._record_stop = asyncio.get_event_loop().create_future()
-        while not self.digits.empty():
+        while not self.digits.empty():  # digits typed during the greeting are not "#" to stop recording
             self.digits.get_nowait()
         media.recorder = recorder
         try:
@@ -316,6 +299,16 @@ class Call:
         media.recorder = None
         self._record_stop = None
         keep = min(recorder.samples, recorder.last_loud + 4000) if reason == "silence" else recorder.samples
+        return reason, keep
+
+    async def capture(self, max_seconds: float) -> bytes | None:
+        """Record audio into memory (a greeting) until '#', silence, the limit or hang-up; None if nothing loud."""
+        media, settings = self.media, self.context.settings
+        if media is None or self.ended:
+            return None
+        chunks: list[bytes] = []
+        recorder = Recorder(chunks.append, self.codec, int(max_seconds * 8000), settings.silence_timeout or 5.0)
+        _, keep = await self._run_recorder(media, recorder)
         if recorder.loud_packets == 0 or keep < 8000:
             return None
         return b"".join(chunks)[:keep]

@@ -5,7 +5,7 @@ service (um.mailbox) hands INVITE, ACK, BYE, CANCEL, UPDATE and INFO of its
 worker slots to. A new INVITE gets 100 Trying at once, then (once the media
 transport is ready: a port, or an allocation on the edge) a 200 with the SDP
 answer; after the ACK the call (um.worker.call) runs its script
-(um.worker.dialogs): voicemail for the called mailbox, or subscriber access
+(um.worker.menus): voicemail for the called mailbox, or subscriber access
 for an access number. The dialog stays in the slot's `calls` for as long as
 the call lives, so a recycle waits for it.
 
@@ -289,19 +289,24 @@ class WorkerCalls:
 
     def send_refer(self, call: Call, target: str) -> None:
         """REFER the caller's gateway to `target` (RFC 3515), inside the call's dialog."""
+        self._send_in_dialog(call, "REFER", [
+            ("Refer-To", f"<{target}>"),
+            ("Referred-By", f"<sip:{call.attendant.number}@{bracket(self.context.settings.advertise)}>"),
+            ("Contact", self._contact(call.slot, call.dialog))])
+
+    def _send_in_dialog(self, call: Call, method: str, headers: list[tuple[str, str]]) -> None:
+        """A request inside the call's dialog, on the connection it came in on (none left: nothing to send)."""
         dialog = call.dialog
         connection = dialog.data.get("connection")
         if connection is None:
             return
         slot = call.slot
         port = slot.tls_port if dialog.secure else slot.tcp_port
-        refer = dialog.create_request("REFER", f"{bracket(self.context.settings.advertise)}:{port}",
-                                      "TLS" if dialog.secure else "TCP")
-        refer.headers.add("Refer-To", f"<{target}>")
-        refer.headers.add("Referred-By", f"<sip:{call.attendant.number}@{bracket(self.context.settings.advertise)}>")
-        refer.headers.add("Contact", self._contact(slot, dialog))
-        refer.headers.add("Server", SERVER)
-        connection.send_request(refer)  # type: ignore[attr-defined]
+        request = dialog.create_request(method, f"{bracket(self.context.settings.advertise)}:{port}",
+                                        "TLS" if dialog.secure else "TCP")
+        for name, value in headers + [("Server", SERVER)]:
+            request.headers.add(name, value)
+        connection.send_request(request)  # type: ignore[attr-defined]
 
     def _cancel(self, request: Request) -> Response:
         task = self._pending.get(self._pending_key(request))
@@ -351,16 +356,7 @@ class WorkerCalls:
         return make_response(request, 415, None, [("Accept", "application/dtmf-relay")])
 
     def send_bye(self, call: Call) -> None:
-        dialog = call.dialog
-        connection = dialog.data.get("connection")
-        if connection is None:
-            return
-        slot = call.slot
-        port = slot.tls_port if dialog.secure else slot.tcp_port
-        bye = dialog.create_request("BYE", f"{bracket(self.context.settings.advertise)}:{port}",
-                                    "TLS" if dialog.secure else "TCP")
-        bye.headers.add("Server", SERVER)
-        connection.send_request(bye)  # type: ignore[attr-defined]
+        self._send_in_dialog(call, "BYE", [])
 
     def forget(self, call: Call) -> None:
         dialog = call.dialog

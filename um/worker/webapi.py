@@ -173,17 +173,9 @@ class UmWebServices(resource.Resource):
             return self._greeting(request, greeting.group(1).decode("ascii", "replace"))
         if path not in self.PATHS:
             return self.fallback.render(request)
-        if not request.isSecure():
-            return refused(request, "https", "UM web services need HTTPS (same port, TLS)")
-        grant, status, error = self._authenticate(request)
+        grant, refusal = self._admit(request, self.METHODS[path])
         if grant is None:
-            if status == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
-            return json_body(request, status, {"error": error})
-        allowed = self.METHODS[path]
-        if request.method != allowed:
-            request.setHeader(b"allow", allowed)
-            return json_body(request, 405, {"error": "method not allowed"})
+            return refusal
         scope = self.SCOPES[path]
         if not grant.may(scope):
             return refused(request, "scope", f"this needs the {scope!r} scope; the token has "
@@ -209,16 +201,9 @@ class UmWebServices(resource.Resource):
         from um.worker import g711, speech, wav
         from um.worker.menus import save_greeting
 
-        if not request.isSecure():
-            return refused(request, "https", "UM web services need HTTPS (same port, TLS)")
-        grant, status, error = self._authenticate(request)
+        grant, refusal = self._admit(request, b"PUT")
         if grant is None:
-            if status == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
-            return json_body(request, status, {"error": error})
-        if request.method != b"PUT":
-            request.setHeader(b"allow", b"PUT")
-            return json_body(request, 405, {"error": "method not allowed"})
+            return refusal
         if not grant.may("voicemail"):
             return refused(request, "scope", "this needs the 'voicemail' scope")
         try:
@@ -258,6 +243,20 @@ class UmWebServices(resource.Resource):
                  mailbox=mailbox, who=grant.requester, seconds=len(audio) / 8000)
         return json_body(request, 200, {"mailbox": mailbox, "kind": kind, "seconds": round(len(audio) / 8000, 2),
                                         "codec": g711.PCMU})
+
+    def _admit(self, request: server.Request, method: bytes) -> tuple[Grant | None, bytes]:
+        """HTTPS, a valid token and the path's one method: the token's grant, or None and the refusal sent."""
+        if not request.isSecure():
+            return None, refused(request, "https", "UM web services need HTTPS (same port, TLS)")
+        grant, status, error = self._authenticate(request)
+        if grant is None:
+            if status == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="umedge"')
+            return None, json_body(request, status, {"error": error})
+        if request.method != method:
+            request.setHeader(b"allow", method)
+            return None, json_body(request, 405, {"error": "method not allowed"})
+        return grant, b""
 
     def _authenticate(self, request: server.Request) -> tuple[Grant | None, int, str]:
         peer = request.getClientAddress()

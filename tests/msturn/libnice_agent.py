@@ -28,12 +28,11 @@ remote type]}, "received": {agent: text}, "ok", "error"}.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import sys
 
 import gi
+import libnice_ctypes  # next to this script (sys.path[0])
 
 gi.require_version("Nice", "0.1")
 from gi.repository import GLib, Nice  # noqa: E402  (PyGObject: the version is chosen before the import)
@@ -43,17 +42,6 @@ COMPAT = {
     "rfc5245": Nice.Compatibility.RFC5245,
 }
 PAYLOAD = "umedge-libnice"
-LIBNICE = ctypes.CDLL(ctypes.util.find_library("nice") or "libnice.so.10")
-GLIB = ctypes.CDLL(ctypes.util.find_library("glib-2.0") or "libglib-2.0.so.0")
-GLIB.g_main_context_default.restype = ctypes.c_void_p
-ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
-ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-# void (*NiceAgentRecvFunc) (NiceAgent *, guint stream, guint component, guint len, gchar *buf, gpointer)
-RECV_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                             ctypes.c_void_p, ctypes.c_void_p)
-LIBNICE.nice_agent_attach_recv.restype = ctypes.c_int
-LIBNICE.nice_agent_attach_recv.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p,
-                                           RECV_FUNC, ctypes.c_void_p]
 TYPE_NAMES = {
     int(Nice.CandidateType.HOST): "host",
     int(Nice.CandidateType.SERVER_REFLEXIVE): "srflx",
@@ -125,21 +113,12 @@ class Side:
         return ufrag, pwd
 
     def attach_recv(self) -> None:
-        """nice_agent_attach_recv, through ctypes: GI cannot bind its callback.
+        """The payload arrives through nice_agent_attach_recv (libnice_ctypes: GI cannot bind it)."""
 
-        Without a receive callback libnice watches the sockets in a private
-        context that only its recv calls iterate (and GI's recv_nonblocking
-        crashes), so nothing, not even a TURN response, would be read.
-        """
+        def received(_component: int, data: bytes) -> None:
+            self.received += data.decode("utf-8", "replace")
 
-        def received(_agent, _stream, _component, length, buf, _data):
-            self.received += ctypes.string_at(buf, length).decode("utf-8", "replace")
-
-        self._callback = RECV_FUNC(received)  # kept alive with the agent
-        agent = ctypes.pythonapi.PyCapsule_GetPointer(self.agent.__gpointer__, None)
-        if not LIBNICE.nice_agent_attach_recv(agent, self.stream, 1, GLIB.g_main_context_default(),
-                                              self._callback, None):
-            raise RuntimeError("nice_agent_attach_recv failed")
+        self._callback = libnice_ctypes.attach_recv(self.agent, self.stream, 1, received)  # kept with the agent
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import shutil
 import signal
 import ssl
@@ -33,34 +32,23 @@ import pytest
 
 from certs import pki
 from tests.conftest import REQUIRE_TOOLS, NodeFiles, ServeProcess, write_config
+from tests.msturn.libnice_driver import MISSING, SYSTEM_PYTHON, needs_libnice, system_env
 from um.mras.client import MrasClient
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 DRIVER = Path(__file__).with_name("libnice_agent.py")
 SECRET = "libnice-secret-0123456789"
 DRIVER_TIMEOUT = 15  # seconds, each run (they run in parallel)
 
 
-def _libnice_missing() -> str | None:
-    if not os.path.exists(SYSTEM_PYTHON):
-        return f"{SYSTEM_PYTHON} missing"
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('Nice', '0.1'); from gi.repository import Nice"],
-        capture_output=True, text=True, timeout=30, check=False)
-    return None if probe.returncode == 0 else "libnice GI bindings missing (apt-get install gir1.2-nice-0.1 python3-gi)"
-
-
-_missing = _libnice_missing()
-pytestmark = pytest.mark.skipif(bool(_missing) and not REQUIRE_TOOLS, reason=_missing or "")
+pytestmark = needs_libnice
 
 
 def _start(port: int, username: str, password: str, compat: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     return subprocess.Popen(
         [SYSTEM_PYTHON, str(DRIVER), "--server", "127.0.0.1", "--port", str(port),
          "--username", username, "--password", password, "--compat", compat,
          "--timeout", str(DRIVER_TIMEOUT)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=system_env())
 
 
 def _report(proc: subprocess.Popen[str]) -> tuple[dict[str, object], str]:
@@ -133,7 +121,7 @@ def _check(reports: dict[str, tuple[dict[str, object], str]], server: ServeProce
 
 
 def test_libnice_oc2007r2_and_rfc5245_relay_data_through_the_edge(tmp_path: Path) -> None:
-    assert not _missing, _missing
+    assert not MISSING, MISSING
     with _edge(tmp_path) as (port, server, files):
         reports = _run_both(port, files)
     _check(reports, server)
@@ -148,7 +136,7 @@ def test_tshark_decodes_the_exchanges_without_malformed_packets(tmp_path: Path) 
     classic-STUN dissector. After Set Active Destination libnice sends its
     payloads unframed (plain UDP in the capture).
     """
-    assert not _missing, _missing
+    assert not MISSING, MISSING
     assert shutil.which("tshark"), "tshark missing (apt-get install tshark)"
     capture = tmp_path / "turn.pcapng"
     with _edge(tmp_path) as (port, server, files):

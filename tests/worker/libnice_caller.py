@@ -15,32 +15,21 @@ report every 200 ms on component 2 (the RTP-in-RFC-3550 way: RTCP on its own com
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import math
 import os
 import struct
 import sys
+from pathlib import Path
 
 import gi
 
 gi.require_version("Nice", "0.1")
 from gi.repository import GLib, Nice  # noqa: E402
 
-LIBNICE = ctypes.CDLL(ctypes.util.find_library("nice") or "libnice.so.10")
-GLIB = ctypes.CDLL(ctypes.util.find_library("glib-2.0") or "libglib-2.0.so.0")
-GLIB.g_main_context_default.restype = ctypes.c_void_p
-ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
-ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-RECV_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                             ctypes.c_void_p, ctypes.c_void_p)
-LIBNICE.nice_agent_attach_recv.restype = ctypes.c_int
-LIBNICE.nice_agent_attach_recv.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p,
-                                           RECV_FUNC, ctypes.c_void_p]
-# nice_agent_send through ctypes: GI passes `buf` as a UTF-8 string, and RTP is binary.
-LIBNICE.nice_agent_send.restype = ctypes.c_int
-LIBNICE.nice_agent_send.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_char_p]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "msturn"))  # run as a script: its ctypes helper
+import libnice_ctypes  # noqa: E402
+
 STATE_NAMES = {int(Nice.ComponentState.CONNECTED): "connected", int(Nice.ComponentState.READY): "ready",
                int(Nice.ComponentState.FAILED): "failed"}
 
@@ -91,17 +80,15 @@ def main() -> int:
                       int(component), [f"{local_c.addr.dup_string()}:{local_c.addr.get_port()}",
                                        f"{remote_c.addr.dup_string()}:{remote_c.addr.get_port()}"]))
     callbacks = []
-    pointer = ctypes.pythonapi.PyCapsule_GetPointer(agent.__gpointer__, None)
-    for component in (1, 2):
-        def got(_agent, _stream, comp, _length, _buf, _data):
-            received[int(comp)] += 1
 
-        callback = RECV_FUNC(got)
-        callbacks.append(callback)
-        if not LIBNICE.nice_agent_attach_recv(pointer, stream, component, GLIB.g_main_context_default(),
-                                              callback, None):
-            emit({"error": "nice_agent_attach_recv failed"})
-            return 1
+    def got(component: int, _data: bytes) -> None:
+        received[component] += 1
+
+    try:
+        callbacks += [libnice_ctypes.attach_recv(agent, stream, component, got) for component in (1, 2)]
+    except RuntimeError as error:
+        emit({"error": str(error)})
+        return 1
     agent.gather_candidates(stream)
     ssrc, seq, ts = int.from_bytes(os.urandom(4), "big"), 1000, 16000
     counter = {"rtp": 0, "rtcp": 0}
@@ -134,12 +121,12 @@ def main() -> int:
             emit({"ufrag": ufrag, "pwd": pwd, "candidates": lines})
         if states.get(1) in ("connected", "ready") and states.get(2) in ("connected", "ready"):
             rtp = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + TONE
-            LIBNICE.nice_agent_send(pointer, stream, 1, len(rtp), rtp)
+            libnice_ctypes.send(agent, stream, 1, rtp)
             seq, ts = seq + 1, ts + 160
             counter["rtp"] += 1
             if counter["rtp"] % 10 == 0:  # an RTCP RR (no report blocks) on its own component
                 rr = struct.pack("!BBHI", 0x80, 201, 1, ssrc)
-                LIBNICE.nice_agent_send(pointer, stream, 2, len(rr), rr)
+                libnice_ctypes.send(agent, stream, 2, rr)
                 counter["rtcp"] += 1
         return True
 

@@ -6,33 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REQUIRE_TOOLS, ServeProcess, write_config
+from tests.conftest import ServeProcess, write_config
+from tests.msturn.libnice_driver import SYSTEM_PYTHON, needs_libnice, system_env
 from tests.worker.caller import Caller
 from tests.worker.webauth import worker_status
 from um.worker.store import VoicemailStore
 
-SYSTEM_PYTHON = "/usr/bin/python3"
 DRIVER = Path(__file__).with_name("libnice_caller.py")
 
 
-def _libnice_missing() -> str | None:
-    if not os.path.exists(SYSTEM_PYTHON):
-        return f"{SYSTEM_PYTHON} missing"
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('Nice', '0.1'); from gi.repository import Nice"],
-        capture_output=True, text=True, timeout=30, check=False)
-    return None if probe.returncode == 0 else "libnice GI bindings missing (apt-get install gir1.2-nice-0.1 python3-gi)"
-
-
-_missing = _libnice_missing()
-pytestmark = pytest.mark.skipif(bool(_missing) and not REQUIRE_TOOLS, reason=_missing or "")
+pytestmark = needs_libnice
 
 
 def offer(local: dict[str, object]) -> str:
@@ -53,12 +40,11 @@ def test_libnice_two_components_without_mux_leave_a_voicemail_through_the_edge(t
         "worker": {"media_via_edge": True, "rtp_port_min": 45000, "rtp_port_max": 45999, "silence_timeout": 0},
         "edge": {"allowed_peer_networks": ["127.0.0.0/8"]}})
     node = ServeProcess(files.path, "--roles", "callrouter,mailbox,worker,edge,web")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     driver = None
     try:
         node.wait_ready()
         driver = subprocess.Popen([SYSTEM_PYTHON, str(DRIVER), "--seconds", "9"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, env=env)
+                                  stdout=subprocess.PIPE, text=True, env=system_env())
         assert driver.stdin is not None and driver.stdout is not None
         local = json.loads(driver.stdout.readline())
 

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 from certs import tls
@@ -62,12 +63,20 @@ def reload_certificates() -> None:
     log.info("SIGHUP: {renewed} TLS listener context(s) reloaded from the certificate files", renewed=renewed)
 
 
+def stop_once(reactor: Any) -> None:
+    """Stop the reactor; a second SIGTERM, the drain's deadline and a parent's stop may all ask."""
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
 def terminate(reactor: Any, state: NodeState) -> None:
     seconds = state.config.node.drain_seconds
     busy = state.busy()
     if state.draining or not seconds or not busy:
         log.info("SIGTERM: stopping" + (" now (second SIGTERM)" if state.draining else ""))
-        reactor.stop()
+        stop_once(reactor)
         return
     state.start_drain()
     log.info("SIGTERM: draining {busy} active call(s) and allocation(s) for up to {seconds}s "
@@ -78,7 +87,7 @@ def terminate(reactor: Any, state: NodeState) -> None:
         left = state.busy()
         if not left or reactor.seconds() >= deadline:
             log.info("drain finished ({left} still active): stopping", left=left)
-            reactor.stop()
+            stop_once(reactor)
         else:
             reactor.callLater(DRAIN_POLL, check)
 

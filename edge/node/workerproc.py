@@ -83,9 +83,9 @@ def run(config: Config, slot: int, config_path: str | None) -> int:
     stopping: list[bool] = []
 
     def stop() -> None:
-        if not stopping and reactor.running:
+        if not stopping:
             stopping.append(True)
-            reactor.stop()
+            signals.stop_once(reactor)
 
     channel = ChildChannel(state.mailbox, slot, calls.context, InProcessCalls(lambda: calls), stop, reactor)
     try:

@@ -108,9 +108,7 @@ def test_ipv6_only_offer_to_an_ipv4_worker_gets_488_naming_the_family(tmp_path: 
     process = ServeProcess(files.path, "--roles", "mailbox,worker")
     try:
         process.wait_ready()
-        offer = sdp_offer("127.0.0.1", 4000).replace("IN IP4 127.0.0.1", "IN IP6 2001:db8::5")
-
-        async def invite() -> tuple[int, str]:
+        async def invite(offer: str) -> tuple[int, str]:
             caller = Caller()
             try:
                 response = await caller.call(int(files.values["worker"]["sip_ports"][0]),  # type: ignore[index]
@@ -119,9 +117,10 @@ def test_ipv6_only_offer_to_an_ipv4_worker_gets_488_naming_the_family(tmp_path: 
             finally:
                 await caller.close()
 
-        status, warning = asyncio.run(invite())
-        assert status == 488
-        assert warning.startswith("399 ") and "IPv6" in warning and "IPv4 only" in warning
+        for offer in ipv6_offers():  # plain, and ICE with IPv6 candidates only
+            status, warning = asyncio.run(invite(offer))
+            assert status == 488
+            assert warning.startswith("399 ") and "IPv6" in warning and "IPv4 only" in warning
         # The same offer in IPv4 is answered: the refusal is about the family, not the offer.
         ok, _ = asyncio.run(_ipv4_call(files.values["worker"]["sip_ports"][0]))  # type: ignore[index]
         assert ok == 200
@@ -130,6 +129,15 @@ def test_ipv6_only_offer_to_an_ipv4_worker_gets_488_naming_the_family(tmp_path: 
         assert "critical" not in stderr and "family mismatch" not in stderr and "Traceback" not in stderr
     finally:
         process.kill()
+
+
+def ipv6_offers() -> list[str]:
+    """An IPv6-only offer, plain and with ICE (two components, IPv6 host candidates only)."""
+    plain = sdp_offer("127.0.0.1", 4000, rtcp_mux=False).replace("IN IP4 127.0.0.1", "IN IP6 2001:db8::5")
+    ice = plain.replace("a=sendrecv", "a=ice-ufrag:v6only\r\na=ice-pwd:v6only-password-0123456789\r\n"
+                        "a=candidate:1 1 udp 2130706431 2001:db8::5 4000 typ host\r\n"
+                        "a=candidate:1 2 udp 2130706430 2001:db8::5 4001 typ host\r\na=sendrecv")
+    return [plain, ice]
 
 
 async def _ipv4_call(port: int) -> tuple[int, str]:
@@ -152,9 +160,7 @@ def test_ipv6_offer_when_the_edge_has_no_ipv6_relay_gets_488_naming_the_family(t
     process = ServeProcess(files.path, "--roles", "mailbox,worker,edge")
     try:
         process.wait_ready()
-        offer = sdp_offer("127.0.0.1", 4000).replace("IN IP4 127.0.0.1", "IN IP6 2001:db8::5")
-
-        async def invite() -> tuple[int, str, str]:
+        async def invite(offer: str) -> tuple[int, str, str]:
             caller = Caller()
             try:
                 response = await caller.call(int(files.values["worker"]["sip_ports"][0]),  # type: ignore[index]
@@ -163,9 +169,10 @@ def test_ipv6_offer_when_the_edge_has_no_ipv6_relay_gets_488_naming_the_family(t
             finally:
                 await caller.close()
 
-        status, reason, warning = asyncio.run(invite())
-        assert status == 488 and "IPv6" in reason, (status, reason)
-        assert warning.startswith("399 ") and "no IPv6 relay" in warning
+        for offer in ipv6_offers():  # plain (a relay transport), and ICE with IPv6 candidates only (ICE relays)
+            status, reason, warning = asyncio.run(invite(offer))
+            assert status == 488 and "IPv6" in reason, (status, reason)
+            assert warning.startswith("399 ") and "no IPv6 relay" in warning
         stderr = process.stderr()
         assert "critical" not in stderr and "Traceback" not in stderr
     finally:

@@ -21,7 +21,10 @@ Lync's dialect ([MS-SDPEXT], [MS-ICE2]; the multipart offer is um.worker.multipa
 * [MS-SDPEXT] 3.1.5.21.1/.2: a UA without IPv6 "SHOULD ignore an a=candidate attribute containing an
   IPv6 connection-address" but "MUST accept ... an IPv4 connection-address field with an IPv6
   rel-addr"; IPv6 candidates may come in ``a=x-candidate-ipv6`` (same syntax as a=candidate). The
-  worker's media are IPv4: both are parsed (`ipv6_candidates`) and left out of ICE.
+  worker's relay is of the offer's default address family (its c=, um.worker.families): ICE uses the
+  a=candidate candidates of that family, so an IPv6-only offer runs ICE over an IPv6 relay and a
+  dual-stack one with an IPv4 c= over an IPv4 relay; the others, and a=x-candidate-ipv6
+  (`ipv6_candidates`), are parsed and left out.
 * RFC 5245 §9.1.2.2: ``a=remote-candidates`` (in the offer that follows a completed ICE) names the
   pairs the offerer selected; parsed (`remote_candidates`), the answer needs nothing from it.
 """
@@ -321,7 +324,7 @@ def candidates(media: Media, name: str = "candidate") -> list[IceCandidate]:
 
 
 def ipv6_candidates(media: Media) -> list[IceCandidate]:
-    """The [MS-SDPEXT] a=x-candidate-ipv6 candidates (kept, not used: the worker's media are IPv4)."""
+    """The [MS-SDPEXT] a=x-candidate-ipv6 candidates (kept, not used: Lync's c= and relay are IPv4 then)."""
     return candidates(media, "x-candidate-ipv6")
 
 
@@ -354,8 +357,11 @@ def _ice(media: Media, session: Session) -> IceParams | None:
     if not ufrag or not pwd:
         return None
     components = (1,) if media.has("rtcp-mux") else (1, 2)  # RTP, and RTCP unless muxed (RFC 5761)
+    # The worker's relay has the family of the default address (c=, um.worker.families) and reaches only
+    # peers of that family (RFC 8656 §9.1): candidates of the other family could never pair.
+    ipv6 = _is_ipv6(media.connection or session.connection or "")
     candidates_ = [c for c in candidates(media)
-                   if c.transport == "udp" and c.component in components and not _is_ipv6(c.host)]
+                   if c.transport == "udp" and c.component in components and _is_ipv6(c.host) == ipv6]
     return IceParams(ufrag, pwd, candidates_, lite=session.attr("ice-lite") is not None)
 
 

@@ -299,6 +299,17 @@ async def _turn_client(ports: PortRange, host: str, server: Address, username: s
         raise
 
 
+def _refuse_family(error: stun.TransactionFailed, family: int | None) -> None:
+    """The edge's 440 (Address Family not Supported, RFC 8656 §18.11) to the family the offer needs is the
+    caller's 488 with a Warning naming it, not a 503: another edge would not do better."""
+    code = error.response.attributes.get("ERROR-CODE")
+    if isinstance(code, tuple) and code[0] == 440 and family is not None:
+        wanted = families.name(family)
+        raise sdp.SdpError(488, f"Not Acceptable Here - no {wanted} media relay",
+                           warning=f"incompatible network address family: the edge has no {wanted} "
+                                   "relay for this offer's media address") from None
+
+
 class _Allocation:
     """One TURN allocation of a relay transport: its client protocol, host port and channels."""
 
@@ -337,12 +348,7 @@ class RelayTransport(MediaTransport):
         except stun.TransactionFailed as error:
             protocol.transport.close()
             self.ports.release(allocation.host_port)
-            code = error.response.attributes.get("ERROR-CODE")
-            if isinstance(code, tuple) and code[0] == 440 and self.family is not None:
-                wanted = families.name(self.family)
-                raise sdp.SdpError(488, f"Not Acceptable Here - no {wanted} media relay",
-                                   warning=f"incompatible network address family: the edge has no {wanted} "
-                                           "relay for this offer's media address") from None
+            _refuse_family(error, self.family)
             raise
         except BaseException:
             protocol.transport.close()
@@ -474,10 +480,12 @@ class _RangeIceConnection(aioice.Connection):
         protocol = StunProtocol(self)
         try:
             await asyncio.wait_for(turn_transport._connect(protocol), timeout)
-        except BaseException:
+        except BaseException as error:
             inner.transport.close()
             if component == 1 and not self._reservation.done():
                 self._reservation.set_result(None)
+            if isinstance(error, stun.TransactionFailed):
+                _refuse_family(error, owner.family)
             raise
         if component == 1 and not self._reservation.done():
             self._reservation.set_result(inner.token)
@@ -531,7 +539,11 @@ class IceTransport(MediaTransport):
         super()._received(data, addr)
 
     async def open(self) -> IceTransport:
-        await self.connection.gather_candidates()
+        try:
+            await self.connection.gather_candidates()
+        except BaseException:
+            await self.close()  # the relays gathered so far, and their ports in the range
+            raise
         candidate = self.connection.get_default_candidate(1)
         if candidate is None:
             raise ConnectionError("no relay candidate from the edge")

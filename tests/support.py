@@ -18,17 +18,35 @@ def _bindable(port: int, kind: int) -> bool:
         return False
 
 
+PORT_BLOCK_START, PORT_BLOCK_SIZE = 20000, 4000
+
+
+def _port_block() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range (32768 up), so no
+    outgoing connection takes one between the check and the node's bind, and one block per
+    pytest-xdist worker, so two test processes never hand out the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    index = int(worker) % 3 if worker.isdigit() else 0
+    start = PORT_BLOCK_START + index * PORT_BLOCK_SIZE
+    return range(start, start + PORT_BLOCK_SIZE)
+
+
+_next_port = [0]
+
+
 def free_port(kind: int = socket.SOCK_STREAM, taken: set[int] | None = None) -> int:
-    """A loopback port free for both TCP and UDP right now, below the relay range, not in `taken`."""
+    """A loopback port free for both TCP and UDP right now, from this process's block, not in `taken`.
+
+    Handed out in turn (wrapping), so a port comes back only after the whole block was used."""
     taken = taken if taken is not None else set()
-    other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-    while True:
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < RELAY_PORT_MIN - 10 and port not in taken and _bindable(port, other):
+    block = _port_block()
+    for _ in range(len(block)):
+        port = block[_next_port[0] % len(block)]
+        _next_port[0] += 1
+        if port not in taken and _bindable(port, socket.SOCK_STREAM) and _bindable(port, socket.SOCK_DGRAM):
             taken.add(port)
             return port
+    raise RuntimeError(f"no free port in {block}")
 
 
 def toml_value(value: object) -> str:

@@ -16,7 +16,6 @@ from tests.conftest import ServeProcess, write_config
 from tests.ipv6.test_ipv6_calls import ROLES, ipv6_node, worker_status_v6
 from tests.worker.caller import Caller, SipConnection, sine_payloads
 from um.worker import sdp
-from um.worker.rtp import RtpSender, rtcp_compound
 from um.worker.store import VoicemailStore
 
 
@@ -67,34 +66,7 @@ def test_ipv6_only_ice_caller_leaves_a_voicemail_through_an_ipv6_relay(tmp_path:
                                        "5000", "1004", ipv6_ice_offer(ice))
             assert answer.status == 200, (answer.status, answer.reason, answer.headers.get("Warning"))
             text = answer.body.decode()
-            for line in text.splitlines():
-                if line.startswith("a=candidate:"):
-                    await ice.add_remote_candidate(aioice.Candidate.from_sdp(line.split(":", 1)[1].strip()))
-                elif line.startswith(("a=ice-ufrag:", "a=ice-pwd:")):
-                    setattr(ice, "remote_username" if "ufrag" in line else "remote_password", line.split(":", 1)[1])
-            await ice.add_remote_candidate(None)
-            await asyncio.wait_for(ice.connect(), 10)
-            rtcp_back: list[int] = []
-
-            async def pump() -> None:  # the worker's RTP on component 1, its RTCP on component 2
-                while True:
-                    try:
-                        data, component = await ice.recvfrom()
-                    except ConnectionError:
-                        return
-                    if component == 2:
-                        rtcp_back.append(component)
-                    caller._on_media(data)
-
-            reader = asyncio.ensure_future(pump())
-            sender = RtpSender(0, ssrc=caller.ssrc)
-            for index in range(0, len(audio), 50):  # a second of audio, then a receiver report on component 2
-                await caller.send_audio(audio[index:index + 50])
-                await ice.sendto(rtcp_compound(sender, None, time.time(), False), 2)
-            await asyncio.sleep(0.3)
-            assert (await caller.bye()).status == 200
-            await asyncio.sleep(0.4)
-            reader.cancel()
+            rtcp_back = await caller.two_component_ice_message(text, audio, timeout=10, linger=0.4)
             assert rtcp_back, "no RTCP from the worker on component 2"
             await caller.close()
             return text, offered, caller

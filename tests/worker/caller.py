@@ -246,7 +246,8 @@ class Caller:
         await self.ice.gather_candidates()
         return self.ice
 
-    async def connect_ice(self, answer_sdp: str) -> None:
+    async def _ice_connect(self, answer_sdp: str, timeout: float) -> None:
+        """Take the answer's ICE credentials and candidates, then run the checks."""
         from aioice import Candidate
 
         assert self.ice is not None
@@ -260,7 +261,10 @@ class Caller:
                 await self.ice.add_remote_candidate(Candidate.from_sdp(line.split(":", 1)[1].strip()))
         await self.ice.add_remote_candidate(None)
         self.ice.remote_username, self.ice.remote_password = ufrag, pwd
-        await asyncio.wait_for(self.ice.connect(), 15)
+        await asyncio.wait_for(self.ice.connect(), timeout)
+
+    async def connect_ice(self, answer_sdp: str) -> None:
+        await self._ice_connect(answer_sdp, 15)
 
         async def pump() -> None:
             while True:
@@ -271,6 +275,36 @@ class Caller:
                 self._on_media(data)
 
         asyncio.ensure_future(pump())
+
+    async def two_component_ice_message(self, answer_sdp: str, audio: list[bytes], timeout: float = 15,
+                                        linger: float = 0.5) -> list[int]:
+        """ICE with RTP on component 1 and RTCP on component 2 (no rtcp-mux): send `audio` with a receiver
+        report on component 2 after each second, hang up; the components the worker's RTCP came back on."""
+        from um.worker.rtp import RtpSender, rtcp_compound
+
+        await self._ice_connect(answer_sdp, timeout)
+        rtcp_components: list[int] = []
+
+        async def pump() -> None:  # the worker's RTP on component 1, its RTCP on component 2
+            while True:
+                try:
+                    data, component = await self.ice.recvfrom()
+                except ConnectionError:
+                    return
+                if component == 2:
+                    rtcp_components.append(component)
+                self._on_media(data)
+
+        reader = asyncio.ensure_future(pump())
+        sender = RtpSender(0, ssrc=self.ssrc)
+        for index in range(0, len(audio), 50):
+            await self.send_audio(audio[index:index + 50])
+            await self.ice.sendto(rtcp_compound(sender, None, time.time(), False), 2)
+        await asyncio.sleep(0.3)
+        assert (await self.bye()).status == 200
+        await asyncio.sleep(linger)
+        reader.cancel()
+        return rtcp_components
 
     def _on_media(self, data: bytes) -> None:
         if self.srtp is not None:

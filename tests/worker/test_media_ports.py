@@ -148,34 +148,7 @@ def test_two_component_ice_offer_leaves_a_voicemail_with_rtcp_on_component_2(
         answer = await caller.call(port, "5000", "1004", _ice_offer(ice))
         assert answer.status == 200, answer.reason
         text = answer.body.decode()
-        for line in text.splitlines():
-            if line.startswith("a=candidate:"):
-                await ice.add_remote_candidate(aioice.Candidate.from_sdp(line.split(":", 1)[1].strip()))
-            elif line.startswith(("a=ice-ufrag:", "a=ice-pwd:")):
-                setattr(ice, "remote_username" if "ufrag" in line else "remote_password", line.split(":", 1)[1])
-        await ice.add_remote_candidate(None)
-        await asyncio.wait_for(ice.connect(), 15)
-        rtcp_components: list[int] = []
-
-        async def pump() -> None:  # the worker's RTP on component 1, its RTCP on component 2
-            while True:
-                try:
-                    data, component = await ice.recvfrom()
-                except ConnectionError:
-                    return
-                if component == 2:
-                    rtcp_components.append(component)
-                caller._on_media(data)
-
-        reader = asyncio.ensure_future(pump())
-        sender = RtpSender(0, ssrc=caller.ssrc)
-        for index in range(0, len(audio), 50):  # a second of audio, then a receiver report on component 2
-            await caller.send_audio(audio[index:index + 50])
-            await ice.sendto(rtcp_compound(sender, None, time.time(), False), 2)
-        await asyncio.sleep(0.3)
-        assert (await caller.bye()).status == 200
-        await asyncio.sleep(0.5)
-        reader.cancel()
+        rtcp_components = await caller.two_component_ice_message(text, audio)
         await caller.close()
         return text, rtcp_components, caller
 

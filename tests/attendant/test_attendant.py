@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import NodeFiles, ServeProcess, umedge, write_config
+from tests.conftest import NodeFiles, ServeProcess, serving, umedge, write_config
 from tests.worker.caller import Caller, media_address, sdp_offer, sine_payloads
 from um.attendants import parse_auto_attendants, word_keys
 from um.directory import DirectoryError
@@ -53,12 +53,8 @@ def config(directory: object, refer: bool) -> NodeFiles:
 
 
 def serve(files: NodeFiles) -> Iterator[tuple[NodeFiles, ServeProcess]]:
-    process = ServeProcess(files.path, "--roles", "callrouter,mailbox,worker")
-    try:
-        process.wait_ready()
+    with serving(files, "--roles", "callrouter,mailbox,worker") as process:
         yield files, process
-    finally:
-        process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REQUIRE_TOOLS, NodeFiles, ServeProcess, umedge, write_config
+from tests.conftest import REQUIRE_TOOLS, NodeFiles, ServeProcess, serving, umedge, write_config
 from tests.prompts import listen
 from tests.worker.caller import Caller, sdp_offer
 from um.worker.prompts import Prompts
@@ -34,12 +34,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeFiles, 
     files = write_config(tmp_path_factory.mktemp("spoken"), {
         "worker": {"prompts": "spoken", "rtp_port_min": 44000, "rtp_port_max": 44499},
         "callrouter": PLANS})
-    process = ServeProcess(files.path, "--roles", "callrouter,mailbox,worker")
-    try:
-        process.wait_ready()
+    with serving(files, "--roles", "callrouter,mailbox,worker") as process:
         yield files, process
-    finally:
-        process.kill()
 
 
 async def listen_to_greeting(files: NodeFiles, pilot: str, mailbox: str, seconds: float) -> bytes:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REQUIRE_TOOLS, NodeFiles, ServeProcess, umedge, write_config
 from tests.sip.sipp_tools import sipp_available
-from tests.worker.caller import Caller, free_udp_port, sdp_offer, sine_payloads
+from tests.worker.caller import Caller, free_udp_port, sdp_offer, sine_payloads, wait_for
 from tests.worker.sipp_media import run_voicemail_sipp, write_rtp_pcap, write_voicemail_scenario
 from um.worker.store import VoicemailStore
 
@@ -66,16 +66,6 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 @needs_sipp
 def test_slot_ports_belong_to_two_child_processes_and_a_recycle_during_sipp_drops_no_call(tmp_path: Path) -> None:
     files = node_config(tmp_path)
@@ -110,13 +100,13 @@ def test_slot_ports_belong_to_two_child_processes_and_a_recycle_during_sipp_drop
         assert recycled["active_slot"] == 2 and new["state"] == "active" and new["pid"] not in (one, two)
         assert recycled["slots"][0]["pid"] == one and recycled["slots"][0]["state"] == "draining"
         assert listening_pids([slot_ports[1]])[slot_ports[1]] == new["pid"]  # a fresh process took slot 2
-        assert wait_until(lambda: not alive(one), 15)  # the old worker left once its calls ended
-        after = wait_until(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] == "idle" and s, 10)
+        assert wait_for(lambda: not alive(one), 15)  # the old worker left once its calls ended
+        after = wait_for(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] == "idle" and s, 10)
         assert after["active_slot"] == 2 and after["slots"][1]["pid"] == new["pid"]
         assert after["slots"][0]["pid"] not in (one, two, new["pid"]) and after["slots"][0]["recycles"] == 1
         assert sum(s["calls_total"] for s in after["slots"]) == 200 and after["crashes"] == 0
         store = VoicemailStore(Path(files.path.parent / "state"))
-        messages = wait_until(lambda: len(store.messages("1002")) == 200 and store.messages("1002"), 5)
+        messages = wait_for(lambda: len(store.messages("1002")) == 200 and store.messages("1002"), 5)
         assert messages, f"{len(store.messages('1002'))} messages of 200"  # every call left its message
         assert all(1.0 <= m.duration <= 1.6 for m in messages)
         assert "finished its calls and exited" in process.stderr()
@@ -172,7 +162,7 @@ def test_kill_9_of_the_active_worker_loses_only_its_calls(tmp_path: Path) -> Non
         assert fresh == (200, 200)
         assert all(result[1] != 200 for result in doomed if isinstance(result, tuple))  # they died with it
         assert delay < 4.5  # the new call was answered at once (its 2 s of audio included)
-        back = wait_until(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] == "idle" and s, 10)
+        back = wait_for(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] == "idle" and s, 10)
         assert back, "slot 1 not back within 10 s"
         assert back["slots"][0]["pid"] not in (None, victim) and back["slots"][0]["crashes"] == 1
         assert back["crashes"] == 1 and back["active_slot"] == 2
@@ -181,7 +171,7 @@ def test_kill_9_of_the_active_worker_loses_only_its_calls(tmp_path: Path) -> Non
         assert re.search(r"worker slot 2 \(takes new calls\): active, pid \d+, calls 0 \(total 26\), age \d+s, "
                          r"RSS [1-9]\d* MB", shown), shown
         store = VoicemailStore(Path(files.path.parent / "state"))
-        assert wait_until(lambda: len(store.messages("1006")) == 25, 5)
+        assert wait_for(lambda: len(store.messages("1006")) == 25, 5)
         interrupted = store.messages("1005")  # finished from the dead worker's partial audio by its successor
         assert len(interrupted) >= 20 and all(m.reason == "interrupted" and 0 < m.duration < 6 for m in interrupted)
         with urllib.request.urlopen(f"http://127.0.0.1:{files.port('web', 'http_port')}/metrics", timeout=5) as r:
@@ -214,7 +204,7 @@ def test_the_active_worker_recycles_itself_after_recycle_after_calls(tmp_path: P
 
         ports = [asyncio.run(call()) for _ in range(2)]
         assert ports == [int(files.values["worker"]["sip_ports"][0])] * 2  # type: ignore[index]
-        after = wait_until(lambda: (s := worker_cli(files, "status"))["active_slot"] == 2 and
+        after = wait_for(lambda: (s := worker_cli(files, "status"))["active_slot"] == 2 and
                            s["slots"][0]["state"] == "idle" and s, 15)
         assert after and after["recycles"] == 1 and after["slots"][0]["pid"] != first and not alive(first)
         assert "worker recycle (2 calls)" in process.stderr()
@@ -244,7 +234,7 @@ def test_503_only_while_both_workers_are_down(tmp_path: Path) -> None:
 
         time.sleep(0.2)
         assert asyncio.run(redirect()).startswith("503")  # nobody to take the call: the router says so
-        back = wait_until(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] in ("active", "idle") and
+        back = wait_for(lambda: (s := worker_cli(files, "status"))["slots"][0]["state"] in ("active", "idle") and
                           s["slots"][1]["state"] in ("active", "idle") and s, 10)
         assert back and back["crashes"] == 2 and not {s["pid"] for s in back["slots"]} & set(pids)
         assert asyncio.run(redirect()).startswith("302")
@@ -292,7 +282,7 @@ def test_the_active_worker_recycles_itself_past_its_memory_or_age(tmp_path: Path
     try:
         process.wait_ready()
         first = worker_cli(files, "status")["slots"][0]["pid"]
-        after = wait_until(lambda: (s := worker_cli(files, "status"))["recycles"] >= 1 and s, 15)
+        after = wait_for(lambda: (s := worker_cli(files, "status"))["recycles"] >= 1 and s, 15)
         assert after and after["active_slot"] == 2 and after["slots"][1]["pid"] != first
         assert f"worker recycle ({why}" in process.stderr()
     finally:

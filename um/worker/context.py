@@ -55,7 +55,7 @@ class WorkerContext:
         self.remote: Callable[[], dict[str, Any]] | None = None
 
     def start(self) -> None:
-        handled = self.store.recover()
+        handled = self.store.recover(folders=self.settings.slot is None)
         if handled:  # what a crash left: finished as messages, or removed when unreadable
             log.info("voicemail store: {n} file(s) a crash left: {files}", n=len(handled),
                      files="; ".join(handled[:5]))

@@ -242,10 +242,14 @@ class VoicemailStore:
         except (OSError, ValueError, TypeError, KeyError, StoreError):
             return None
 
-    def recover(self) -> list[str]:
-        """Finish what a crash interrupted (see the module's docstring). Returns one line per file handled."""
+    def recover(self, folders: bool = True) -> list[str]:
+        """Finish what a crash interrupted (see the module's docstring). Returns one line per file handled.
+
+        `folders`: also finish messages published without their JSON. Only the node's main process does
+        that, before its worker processes start: a worker process starting next to a running one would
+        take the other's message between its WAV and its JSON for a crash's leftover."""
         done: list[str] = []
-        if self.root.is_dir():
+        if folders and self.root.is_dir():
             for folder in self.root.iterdir():
                 if not folder.is_dir() or folder.name.startswith("."):
                     continue

@@ -1,9 +1,11 @@
 """TURN relay throughput and CPU cost: coturn's turnserver vs `umedge serve --roles edge`.
 
-    python benchmarks/turn_relay.py [--seconds 15] [--sessions 10] [--only coturn|umedge|umedge-offload]
+    python benchmarks/turn_relay.py [--seconds 15] [--sessions 10] [--only coturn|umedge|umedge-native|umedge-offload]
                                     [--offload] [--workers N] [--json]
 
---offload adds a third run, umedge with [edge] kernel_offload = "on" (needs root, clang,
+umedge runs twice by default: "umedge" is the relay in Python ([edge] native_forwarder and
+kernel_offload "off"), "umedge-native" relays bound channels in forwarder.c (native_forwarder
+"on"). --offload adds a fourth run, umedge with [edge] kernel_offload = "on" (needs root, clang,
 libbpf-dev, bpftool; the eBPF fast path attaches to lo for the run and is removed after).
 With a kernel fast path the server process does almost nothing per datagram and the kernel's
 work is charged to whichever process sends the packet (uclient and turnutils_peer), so the
@@ -64,7 +66,9 @@ from tests.turn.coturn_tools import (  # noqa: E402
 )
 
 SECRET = "benchmark-secret-0123456789"
-SERVERS = ("coturn", "umedge", "umedge-offload")
+SERVERS = ("coturn", "umedge", "umedge-native", "umedge-offload")
+# umedge's relay paths: the engine in Python; bound channels in forwarder.c; bound channels in the kernel.
+PATHS = {"umedge": ("off", "off"), "umedge-native": ("on", "off"), "umedge-offload": ("off", "on")}
 _PROGRESS = re.compile(r"start_mclient: msz=(\d+), tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
 _ERROR = re.compile(r"error|cannot|refused|forbidden", re.I)
 # How a server run fails (tools missing or exiting, ports taken, timeouts): reported, then the next server.
@@ -195,18 +199,22 @@ def bench_coturn(args: argparse.Namespace, workdir: Path) -> Measurement:
     return result
 
 
-def bench_umedge(args: argparse.Namespace, workdir: Path, offload: bool = False) -> Measurement:
-    name = "umedge-offload" if offload else "umedge"
-    result = Measurement(name, version=f"umedge serve --roles edge (kernel_offload {'on' if offload else 'off'}, "
-                                       f"workers {args.workers})")
+def bench_umedge(args: argparse.Namespace, workdir: Path, name: str = "umedge") -> Measurement:
+    native, kernel = PATHS[name]
+    offload = kernel == "on"
+    result = Measurement(name, version=f"umedge serve --roles edge (native_forwarder {native}, kernel_offload "
+                                       f"{kernel}, workers {args.workers})")
     edge = {"auth_secrets": [SECRET], "allocation_bandwidth_kbps": 0, "allowed_peer_networks": ["127.0.0.0/8"],
-            "max_allocations_per_user": 1000, "kernel_offload": "on" if offload else "off", "workers": args.workers}
+            "max_allocations_per_user": 1000, "kernel_offload": kernel, "native_forwarder": native,
+            "workers": args.workers}
     try:
         with UmedgeServer(workdir / name, edge, python=args.python) as server, EchoPeer() as peer:
             try:
                 drive(server.pid, server.port, peer, args, result)
                 if offload and "kernel offload: on" not in server.log_text():
                     raise RuntimeError("the kernel offload did not attach")
+                if native == "on" and "native forwarder: on" not in server.log_text():
+                    raise RuntimeError("the native forwarder did not start")
             except _RUN_FAILURES as exc:
                 raise RuntimeError(f"{exc}\n--- umedge log (tail) ---\n{server.log_text()[-1500:]}") from exc
     except _RUN_FAILURES as exc:  # report and go on with the other server
@@ -295,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "coturn":
                 results[name] = bench_coturn(args, Path(tmp))
             else:
-                results[name] = bench_umedge(args, Path(tmp), offload=name == "umedge-offload")
+                results[name] = bench_umedge(args, Path(tmp), name)
     if args.json:
         print(json.dumps({"load": {"sessions": args.sessions, "messages": args.messages, "length": args.length,
                                    "interval_ms": args.interval_ms, "no_rtcp": True,
@@ -303,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "warmup": args.warmup},
                           "results": {name: asdict(m) for name, m in results.items()},
                           "umedge_over_coturn": ratios(results),
+                          "umedge_native_over_coturn": ratios(results, "umedge-native"),
                           "umedge_offload_over_coturn": ratios(results, "umedge-offload"),
                           "workers": args.workers}, indent=2))
     else:

@@ -86,6 +86,7 @@ class EdgeConfig:
     alternate_address: str = key(optional_ip_address)
     alternate_port: int = key(port)
     kernel_offload: str = key(choice("auto", "on", "off"))
+    native_forwarder: str = key(choice("auto", "on", "off"))
     socket_buffer_kb: int = key(lambda v: integer(v, 64, 262144, "an integer 64-262144 (KiB)"))
     permission_lifetime: int = key(lambda v: integer(v, 1, 300, "an integer 1-300 (seconds; RFC 8656: 300)"))
 

@@ -307,6 +307,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"kernel offload ({offload['mode']}): {'on' if offload['active'] else 'off'}, {offload['reason']}"
               + (f"; {offload['channels']} channel(s), {relayed.get('offloaded_packets_to_peer', 0)} + "
                  f"{relayed.get('offloaded_packets_to_client', 0)} packets in the kernel" if offload["active"] else ""))
+        native = offload.get("native") or {}
+        if native and not offload["active"]:
+            print(f"native forwarder ({native['mode']}): {'on' if native['active'] else 'off'}, {native['reason']}"
+                  + (f"; {native['channels']} channel(s), {relayed.get('offloaded_packets_to_peer', 0)} + "
+                     f"{relayed.get('offloaded_packets_to_client', 0)} packets in C" if native["active"] else ""))
     pool = status["pool"]
     print(f"pool ({pool['store']}{', degraded' if pool['degraded'] else ''}): "
           + (", ".join(f"{m['name']} {m['relay']} load {m['load']:.1%}" for m in pool["members"]) or "-"))

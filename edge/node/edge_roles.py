@@ -21,6 +21,8 @@ from edge.msturn.server import MsTurnServer
 from edge.node.listeners import listeners
 from edge.node.schema import Config
 from edge.offload.fastpath import KernelOffload
+from edge.offload.native import NativeForwarder
+from edge.offload.paths import FastPaths
 from edge.pool.service import PoolMembership, describe_node
 from edge.pool.store import open_store
 from edge.stun.discovery import DiscoveryAddresses
@@ -80,10 +82,12 @@ def build_engine(config: Config, loop: asyncio.AbstractEventLoop, clock: Callabl
         def alternates_now() -> list[tuple[str, int]]:  # least loaded live peers first, then configured
             return [(m.relay_host, m.udp_port) for m in pool.others(name)] + alternates
 
-    offload = KernelOffload(e.kernel_offload, (e.listen_address, e.turn_udp_port), e.relay_address,
-                            Path(config.node.state_dir) / "offload")  # started (or not) with the TURN service
+    cache = Path(config.node.state_dir) / "offload"
+    offload = FastPaths(KernelOffload(e.kernel_offload, (e.listen_address, e.turn_udp_port), e.relay_address, cache),
+                        NativeForwarder(e.native_forwarder, cache))  # started (or not) with the TURN service
     return TurnEngine(authenticator, limits, policy, RelayAddresses(bind, advertise),
-                      PortPool(e.relay_port_min, e.relay_port_max), relay_binder(loop, e.socket_buffer_kb * 1024),
+                      PortPool(e.relay_port_min, e.relay_port_max),
+                      relay_binder(loop, e.socket_buffer_kb * 1024, offload.native),
                       clock, alternates=alternates_now if pool is not None else alternates, quota=quota,
                       dialects=[MsTurnServer()] if e.ms_turn else [], binding=discovery,
                       offload=offload)
@@ -116,7 +120,8 @@ def turn_service(config: Config, engine: TurnEngine, reuse_port: bool,
 
         def wrapper(tls_factory: TLSMemoryBIOFactory, engine: TurnEngine) -> IProtocolFactory:
             return PseudoTlsFactory(tls_factory, engine)  # [MS-TURN]'s pseudo-TLS handshake beside real TLS
-    offload = engine.offload if isinstance(engine.offload, KernelOffload) else None
-    service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper, discovery, offload)
+    offload = engine.offload if isinstance(engine.offload, FastPaths) else None
+    service = TurnService(engine, ports, ConnectionLimits.of(lim), tls_options, wrapper, discovery, offload,
+                          offload.native if offload is not None else None)
     service.setName("edge/turn")
     return service

@@ -65,8 +65,9 @@ class NodeCollector:
         yield _counter("umedge_turn_relayed_bytes", "Payload bytes relayed, by direction", ["direction"],
                        {("to_peer",): traffic.get("bytes_to_peer", 0),
                         ("to_client",): traffic.get("bytes_to_client", 0)})
-        yield _counter("umedge_turn_offloaded_datagrams", "Of the relayed datagrams, those the kernel fast path "
-                       "moved ([edge] kernel_offload)", ["direction"],
+        yield _counter("umedge_turn_offloaded_datagrams", "Of the relayed datagrams, those a fast path moved (the "
+                       "kernel's, [edge] kernel_offload, or the native forwarder, [edge] native_forwarder)",
+                       ["direction"],
                        {("to_peer",): traffic.get("offloaded_packets_to_peer", 0),
                         ("to_client",): traffic.get("offloaded_packets_to_client", 0)})
         offload = engine.offload.status() if engine is not None and engine.offload is not None else {}
@@ -74,7 +75,12 @@ class NodeCollector:
                      1.0 if offload.get("active") else 0.0)
         yield _gauge("umedge_turn_offload_channels", "Channel bindings in the kernel fast path now",
                      float(offload.get("channels", 0)))
-        yield _counter("umedge_turn_offload_bandwidth_refusals", "Allocations taken off the kernel fast path for "
+        native = offload.get("native") or {}
+        yield _gauge("umedge_turn_native_forwarder_active", "1 when bound channels are relayed by the native "
+                     "forwarder (forwarder.c)", 1.0 if native.get("active") else 0.0)
+        yield _gauge("umedge_turn_native_forwarder_channels", "Channel bindings in the native forwarder now",
+                     float(native.get("channels", 0)))
+        yield _counter("umedge_turn_offload_bandwidth_refusals", "Allocations taken off a fast path for "
                        "exceeding allocation_bandwidth_kbps", [], {(): stats.get("offload_bandwidth_refusals", 0)})
         yield _counter("umedge_turn_auth_failures", "TURN requests failing authentication, by reason",
                        ["reason"], {(k.removeprefix("auth_failed_"),): v for k, v in stats.items()

@@ -93,7 +93,7 @@ class TurnEngine:
         self.accepting = True  # False while draining: no new allocations
         self.dialects = tuple(dialects)  # e.g. Lync's [MS-TURN] on the same ports
         self.binding = binding  # e.g. RFC 5780 behaviour discovery (edge.turn.discovery)
-        self.offload = offload  # a kernel fast path for bound channels (edge.offload); told every change
+        self.offload = offload  # a fast path for bound channels (edge.offload: kernel or native); told every change
         for dialect in self.dialects:
             dialect.attach(self)
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from edge.stun import StunDecodeError, next_frame_length
 from edge.turn.allocation import Address, Allocation
 from edge.turn.engine import TurnEngine
+from edge.turn.offload import DatagramBatches
 from edge.turn.streams import transport_of
 from um.netguard import RateLimiter, settle_connection
 
@@ -56,15 +57,34 @@ def _plain(address: tuple) -> Address:  # type: ignore[type-arg]
     return (host[7:] if host.startswith("::ffff:") else host, address[1])
 
 
-class UdpRelay:
-    """One relay socket of an allocation (a RelayEndpoint)."""
+def _native_key(address: Address) -> tuple[bytes, bytes]:
+    """A socket's bound IPv4 address as the native forwarder's entries key it."""
+    return socket.inet_aton(address[0]), address[1].to_bytes(2, "big")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, family: int) -> None:
+
+class UdpRelay:
+    """One relay socket of an allocation (a RelayEndpoint); read through `batches` when that is active."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, family: int,
+                 batches: DatagramBatches | None = None) -> None:
         self._loop, self._sock, self.family = loop, sock, family
         self.address: Address = sock.getsockname()[:2]
         self.receiver: Callable[[bytes, Address], None] | None = None
-        self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._readable)
+        self._fd = self.fd = sock.fileno()
+        self.native = batches is not None and batches.active and family == 4
+        if self.native:
+            assert batches is not None
+            self._batches, self._key = batches, _native_key(self.address)
+            loop.add_reader(self._fd, self._readable_native)
+        else:
+            loop.add_reader(self._fd, self._readable)
+
+    def _readable_native(self) -> None:
+        passed, _ = self._batches.from_peers(self._fd, *self._key)
+        receiver = self.receiver
+        if receiver is not None:
+            for data, address in passed:
+                receiver(data, address)
 
     def _readable(self) -> None:
         recvfrom, receiver = self._sock.recvfrom, self.receiver
@@ -104,7 +124,8 @@ class UdpRelay:
             self._sock.close()
 
 
-def relay_binder(loop: asyncio.AbstractEventLoop, buffer_bytes: int = 0) -> Callable[[int, int, str], UdpRelay | None]:
+def relay_binder(loop: asyncio.AbstractEventLoop, buffer_bytes: int = 0,
+                 batches: DatagramBatches | None = None) -> Callable[[int, int, str], UdpRelay | None]:
     def bind(family: int, port: int, host: str) -> UdpRelay | None:
         sock = socket.socket(_family_constant(family), socket.SOCK_DGRAM)
         try:
@@ -117,7 +138,7 @@ def relay_binder(loop: asyncio.AbstractEventLoop, buffer_bytes: int = 0) -> Call
             sock.close()
             return None
         sock.setblocking(False)
-        return UdpRelay(loop, sock, family)
+        return UdpRelay(loop, sock, family, batches)
 
     return bind
 
@@ -125,7 +146,7 @@ def relay_binder(loop: asyncio.AbstractEventLoop, buffer_bytes: int = 0) -> Call
 class UdpClientLink:
     """A UDP client as the engine sees it: its 5-tuple key and how to answer it."""
 
-    __slots__ = ("allocation", "address", "connected", "_sock")
+    __slots__ = ("allocation", "address", "connected", "listener", "_sock")
     kind = "udp"
     stream = False
 
@@ -133,6 +154,7 @@ class UdpClientLink:
         self.allocation: Allocation | None = None
         self.address = address
         self.connected = True  # False once evicted from the link table: a pending grant must not land here
+        self.listener = listener  # the native forwarder keys and answers by it
         self._sock = listener.sock
 
     def send(self, data: bytes) -> None:
@@ -143,17 +165,38 @@ class UdpClientLink:
 
 
 class UdpTurnListener:
-    """The UDP listener: datagrams from clients into the engine."""
+    """The UDP listener: datagrams from clients into the engine (through `batches` when that is active)."""
 
     MAX_LINKS = 100_000
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, engine: TurnEngine,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None, batches: DatagramBatches | None = None) -> None:
         self._loop, self.sock, self._engine = loop, sock, engine
         self._limiter = limiter
         self._links: dict[Address, UdpClientLink] = {}
-        self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._readable)
+        self._fd = self.fd = sock.fileno()
+        self.address: Address = sock.getsockname()[:2]
+        self.native = batches is not None and batches.active and sock.family == socket.AF_INET
+        if self.native:
+            assert batches is not None
+            self._batches, self._key = batches, _native_key(self.address)
+            loop.add_reader(self._fd, self._readable_native)
+        else:
+            loop.add_reader(self._fd, self._readable)
+
+    def _readable_native(self) -> None:
+        passed, _ = self._batches.from_clients(self._fd, *self._key)
+        for data, address in passed:
+            self._receive(data, address)
+
+    def _receive(self, data: bytes, address: Address) -> None:
+        """One datagram the native forwarder left for the engine (the same steps as `_readable`'s loop)."""
+        if (not data or not 0x40 <= data[0] < 0x80) and not self._admit(address[0]):
+            return
+        link = self._links.get(address)
+        if link is None:
+            link = self._new_link(address)
+        self._engine.from_client(link, data)
 
     def _readable(self) -> None:
         recvfrom, links, from_client = self.sock.recvfrom, self._links, self._engine.from_client

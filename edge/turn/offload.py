@@ -1,4 +1,4 @@
-"""The hook a kernel fast path plugs into (edge.offload): the engine tells it every change, it decides nothing.
+"""The hooks a fast path plugs into (edge.offload): the engine tells it every change, it decides nothing.
 
 The engine stays the authority: it calls `update` whenever an allocation's
 channels, permissions or lifetime change and `remove` when the allocation goes;
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from edge.turn.allocation import Allocation
+from edge.turn.allocation import Address, Allocation
 
 
 class RelayOffload(Protocol):
@@ -29,3 +29,17 @@ class RelayOffload(Protocol):
 
     def status(self) -> dict[str, Any]:
         """For the status page and `umedge status`: mode, active or not, why, devices, entries."""
+
+
+Datagrams = list[tuple[bytes, Address]]
+
+
+class DatagramBatches(Protocol):
+    """A native fast path the UDP sockets (edge.turn.io) read through when it is active: each call reads
+    one batch, relays the bound-channel ChannelData itself and returns the rest (and whether the
+    socket is drained) for the engine."""
+
+    active: bool
+
+    def from_clients(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]: ...
+    def from_peers(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]: ...

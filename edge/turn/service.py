@@ -22,6 +22,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from edge.turn.discovery import BehaviourDiscovery
 from edge.turn.engine import TurnEngine
 from edge.turn.io import SOCKET_BUFFER, TurnStreamFactory, UdpTurnListener, admit, bind_stream, bind_udp
+from edge.turn.offload import DatagramBatches
 from um.netguard import ConnectionGuard, ConnectionLimits, RateLimiter
 
 log = Logger(namespace="umedge.turn")
@@ -94,9 +95,11 @@ class TurnService(service.MultiService):
 
     def __init__(self, engine: TurnEngine, ports: TurnPorts, guard: ConnectionLimits,
                  tls_options: Callable[[], Any], tls_port_wrapper: TlsPortWrapper | None = None,
-                 discovery: BehaviourDiscovery | None = None, offload: OffloadLifecycle | None = None) -> None:
+                 discovery: BehaviourDiscovery | None = None, offload: OffloadLifecycle | None = None,
+                 batches: DatagramBatches | None = None) -> None:
         """`discovery` (RFC 5780) gets the UDP socket and binds its three others when the service starts;
-        `offload` (the engine's kernel fast path) is started first and stopped after the engine's allocations."""
+        `offload` (the engine's fast path) is started first and stopped after the engine's allocations;
+        the UDP listener reads through `batches` (the native forwarder) when that is active then."""
         service.MultiService.__init__(self)
         self.engine = engine
         self.ports = ports
@@ -105,6 +108,7 @@ class TurnService(service.MultiService):
         self._wrap_tls_port = tls_port_wrapper
         self.discovery = discovery
         self.offload = offload
+        self.batches = batches
         self.guards: list[ConnectionGuard] = []
         self._udp: UdpTurnListener | None = None
         self._exhausted_logged, self._exhausted_at = 0, float("-inf")
@@ -137,7 +141,7 @@ class TurnService(service.MultiService):
                 for sock in (udp, tcp, tls_sock):
                     sock.close()
                 raise
-        self._udp = UdpTurnListener(loop, udp, engine, limiter)
+        self._udp = UdpTurnListener(loop, udp, engine, limiter, self.batches)
         # Streams are bounded by the connection caps and timeouts instead: a STUN request silently
         # dropped on TCP is never retransmitted, so a rate limit there would hang honest clients.
         tls_factory = TLSMemoryBIOFactory(options, False, TurnStreamFactory(engine, "tls"))

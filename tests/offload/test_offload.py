@@ -1,7 +1,9 @@
-"""The kernel fast path (edge/offload) in three namespaces, with coturn's uclient and peer and our own client.
+"""The fast paths (edge/offload) in three namespaces, with coturn's uclient and peer and our own client.
 
-Every test runs for `kernel_offload = "on"` and `"off"`: the same traffic, the same outcomes;
-with "on" the counters show the kernel moved every datagram and user space saw only STUN.
+Every test runs for the kernel path (`kernel_offload = "on"`), the native forwarder
+(`native_forwarder = "on"`) and neither (both "off": the engine in Python): the same traffic,
+the same outcomes; with a fast path the counters show it moved every datagram and the engine
+saw only STUN.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from tests.turn.coturn_tools import UclientProcess, tool, uclient_command
 
 SECRET = "offload-secret-0123456789"
 PEER_PORT = 3480  # turnutils_peer echoes on 3480 and 3481 in the peer namespace
-MODES = ("on", "off")
+MODES = ("on", "native", "off")  # kernel path, native forwarder, Python
+FAST = ("on", "native")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,8 @@ def start_edge(directory: Path, mode: str, **edge: object) -> tuple[NodeFiles, S
         "node": {"roles": ["edge", "web"]},
         "edge": {"listen_address": lab.EDGE_CLIENT_SIDE, "relay_address": lab.EDGE_PEER_SIDE,
                  "auth_secrets": [SECRET], "allowed_peer_networks": ["198.51.100.0/24"],
-                 "allocation_bandwidth_kbps": 0, "kernel_offload": mode, **edge}})
+                 "allocation_bandwidth_kbps": 0, "kernel_offload": "on" if mode == "on" else "off",
+                 "native_forwarder": "on" if mode == "native" else "off", **edge}})
     process = ServeProcess(files.path, prefix=lab.prefix("edge"))
     try:
         process.wait_ready()
@@ -111,6 +115,7 @@ OFF_TO_PEER = 'umedge_turn_offloaded_datagrams_total{direction="to_peer"}'
 OFF_TO_CLIENT = 'umedge_turn_offloaded_datagrams_total{direction="to_client"}'
 MALFORMED = 'umedge_turn_dropped_total{reason="kernel_malformed"}'
 NO_CHANNEL = 'umedge_turn_dropped_total{reason="no_channel"}'
+CHANNELS = {"on": "umedge_turn_offload_channels", "native": "umedge_turn_native_forwarder_channels"}
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -132,6 +137,7 @@ def test_uclient_over_channels_loses_nothing_and_user_space_sees_only_stun(
     attached = lab.filters("e-cli") + lab.filters("e-pee")
     assert ("turn_offload" in attached) == (mode == "on"), attached
     assert f"kernel offload: {'on' if mode == 'on' else 'off'}" in process.stderr()
+    assert ("native forwarder: on" in process.stderr()) == (mode == "native")
     sessions, messages = 4, 400
     command = uclient_command(files.port("edge", "turn_udp_port"), server_host=lab.EDGE_CLIENT_SIDE, secret=SECRET,
                               user="offload", peer_host=lab.PEER, peer_port=PEER_PORT, sessions=sessions,
@@ -139,25 +145,27 @@ def test_uclient_over_channels_loses_nothing_and_user_space_sees_only_stun(
     result = UclientProcess([*lab.prefix("client"), *command], timeout=40).wait()
     assert result.completed and result.sent == sessions * messages, result.describe()
     assert result.lost == 0 and result.received == result.sent, result.describe()
-    values = wait_metric(files, OFF_TO_CLIENT if mode == "on" else TO_CLIENT, result.received)
+    values = wait_metric(files, OFF_TO_CLIENT if mode in FAST else TO_CLIENT, result.received)
     assert values[TO_PEER] >= result.sent and values[TO_CLIENT] >= result.received, values
     status = json.loads(lab.run(*lab.prefix("edge"), "curl", "-s", "--max-time", "5",
                                 f"http://127.0.0.1:{files.port('web', 'http_port')}/v1/status").stdout)
     offload = status["kernel_offload"]  # the status page's and `umedge status`'s view
-    assert offload["mode"] == mode and offload["active"] == (mode == "on"), offload
+    assert offload["mode"] == ("on" if mode == "on" else "off") and offload["active"] == (mode == "on"), offload
     assert offload["devices"] == (["e-cli", "e-pee"] if mode == "on" else []), offload
-    if mode == "on":
-        # Every relayed datagram was the kernel's: user space relayed none (total - offloaded), only answered STUN.
+    assert offload["native"]["active"] == (mode == "native"), offload
+    if mode in FAST:
+        # Every relayed datagram was the fast path's: the engine relayed none (total - offloaded), only answered STUN.
         assert values[OFF_TO_PEER] == values[TO_PEER] and values[OFF_TO_CLIENT] == values[TO_CLIENT], values
-        assert values["umedge_turn_offload_active"] == 1.0
     else:
         assert values[OFF_TO_PEER] == 0 and values[OFF_TO_CLIENT] == 0
-        assert values["umedge_turn_offload_active"] == 0.0
+    assert values["umedge_turn_offload_active"] == (1.0 if mode == "on" else 0.0)
+    assert values["umedge_turn_native_forwarder_active"] == (1.0 if mode == "native" else 0.0)
 
 
 def test_malformed_unbound_indications_and_deallocation(edge: tuple[str, NodeFiles, ServeProcess]) -> None:
-    """Length > payload: dropped (in the kernel with "on"); an unbound channel and Send indications reach
-    user space and get the RFC's treatment (dropped; Data indications back); a Refresh to 0 removes the entries."""
+    """Length > payload: dropped (in the kernel with "on", by the engine otherwise); an unbound channel and Send
+    indications reach the engine and get the RFC's treatment (dropped; Data indications back); a Refresh to 0
+    removes the entries."""
     mode, files, _ = edge
     before = metrics(files)
     script = client_script("scenario", lab.EDGE_CLIENT_SIDE, str(files.port("edge", "turn_udp_port")), lab.PEER,
@@ -177,7 +185,9 @@ def test_malformed_unbound_indications_and_deallocation(edge: tuple[str, NodeFil
         assert after[OFF_TO_PEER] - before[OFF_TO_PEER] >= 20
         assert after["umedge_turn_offload_channels"] == 0, after  # the deallocation took its entries
     else:
-        assert malformed == 0 and unbound >= 60, after  # user space: malformed, unbound, after the Refresh
+        assert malformed == 0 and unbound >= 60, after  # the engine: malformed, unbound, after the Refresh
+    if mode == "native":
+        assert after[OFF_TO_PEER] - before[OFF_TO_PEER] >= 20 and after[CHANNELS[mode]] == 0, after
 
 
 def test_checksums_hold_when_every_receiver_verifies_them(edge: tuple[str, NodeFiles, ServeProcess]) -> None:
@@ -231,10 +241,12 @@ def test_an_expired_permission_stops_the_kernel_within_a_second_with_the_node_st
         stop_edge(process)
 
 
-def test_an_allocation_over_its_bandwidth_cap_leaves_the_kernel(namespaces: None, tmp_path: Path) -> None:
-    """The kernel relays a burst; the engine sees it was over allocation_bandwidth_kbps at its next tick and
-    takes the allocation off the fast path, so user space relays it from then on (and enforces the cap)."""
-    files, process = start_edge(tmp_path, "on", allocation_bandwidth_kbps=200)  # 25,000 bytes/s
+@pytest.mark.parametrize("mode", FAST)
+def test_an_allocation_over_its_bandwidth_cap_leaves_the_fast_path(mode: str, namespaces: None,
+                                                                   tmp_path: Path) -> None:
+    """The fast path relays a burst; the engine sees it was over allocation_bandwidth_kbps at its next tick and
+    takes the allocation off the fast path, so the engine relays it from then on (and enforces the cap)."""
+    files, process = start_edge(tmp_path, mode, allocation_bandwidth_kbps=200)  # 25,000 bytes/s
     try:
         script = client_script("burst", lab.EDGE_CLIENT_SIDE, str(files.port("edge", "turn_udp_port")), lab.PEER,
                                str(PEER_PORT), SECRET)
@@ -243,8 +255,8 @@ def test_an_allocation_over_its_bandwidth_cap_leaves_the_kernel(namespaces: None
         result = json.loads(out.strip().splitlines()[-1])
         values = wait_metric(files, "umedge_turn_offload_bandwidth_refusals_total", 1)
         assert values["umedge_turn_offload_bandwidth_refusals_total"] == 1, values
-        assert values["umedge_turn_offload_channels"] == 0, values
-        assert values[OFF_TO_PEER] >= 250, values  # the burst went through the kernel (~51 kB in well under 1 s)
+        assert values[CHANNELS[mode]] == 0, values
+        assert values[OFF_TO_PEER] >= 250, values  # the burst went the fast way (~51 kB in well under 1 s)
         assert result["burst_echoes"] >= 250 and result["later_echoes"] == 10, result
         assert values[TO_PEER] - values[OFF_TO_PEER] >= 10, values  # the later ones went through user space
     finally:
@@ -267,13 +279,16 @@ def test_a_killed_nodes_filter_is_removed_by_the_next_start(namespaces: None, tm
     assert "turn_offload" not in lab.filters("e-cli") + lab.filters("e-pee")
 
 
-def test_relay_worker_processes_each_attach_their_own_and_clean_up(namespaces: None, tmp_path: Path) -> None:
-    """[edge] workers = 2: two processes share the TURN port (SO_REUSEPORT), each with its own program, maps and
-    filter (handle = its pid); unmatched packets go on to the next filter, so both relay; both detach on stop."""
-    files, process = start_edge(tmp_path, "on", workers=2)
+@pytest.mark.parametrize("mode", FAST)
+def test_relay_worker_processes_each_attach_their_own_and_clean_up(mode: str, namespaces: None,
+                                                                   tmp_path: Path) -> None:
+    """[edge] workers = 2: two processes share the TURN port (SO_REUSEPORT), each with its own fast path (for the
+    kernel: program, maps and filter, handle = its pid; unmatched packets go on to the next filter), so both
+    relay; both detach on stop."""
+    files, process = start_edge(tmp_path, mode, workers=2)
     try:
         attached = lab.filters("e-cli")
-        assert attached.count("turn_offload") == 2, attached
+        assert attached.count("turn_offload") == (2 if mode == "on" else 0), attached
         command = uclient_command(files.port("edge", "turn_udp_port"), server_host=lab.EDGE_CLIENT_SIDE,
                                   secret=SECRET, user="workers", peer_host=lab.PEER, peer_port=PEER_PORT, sessions=4,
                                   messages=200, length=170, interval_ms=5, no_rtcp=True)

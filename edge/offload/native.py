@@ -1,0 +1,250 @@
+"""The native forwarder (forwarder.c) as the engine and the UDP sockets see it: build, load, tables, batches.
+
+Why ctypes and a compiler at first start, not a CPython extension: the library has no Python
+API to keep in step with the interpreter (plain C functions over sockets and two hash
+tables), so one `cc -O2 -shared` of one file, cached by its source hash under the node's state
+directory, is the whole build; `auto` runs without it (one log line says why) and `"on"`
+refuses to start. The engine writes the entries (edge.offload.mirror); the sockets of
+edge.turn.io hand their readable events to `from_clients` / `from_peers`, which relay
+bound-channel ChannelData in C and return every other datagram for the engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from twisted.logger import Logger
+
+from edge.offload.loader import OffloadUnavailable
+from edge.offload.mirror import ChannelMirror
+from edge.turn.allocation import Address, Allocation
+
+log = Logger(namespace="umedge.offload")
+
+SOURCE = Path(__file__).with_name("forwarder.c")
+MODES = ("auto", "on", "off")
+BATCH = 64  # forwarder.c's BATCH: datagrams per call
+COMPILERS = ("cc", "gcc", "clang")
+COMPILE_TIMEOUT = 60.0
+_CLIENTS, _PEERS = 0, 1
+STATS = ("to_peer", "to_client", "passed", "errors")
+STAT_NAMES = {"errors": "dropped_native_send_errors"}  # "dropped_*": umedge_turn_dropped{reason=...}
+
+
+class _Passed(ctypes.Structure):
+    _fields_ = [("offset", ctypes.c_uint32), ("length", ctypes.c_uint32), ("ip", ctypes.c_uint8 * 4),
+                ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+Datagrams = list[tuple[bytes, Address]]
+
+
+class _NativeSocket(Protocol):
+    """What edge.turn.io's UDP listener and relay sockets show the forwarder (when they read through it)."""
+
+    fd: int
+    address: Address
+    native: bool
+
+
+def source_digest() -> str:
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+
+
+def _compiler() -> str:
+    for name in COMPILERS:
+        if shutil.which(name):
+            return name
+    raise OffloadUnavailable("no C compiler (cc, gcc or clang; Debian: gcc)")
+
+
+def _trusted(path: Path) -> bool:
+    """Only a library this user wrote and nobody else may change is loaded into the node."""
+    info = path.stat()
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def build(cache_dir: Path) -> Path:
+    """The shared library for this source, from `cache_dir` or compiled now."""
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = cache_dir / f"forwarder-{source_digest()}.so"
+    if target.exists() and _trusted(target):
+        return target
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        done = subprocess.run([_compiler(), "-O2", "-shared", "-fPIC", "-Wall", "-o", str(partial), str(SOURCE)],
+                              capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
+            raise OffloadUnavailable(f"compiling forwarder.c failed: {(lines or ['?'])[0].strip()[:200]}")
+        partial.chmod(0o700)
+        partial.replace(target)
+    except subprocess.TimeoutExpired:
+        raise OffloadUnavailable("compiling forwarder.c timed out") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    for old in cache_dir.glob("forwarder-*.so"):  # one library per source version is enough
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    handle, buffer = ctypes.c_void_p, ctypes.c_char_p
+    lib.fw_new.restype = handle
+    lib.fw_new.argtypes = []
+    lib.fw_free.argtypes = [handle]
+    lib.fw_free.restype = None
+    for name in ("fw_update", "fw_lookup"):
+        getattr(lib, name).argtypes = [handle, ctypes.c_int, buffer, ctypes.c_void_p]
+    lib.fw_delete.argtypes = [handle, ctypes.c_int, buffer]
+    lib.fw_entries.argtypes = [handle, ctypes.c_int]
+    lib.fw_stats.argtypes = [handle, ctypes.c_void_p]
+    lib.fw_stats.restype = None
+    lib.fw_buffers.argtypes = [handle]
+    lib.fw_buffers.restype = ctypes.c_void_p
+    for name in ("fw_from_clients", "fw_from_peers"):
+        getattr(lib, name).argtypes = [handle, ctypes.c_int, buffer, buffer, ctypes.c_void_p, ctypes.c_void_p]
+    return lib
+
+
+class _Table:
+    """One of the forwarder's two tables (edge.offload.mirror.EntryTable)."""
+
+    def __init__(self, lib: ctypes.CDLL, handle: int, index: int, value_size: int) -> None:
+        self._lib, self._handle, self._index = lib, handle, index
+        self._value = ctypes.create_string_buffer(value_size)
+
+    def update(self, key: bytes, value: bytes) -> None:
+        error = self._lib.fw_update(self._handle, self._index, key, value)
+        if error:
+            raise OSError(-error, f"native forwarder table: {os.strerror(-error)}")
+
+    def lookup(self, key: bytes) -> bytes | None:
+        return self._value.raw if self._lib.fw_lookup(self._handle, self._index, key, self._value) == 1 else None
+
+    def delete(self, key: bytes) -> bool:
+        return bool(self._lib.fw_delete(self._handle, self._index, key) == 1)
+
+    def __len__(self) -> int:
+        return int(self._lib.fw_entries(self._handle, self._index))
+
+
+class NativeForwarder(ChannelMirror):
+    """The native fast path (RelayOffload) and the batched reads of the sockets that feed it."""
+
+    what = "native forwarder"
+
+    def __init__(self, mode: str, cache_dir: Path) -> None:
+        super().__init__()
+        self.mode = mode
+        self.cache_dir = cache_dir
+        self.reason = ""
+        self.library = ""
+        self._lib: ctypes.CDLL | None = None
+        self._handle = 0
+        self._passed = (_Passed * BATCH)()
+        self._drained = ctypes.c_int(0)
+        self._stats = (ctypes.c_uint64 * len(STATS))()
+        self._base = 0
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build and load when the mode allows; "on" raises OffloadUnavailable (one line) when it cannot."""
+        if self.mode == "off":
+            self.reason = '[edge] native_forwarder = "off"'
+            log.info("native forwarder: off ({why})", why=self.reason)
+            return
+        try:
+            path = build(self.cache_dir)
+            lib = _load(path)
+        except (OffloadUnavailable, OSError) as error:
+            self.reason = str(error)
+            if self.mode == "on":
+                raise OffloadUnavailable(f'native forwarder ([edge] native_forwarder = "on"): {error}') from None
+            log.info("native forwarder: off (auto: {why})", why=self.reason)
+            return
+        handle = lib.fw_new()
+        if not handle:
+            raise OffloadUnavailable("native forwarder: out of memory")
+        self._lib, self._handle, self.library = lib, handle, str(path)
+        self._clients = _Table(lib, handle, _CLIENTS, 40)
+        self._peers = _Table(lib, handle, _PEERS, 56)
+        self._base = int(lib.fw_buffers(handle))
+        self.active = True
+        self.reason = f"forwarder.c {source_digest()}"
+        log.info("native forwarder: on ({mode}): bound-channel ChannelData relayed in C ({library})",
+                 mode=self.mode, library=self.library)
+
+    def stop(self) -> None:
+        if self._lib is not None and self._handle:
+            self._lib.fw_free(self._handle)
+        self._lib, self._handle, self._base = None, 0, 0
+        self._clients = self._peers = None
+        if self.active:
+            self.active = False
+            log.info("native forwarder: stopped")
+        self._forget()
+
+    # --- ChannelMirror -----------------------------------------------------------------
+
+    def _eligible(self, allocation: Allocation) -> bool:
+        listener = getattr(allocation.client, "listener", None)
+        relay = allocation.relays.get(4)
+        return (allocation.dialect is None and getattr(listener, "native", False)
+                and getattr(relay, "native", False) and ":" not in allocation.client.address[0])
+
+    def _listener(self, allocation: Allocation) -> tuple[Address, int]:
+        listener = cast(_NativeSocket, getattr(allocation.client, "listener"))  # noqa: B009 (not on ClientLink)
+        return listener.address, listener.fd
+
+    def _via_peer(self, allocation: Allocation, peer: Address) -> int:
+        return cast(_NativeSocket, allocation.relays[4]).fd
+
+    # --- the sockets' reads --------------------------------------------------------------
+
+    def from_clients(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]:
+        """One batch from a client listener bound to ip:port: what the engine must see, and whether drained."""
+        assert self._lib is not None
+        count = self._lib.fw_from_clients(self._handle, fd, ip, port, self._passed, ctypes.byref(self._drained))
+        return self._passed_up(count), bool(self._drained.value)
+
+    def from_peers(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]:
+        """One batch from a relay socket bound to ip:port."""
+        assert self._lib is not None
+        count = self._lib.fw_from_peers(self._handle, fd, ip, port, self._passed, ctypes.byref(self._drained))
+        return self._passed_up(count), bool(self._drained.value)
+
+    def _passed_up(self, count: int) -> Datagrams:
+        if count <= 0:
+            return []  # nothing, or an error (a queued ICMP error is consumed by the read): read on next time
+        base, out = self._base, []
+        for passed in self._passed[:count]:
+            out.append((ctypes.string_at(base + passed.offset, passed.length),
+                        (socket.inet_ntoa(bytes(passed.ip)), passed.port)))
+        return out
+
+    # --- what it reports ---------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        if not self.active or self._lib is None:
+            return {}
+        self._lib.fw_stats(self._handle, self._stats)
+        totals = zip(STATS, self._stats, strict=True)
+        out = {STAT_NAMES.get(name, f"native_{name}"): int(value) for name, value in totals}
+        out["native_failures"] = self._failures
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": self.mode, "active": self.active, "reason": self.reason, **self.entry_status(),
+                "library": self.library, "counters": self.counters()}

@@ -1,0 +1,235 @@
+"""The native forwarder (edge/offload/forwarder.c) on loopback sockets: its tables, what it relays, what it
+leaves to the engine, and the one line "on" gives when it cannot build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.offload import native
+from edge.offload.loader import OffloadUnavailable
+from edge.offload.mirror import CLIENT_KEY, CLIENT_VALUE, PEER_KEY, PEER_VALUE
+from tests.conftest import REQUIRE_TOOLS, ROOT, write_config
+
+LOOPBACK = socket.inet_aton("127.0.0.1")
+CHANNEL = 0x4001
+
+
+def _port(number: int) -> bytes:
+    return struct.pack("!H", number)
+
+
+def _udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2.0)
+    return sock
+
+
+@pytest.fixture
+def forwarder(tmp_path: Path) -> Iterator[native.NativeForwarder]:
+    if not any(shutil.which(name) for name in native.COMPILERS):
+        if REQUIRE_TOOLS:
+            pytest.fail("needs a C compiler (cc, gcc or clang)")
+        pytest.skip("needs a C compiler (cc, gcc or clang)")
+    fw = native.NativeForwarder("on", tmp_path)
+    fw.start()
+    assert fw.active and fw.reason.startswith("forwarder.c ")
+    yield fw
+    fw.stop()
+    assert not fw.active
+
+
+class Wiring:
+    """A client, the listener, a relay socket and a peer, with one channel's entries written as the engine would."""
+
+    def __init__(self, fw: native.NativeForwarder, lifetime: float = 30.0) -> None:
+        self.fw = fw
+        self.client, self.listener, self.relay, self.peer = _udp(), _udp(), _udp(), _udp()
+        for sock in (self.listener, self.relay):
+            sock.setblocking(False)
+        self.ports = {name: sock.getsockname()[1] for name, sock in
+                      (("client", self.client), ("listener", self.listener), ("relay", self.relay),
+                       ("peer", self.peer))}
+        self.client_key = CLIENT_KEY.pack(LOOPBACK, LOOPBACK, _port(self.ports["client"]),
+                                          _port(self.ports["listener"]), _port(CHANNEL))
+        self.peer_key = PEER_KEY.pack(LOOPBACK, LOOPBACK, _port(self.ports["peer"]), _port(self.ports["relay"]))
+        self.write(lifetime)
+
+    def write(self, lifetime: float, permitted: float | None = None) -> None:
+        now = time.monotonic_ns()
+        expires = now + int(lifetime * 1e9)
+        allowed = now + int((lifetime if permitted is None else permitted) * 1e9)
+        assert self.fw._clients is not None and self.fw._peers is not None
+        self.fw._clients.update(self.client_key, CLIENT_VALUE.pack(
+            LOOPBACK, LOOPBACK, _port(self.ports["relay"]), _port(self.ports["peer"]), self.relay.fileno(),
+            expires, 0, 0))
+        self.fw._peers.update(self.peer_key, PEER_VALUE.pack(
+            LOOPBACK, LOOPBACK, _port(self.ports["client"]), _port(self.ports["listener"]), _port(CHANNEL),
+            self.listener.fileno(), expires, allowed, 0, 0))
+
+    def from_clients(self) -> list[tuple[bytes, tuple[str, int]]]:
+        time.sleep(0.05)  # loopback delivery is immediate, but let the sender's datagrams all land
+        passed, drained = self.fw.from_clients(self.listener.fileno(), LOOPBACK, _port(self.ports["listener"]))
+        return passed
+
+    def from_peers(self) -> list[tuple[bytes, tuple[str, int]]]:
+        time.sleep(0.05)
+        passed, drained = self.fw.from_peers(self.relay.fileno(), LOOPBACK, _port(self.ports["relay"]))
+        return passed
+
+    def close(self) -> None:
+        for sock in (self.client, self.listener, self.relay, self.peer):
+            sock.close()
+
+
+@pytest.fixture
+def wiring(forwarder: native.NativeForwarder) -> Iterator[Wiring]:
+    wired = Wiring(forwarder)
+    yield wired
+    wired.close()
+
+
+def _channel_data(payload: bytes, length: int | None = None, channel: int = CHANNEL) -> bytes:
+    return struct.pack("!HH", channel, len(payload) if length is None else length) + payload
+
+
+def test_bound_channel_data_goes_both_ways_in_c_and_is_counted(wiring: Wiring) -> None:
+    listener = ("127.0.0.1", wiring.ports["listener"])
+    for i in range(5):
+        wiring.client.sendto(_channel_data(b"odd-%d" % i + b"x" * i), listener)
+    assert wiring.from_clients() == []  # nothing for the engine
+    got = sorted(wiring.peer.recvfrom(2048) for _ in range(5))
+    assert [data for data, _ in got] == sorted(b"odd-%d" % i + b"x" * i for i in range(5))
+    assert {source for _, source in got} == {("127.0.0.1", wiring.ports["relay"])}  # from the relay socket
+
+    wiring.peer.sendto(b"abc", ("127.0.0.1", wiring.ports["relay"]))  # 3 bytes: no padding over UDP
+    assert wiring.from_peers() == []
+    frame, source = wiring.client.recvfrom(2048)
+    assert frame == _channel_data(b"abc") and source == listener
+
+    assert wiring.fw._clients is not None and wiring.fw._peers is not None
+    to_peer = CLIENT_VALUE.unpack(wiring.fw._clients.lookup(wiring.client_key) or b"")
+    to_client = PEER_VALUE.unpack(wiring.fw._peers.lookup(wiring.peer_key) or b"")
+    assert to_peer[-2:] == (5, sum(len(b"odd-%d" % i) + i for i in range(5)))
+    assert to_client[-2:] == (1, 3)
+    counters = wiring.fw.counters()
+    assert counters["native_to_peer"] == 5 and counters["native_to_client"] == 1
+    assert counters["dropped_native_send_errors"] == 0
+
+
+def test_everything_else_is_left_to_the_engine_unchanged(wiring: Wiring) -> None:
+    listener = ("127.0.0.1", wiring.ports["listener"])
+    stun = bytes.fromhex("000100002112a442") + os.urandom(12)
+    sent = [stun, _channel_data(b"short", length=9), _channel_data(b"unbound", channel=0x4002), b"\x40", b""]
+    for datagram in sent:
+        wiring.client.sendto(datagram, listener)
+    passed = wiring.from_clients()
+    assert [data for data, _ in passed] == sent  # in order, byte for byte
+    assert {source for _, source in passed} == {("127.0.0.1", wiring.ports["client"])}
+    stranger = _udp()
+    try:
+        stranger.sendto(b"from a stranger", ("127.0.0.1", wiring.ports["relay"]))
+        assert wiring.from_peers() == [(b"from a stranger", ("127.0.0.1", stranger.getsockname()[1]))]
+    finally:
+        stranger.close()
+    wiring.peer.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        wiring.peer.recvfrom(2048)  # none of it reached the peer
+
+
+def test_padded_channel_data_is_relayed_without_its_padding(wiring: Wiring) -> None:
+    wiring.client.sendto(_channel_data(b"abcde") + b"\0\0\0", ("127.0.0.1", wiring.ports["listener"]))
+    assert wiring.from_clients() == []
+    assert wiring.peer.recvfrom(2048)[0] == b"abcde"
+
+
+def test_after_the_expiry_nothing_is_relayed_in_c(wiring: Wiring) -> None:
+    """Expired entries hand every datagram to the engine (which drops it or sends a Data indication)."""
+    wiring.write(lifetime=-1.0, permitted=30.0)
+    wiring.client.sendto(_channel_data(b"late"), ("127.0.0.1", wiring.ports["listener"]))
+    assert [data for data, _ in wiring.from_clients()] == [_channel_data(b"late")]
+    wiring.peer.sendto(b"late too", ("127.0.0.1", wiring.ports["relay"]))
+    assert [data for data, _ in wiring.from_peers()] == [b"late too"]
+    wiring.peer.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        wiring.peer.recvfrom(2048)
+
+
+def test_a_batch_is_bounded_and_says_when_the_socket_is_drained(wiring: Wiring) -> None:
+    listener = ("127.0.0.1", wiring.ports["listener"])
+    for i in range(native.BATCH + 6):
+        wiring.client.sendto(b"stun-ish %d" % i, listener)
+    time.sleep(0.05)
+    first, drained = wiring.fw.from_clients(wiring.listener.fileno(), LOOPBACK, _port(wiring.ports["listener"]))
+    assert len(first) == native.BATCH and not drained
+    second, drained = wiring.fw.from_clients(wiring.listener.fileno(), LOOPBACK, _port(wiring.ports["listener"]))
+    assert len(second) == 6 and drained
+    assert [d for d, _ in first + second] == [b"stun-ish %d" % i for i in range(native.BATCH + 6)]
+
+
+def test_the_tables_grow_reuse_deleted_slots_and_stop_at_their_bound(forwarder: native.NativeForwarder) -> None:
+    table = forwarder._peers
+    assert isinstance(table, native._Table)
+    value = bytes(PEER_VALUE.size)
+    keys = [struct.pack("!I", i) + bytes(8) for i in range(3000)]  # past the first capacity (1024 slots)
+    for key in keys:
+        table.update(key, value)
+    assert len(table) == 3000
+    assert all(table.lookup(key) == value for key in keys)
+    for key in keys[::2]:
+        assert table.delete(key)
+    assert not table.delete(keys[0]) and table.lookup(keys[0]) is None and len(table) == 1500
+    for _ in range(5):  # delete and insert again: deleted slots are reused or swept, the others stay found
+        for key in keys[::2]:
+            table.update(key, value)
+        for key in keys[::2]:
+            table.delete(key)
+    assert len(table) == 1500 and all(table.lookup(key) == value for key in keys[1::2])
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(70_000):
+            table.update(struct.pack("!I", 1 << 20 | i) + bytes(8), value)
+    assert len(table) == 65536
+
+
+def test_modes_and_the_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    off = native.NativeForwarder("off", tmp_path)
+    off.start()
+    assert not off.active and off.reason == '[edge] native_forwarder = "off"'
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    auto = native.NativeForwarder("auto", tmp_path / "auto")
+    auto.start()
+    assert not auto.active and auto.reason == "no C compiler (cc, gcc or clang; Debian: gcc)"
+    with pytest.raises(OffloadUnavailable, match=r'native forwarder \(\[edge\] native_forwarder = "on"\): no C'):
+        native.NativeForwarder("on", tmp_path / "on").start()
+
+
+def test_a_library_others_could_change_is_rebuilt_not_loaded(forwarder: native.NativeForwarder,
+                                                              tmp_path: Path) -> None:
+    built = Path(forwarder.library)
+    built.chmod(0o777)
+    first = built.stat().st_ino
+    again = native.build(tmp_path)
+    assert again == built and built.stat().st_ino != first and not built.stat().st_mode & 0o022
+
+
+def test_on_fails_start_up_with_one_line_without_a_compiler(tmp_path: Path) -> None:
+    files = write_config(tmp_path, {"edge": {"native_forwarder": "on", "kernel_offload": "off"},
+                                    "node": {"roles": ["edge"]}})
+    done = subprocess.run([sys.executable, "-m", "edge.node.cli", "serve", "--config", str(files.path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "PATH": str(tmp_path / "empty")})
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("umedge:")]
+    assert lines == ['umedge: cannot start: native forwarder ([edge] native_forwarder = "on"): no C compiler '
+                     "(cc, gcc or clang; Debian: gcc)"], done.stderr
+    assert "Traceback" not in done.stderr

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket, RtpPacket
 
+from tests.conftest import ROOT
 from um.worker import g711, menus, sdp, wav
 from um.worker.dtmf import DtmfDecoder, event_payloads, parse_event
 from um.worker.media import Recorder
@@ -290,6 +293,19 @@ def test_pins_are_salted_hashes_and_lock_after_five_failures(tmp_path: Path) -> 
     assert pins.verify("1001", "246813") == pins.LOCKED and pins.status("1001")["locked"]
     new = pins.reset("1001")
     assert pins.verify("1001", new) == pins.OK and not pins.status("1001")["locked"]
+
+
+def test_wrong_pins_from_two_worker_processes_are_all_counted(tmp_path: Path) -> None:
+    """Both worker processes share the store: a failure counted in one is never lost to the other's write."""
+    PinStore(tmp_path).set_pin("1001", "246813")
+    script = ("import sys; from um.worker.pins import PinPolicy, PinStore; "
+              "pins = PinStore(sys.argv[1], PinPolicy(max_failures=100)); "
+              "print([pins.verify('1001', '000000') for _ in range(8)].count('wrong'))")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT) for _ in range(2)]
+    outputs = [run.communicate(timeout=60)[0].strip() for run in runs]
+    assert outputs == ["8", "8"]
+    assert PinStore(tmp_path).status("1001")["failures"] == 16
 
 
 # --- the recorder ---------------------------------------------------------------------------------

@@ -11,12 +11,16 @@ MiB): callers on an event loop run `verify` in a thread.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +82,20 @@ class PinStore:
         with self._guard:
             return self._locks.setdefault(mailbox, threading.Lock())
 
+    @contextmanager
+    def _locked(self, mailbox: str) -> Iterator[None]:
+        """The mailbox's PIN record to ourselves: across this process's threads and across the worker
+        processes sharing the store (flock on pin.lock), so no concurrent failure count is lost."""
+        with self._lock(mailbox):
+            path = self._path(mailbox).with_name("pin.lock")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
     def _read(self, mailbox: str) -> dict[str, Any] | None:
         try:
             return json.loads(self._path(mailbox).read_text())
@@ -95,7 +113,7 @@ class PinStore:
         record = {"algorithm": "scrypt", **SCRYPT, "salt": base64.b64encode(salt).decode(),
                   "hash": base64.b64encode(_hash(pin, salt, SCRYPT)).decode(), "failures": 0, "locked": False,
                   "changed": time.time(), "must_change": must_change}
-        with self._lock(mailbox):
+        with self._locked(mailbox):
             self._write(mailbox, record)
 
     def reset(self, mailbox: str, pin: str | None = None) -> str:
@@ -107,7 +125,7 @@ class PinStore:
 
     def verify(self, mailbox: str, pin: str) -> str:
         """OK, WRONG (counted), LOCKED (too many failures; even a right PIN), or NO_PIN. Blocking."""
-        with self._lock(mailbox):
+        with self._locked(mailbox):
             record = self._read(mailbox)
             if record is None:
                 return self.NO_PIN

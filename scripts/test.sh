@@ -17,6 +17,7 @@ declare -A tools=(
   [promtool]=prometheus
   [tshark]=tshark
   [clang]=clang
+  [gcc]=gcc
   [llc]=llvm
   [bpftool]=bpftool
   [ethtool]=ethtool
@@ -37,6 +38,8 @@ apt_install "${missing[@]}"
 /usr/bin/python3 -c "import gi; gi.require_version('Nice', '0.1')" >/dev/null 2>&1 || apt_install gir1.2-nice-0.1 python3-gi
 # The kernel offload's BPF headers (tests/offload): no command to look for.
 [ -e /usr/include/bpf/bpf_helpers.h ] || apt_install libbpf-dev
+# libc headers for the native forwarder (edge/offload/forwarder.c, compiled with cc): gcc recommends them.
+[ -e /usr/include/x86_64-linux-gnu/sys/socket.h ] || apt_install libc6-dev
 # Kamailio's TLS module (tests/sip/test_record_route.py, the SBC's TLS leg to umedge): no command to look for.
 [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || apt_install kamailio-tls-modules
 # Packages may start their daemons on systemd machines; the tests start their own on free ports.

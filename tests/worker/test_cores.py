@@ -266,6 +266,32 @@ def test_store_commit_list_export_and_recover(tmp_path: Path) -> None:
     assert len(store.messages()) == 3 and store.recover() == []
     with pytest.raises(StoreError):
         store.find("../../etc/passwd")
+
+
+def test_a_worker_process_finishes_only_its_own_slots_message_left_without_json(tmp_path: Path) -> None:
+    """recover(folders=False), as a replacement worker process runs it: a WAV renamed into place whose JSON
+    never came is finished when its sidecar is in this slot's .tmp, and left alone when it is another's."""
+    stores = []
+    for slot in (1, 2):
+        store = VoicemailStore(tmp_path)
+        store.tmp_dir = store.root / f".tmp-slot{slot}"
+        stores.append(store)
+    killed, running = [], []
+    for store, kept in zip(stores, (killed, running), strict=True):
+        recording = store.start("1001", "PCMU", caller=f"sip:{store.tmp_dir.name}@gw")
+        recording.write(b"\x55" * 800)
+        sidecar = recording.meta_path.read_bytes()
+        message = recording.commit("bye")
+        recording.meta_path.write_bytes(sidecar)  # killed after the WAV's rename: sidecar still there...
+        (store.mailbox_dir("1001") / f"{message.id}.json").unlink()  # ...and no JSON
+        kept.append(message.id)
+    assert stores[0].messages() == []
+    done = stores[0].recover(folders=False)
+    assert [line.split(" ", 1)[0] for line in done] == ["recovered", "removed"]
+    finished = stores[0].find(killed[0])
+    assert (finished.reason, finished.caller, finished.bytes) == ("recovered", "sip:.tmp-slot1@gw", 800)
+    assert [m.id for m in stores[0].messages()] == killed  # slot 2's message is not touched
+    assert (stores[1].tmp_dir / f"{running[0]}.meta").exists()
     with pytest.raises(StoreError):
         store.start("../x", "PCMU")
 

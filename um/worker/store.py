@@ -245,10 +245,19 @@ class VoicemailStore:
     def recover(self, folders: bool = True) -> list[str]:
         """Finish what a crash interrupted (see the module's docstring). Returns one line per file handled.
 
-        `folders`: also finish messages published without their JSON. Only the node's main process does
+        `folders`: also finish every message published without its JSON. Only the node's main process does
         that, before its worker processes start: a worker process starting next to a running one would
-        take the other's message between its WAV and its JSON for a crash's leftover."""
+        take the other's message between its WAV and its JSON for a crash's leftover. Without it, only the
+        messages this store's own .tmp still holds the sidecar of (its slot's: a worker process replacing
+        one killed between the WAV and the JSON) are finished."""
         done: list[str] = []
+        if not folders and self.tmp_dir.is_dir():
+            for meta_path in sorted(self.tmp_dir.glob("*.meta")):
+                meta = self._meta(meta_path.stem) if ID_PATTERN.match(meta_path.stem) else None
+                published = self.root / meta["mailbox"] / f"{meta_path.stem}.wav" if meta else None
+                if meta and published is not None and published.exists() \
+                        and not published.with_suffix(".json").exists():
+                    done.append(self._recover_published(meta["mailbox"], published))
         if folders and self.root.is_dir():
             for folder in self.root.iterdir():
                 if not folder.is_dir() or folder.name.startswith("."):

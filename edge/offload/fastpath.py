@@ -41,15 +41,14 @@ class KernelOffload(ChannelMirror):
     """The tc/eBPF fast path (RelayOffload) with its life cycle: start decides, stop removes everything."""
 
     what = "kernel offload"
+    setting = "kernel_offload"
 
     def __init__(self, mode: str, server: Address, relay_host: str, cache_dir: Path, workers: int = 1) -> None:
-        super().__init__()
-        self.mode = mode
+        super().__init__(mode)
         self.server = server
         self.relay_host = relay_host
         self.cache_dir = cache_dir
         self.workers = workers
-        self.reason = ""
         self.devices: list[str] = []
         self._created_qdisc: dict[str, bool] = {}
         self._loaded: loader.Loaded | None = None
@@ -61,21 +60,7 @@ class KernelOffload(ChannelMirror):
 
     # --- life cycle ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Attach when the mode and the machine allow; "on" raises OffloadUnavailable (one line) when not."""
-        if self.mode == "off":
-            self.reason = '[edge] kernel_offload = "off"'
-            log.info("kernel offload: off ({why})", why=self.reason)
-            return
-        try:
-            self._start()
-        except OffloadUnavailable as error:
-            self.reason = str(error)
-            if self.mode == "on":
-                raise OffloadUnavailable(f'kernel offload ([edge] kernel_offload = "on"): {error}') from None
-            log.info("kernel offload: off (auto: {why})", why=self.reason)
-            return
-        self.active = True
+    def _started(self) -> None:
         self.reason = f"tc ingress on {', '.join(self.devices)}"
         log.info("kernel offload: on ({mode}): {where}; program turn_offload.bpf.c {digest}, pinned at {pins}",
                  mode=self.mode, where=self.reason, digest=loader.source_digest(),

@@ -24,6 +24,7 @@ import platform
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,8 @@ class OffloadUnavailable(OSError):
     """Why the fast path cannot run here (one line for the operator)."""
 
 
-def _run(args: list[str], what: str) -> str:
+def run(args: list[str], what: str) -> str:
+    """A tool's stdout; OffloadUnavailable with its first error line when it fails, is missing or hangs."""
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     except FileNotFoundError:
@@ -53,37 +55,49 @@ def _run(args: list[str], what: str) -> str:
     return done.stdout
 
 
-_PACKAGES = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2", "ip": "iproute2"}
+_PACKAGES = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2", "ip": "iproute2", "cc": "gcc", "gcc": "gcc"}
 
 
 def tools_missing() -> list[str]:
     return [tool for tool in ("clang", "bpftool", "tc", "ip") if shutil.which(tool) is None]
 
 
-def source_digest() -> str:
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+def source_digest(source: Path = SOURCE) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+
+
+def cached_build(cache_dir: Path, source: Path, suffix: str, make: Callable[[Path], None],
+                 usable: Callable[[Path], bool] = lambda path: True) -> Path:
+    """`<name>-<hash of source>.<suffix>` from `cache_dir` (when `usable`), or made now by `make(partial)` and
+    renamed into place; its other versions are removed (one per source version is enough)."""
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stem = source.name.split(".")[0]
+    target = cache_dir / f"{stem}-{source_digest(source)}.{suffix}"
+    if target.exists() and usable(target):
+        return target
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        make(partial)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    for old in cache_dir.glob(f"{stem}-*.{suffix}"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
 
 
 def build(cache_dir: Path) -> Path:
     """The compiled object for this source, from `cache_dir` or compiled now (clang -target bpf -O2 -g)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"turn_offload-{source_digest()}.o"
-    if target.exists():
-        return target
     includes = [f"-I/usr/include/{platform.machine()}-linux-gnu"]  # <asm/types.h> of Debian's multiarch layout
-    if not Path("/usr/include/bpf/bpf_helpers.h").exists():
-        raise OffloadUnavailable("libbpf headers missing: /usr/include/bpf/bpf_helpers.h (Debian: libbpf-dev)")
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        _run(["clang", "-target", "bpf", "-O2", "-g", "-Wall", *includes, "-c", str(SOURCE),
-              "-o", str(partial)], "compiling turn_offload.bpf.c")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    for old in cache_dir.glob("turn_offload-*.o"):  # one object per source version is enough
-        if old != target:
-            old.unlink(missing_ok=True)
-    return target
+
+    def make(partial: Path) -> None:
+        if not Path("/usr/include/bpf/bpf_helpers.h").exists():
+            raise OffloadUnavailable("libbpf headers missing: /usr/include/bpf/bpf_helpers.h (Debian: libbpf-dev)")
+        run(["clang", "-target", "bpf", "-O2", "-g", "-Wall", *includes, "-c", str(SOURCE), "-o", str(partial)],
+            "compiling turn_offload.bpf.c")
+
+    return cached_build(cache_dir, SOURCE, "o", make)
 
 
 def _is_bpffs(path: Path) -> bool:
@@ -124,9 +138,9 @@ def load(obj: Path, owner: int) -> Loaded:
     (pin_dir / "maps").mkdir(parents=True)
     program = pin_dir / "prog"
     try:
-        _run(["bpftool", "prog", "load", str(obj), str(program), "type", "classifier", "pinmaps",
+        run(["bpftool", "prog", "load", str(obj), str(program), "type", "classifier", "pinmaps",
               str(pin_dir / "maps")], "loading the program (bpftool prog load)")
-        shown = json.loads(_run(["bpftool", "-j", "prog", "show", "pinned", str(program)], "bpftool prog show"))
+        shown = json.loads(run(["bpftool", "-j", "prog", "show", "pinned", str(program)], "bpftool prog show"))
     except (OffloadUnavailable, ValueError):
         shutil.rmtree(pin_dir, ignore_errors=True)
         raise
@@ -137,19 +151,19 @@ def attach(device: str, program: Path, owner: int) -> bool:
     """Attach at `device`'s clsact ingress; True when this call created the clsact qdisc."""
     created = True
     try:
-        _run(["tc", "qdisc", "add", "dev", device, "clsact"], f"tc qdisc add dev {device} clsact")
+        run(["tc", "qdisc", "add", "dev", device, "clsact"], f"tc qdisc add dev {device} clsact")
     except OffloadUnavailable as error:
         if "exists" not in str(error).lower() and "exclusivity" not in str(error).lower():
             raise
         created = False
-    _run(["tc", "filter", "add", "dev", device, "ingress", "pref", str(FILTER_PREF), "handle", hex(owner),
+    run(["tc", "filter", "add", "dev", device, "ingress", "pref", str(FILTER_PREF), "handle", hex(owner),
           "protocol", "all", "bpf", "da", "object-pinned", str(program)], f"tc filter add dev {device} ingress")
     return created
 
 
 def _filters(device: str, direction: str = "ingress") -> list[dict[str, object]]:
     try:
-        out = _run(["tc", "-j", "filter", "show", "dev", device, direction], "tc filter show")
+        out = run(["tc", "-j", "filter", "show", "dev", device, direction], "tc filter show")
         listed = json.loads(out) if out.strip() else []
     except (OffloadUnavailable, ValueError):
         return []
@@ -159,14 +173,14 @@ def _filters(device: str, direction: str = "ingress") -> list[dict[str, object]]
 def detach(device: str, owner: int, remove_qdisc: bool) -> None:
     """Remove this owner's filter; the clsact qdisc too if we created it and nothing else uses it."""
     try:
-        _run(["tc", "filter", "del", "dev", device, "ingress", "pref", str(FILTER_PREF), "handle", hex(owner),
+        run(["tc", "filter", "del", "dev", device, "ingress", "pref", str(FILTER_PREF), "handle", hex(owner),
               "protocol", "all", "bpf"], f"tc filter del dev {device}")
     except OffloadUnavailable:
         pass  # the device or the filter is gone already
     if remove_qdisc and not any("options" in f for f in _filters(device)) \
             and not any("options" in f for f in _filters(device, "egress")):
         try:
-            _run(["tc", "qdisc", "del", "dev", device, "clsact"], f"tc qdisc del dev {device} clsact")
+            run(["tc", "qdisc", "del", "dev", device, "clsact"], f"tc qdisc del dev {device} clsact")
         except OffloadUnavailable:
             pass
 
@@ -177,7 +191,7 @@ def unpin(pin_dir: Path) -> None:
 
 def devices() -> list[dict[str, object]]:
     """`ip -j addr show`: every device with its type and IPv4 addresses."""
-    listed = json.loads(_run(["ip", "-j", "addr", "show"], "ip addr show") or "[]")
+    listed = json.loads(run(["ip", "-j", "addr", "show"], "ip addr show") or "[]")
     return [d for d in listed if isinstance(d, dict)]
 
 
@@ -216,7 +230,7 @@ def sweep_stale(own: int) -> list[str]:
 
 def egress_device(host: str) -> int:
     """The ifindex a packet to `host` leaves by, 0 when `host` is this machine's (local delivery)."""
-    routes = json.loads(_run(["ip", "-j", "route", "get", host], f"ip route get {host}") or "[]")
+    routes = json.loads(run(["ip", "-j", "route", "get", host], f"ip route get {host}") or "[]")
     if not routes:
         raise OffloadUnavailable(f"no route to {host}")
     route = routes[0]

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from twisted.logger import Logger
 
+from edge.offload.loader import OffloadUnavailable
 from edge.turn.allocation import Address, Allocation
 
 log = Logger(namespace="umedge.offload")
@@ -71,8 +72,11 @@ class ChannelMirror:
     """The RelayOffload half every fast path shares; a subclass supplies the tables and the routing."""
 
     what = "fast path"  # for log lines: "kernel offload", "native forwarder"
+    setting = ""  # its [edge] key: "kernel_offload", "native_forwarder"
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode  # "auto", "on" or "off"
+        self.reason = ""  # why it is on or off, for the log, `umedge status` and the status page
         self.active = False
         self._clients: EntryTable | None = None
         self._peers: EntryTable | None = None
@@ -80,6 +84,33 @@ class ChannelMirror:
         self._channels = 0
         self._failures = 0
         self._failure_logged = 0.0
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start when the mode and the machine allow; with "on", OffloadUnavailable (one line) when it cannot."""
+        if self.mode == "off":
+            self.reason = f'[edge] {self.setting} = "off"'
+            log.info("{what}: off ({why})", what=self.what, why=self.reason)
+            return
+        try:
+            self._start()
+        except OffloadUnavailable as error:
+            self.reason = str(error)
+            if self.mode == "on":
+                raise OffloadUnavailable(f'{self.what} ([edge] {self.setting} = "on"): {error}') from None
+            log.info("{what}: off (auto: {why})", what=self.what, why=self.reason)
+            return
+        self.active = True
+        self._started()
+
+    def _start(self) -> None:
+        """Build, load, attach: raise OffloadUnavailable with the reason when it cannot."""
+        raise NotImplementedError
+
+    def _started(self) -> None:
+        """Set `reason` and log the one line that says where it runs."""
+        raise NotImplementedError
 
     # --- what a fast path supplies ----------------------------------------------------
 

@@ -12,17 +12,16 @@ bound-channel ChannelData in C and return every other datagram for the engine.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import socket
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 from twisted.logger import Logger
 
+from edge.offload import loader
 from edge.offload.loader import OffloadUnavailable
 from edge.offload.mirror import ChannelMirror
 from edge.turn.allocation import Address, Allocation
@@ -33,7 +32,6 @@ SOURCE = Path(__file__).with_name("forwarder.c")
 MODES = ("auto", "on", "off")
 BATCH = 64  # forwarder.c's BATCH: datagrams per call
 COMPILERS = ("cc", "gcc", "clang")
-COMPILE_TIMEOUT = 60.0
 _CLIENTS, _PEERS = 0, 1
 STATS = ("to_peer", "to_client", "passed", "errors")
 STAT_NAMES = {"errors": "dropped_native_send_errors"}  # "dropped_*": umedge_turn_dropped{reason=...}
@@ -55,10 +53,6 @@ class _NativeSocket(Protocol):
     native: bool
 
 
-def source_digest() -> str:
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-
-
 def _compiler() -> str:
     for name in COMPILERS:
         if shutil.which(name):
@@ -74,27 +68,13 @@ def _trusted(path: Path) -> bool:
 
 def build(cache_dir: Path) -> Path:
     """The shared library for this source, from `cache_dir` or compiled now."""
-    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = cache_dir / f"forwarder-{source_digest()}.so"
-    if target.exists() and _trusted(target):
-        return target
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        done = subprocess.run([_compiler(), "-O2", "-shared", "-fPIC", "-Wall", "-o", str(partial), str(SOURCE)],
-                              capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
-            raise OffloadUnavailable(f"compiling forwarder.c failed: {(lines or ['?'])[0].strip()[:200]}")
+
+    def make(partial: Path) -> None:
+        loader.run([_compiler(), "-O2", "-shared", "-fPIC", "-Wall", "-o", str(partial), str(SOURCE)],
+                   "compiling forwarder.c")
         partial.chmod(0o700)
-        partial.replace(target)
-    except subprocess.TimeoutExpired:
-        raise OffloadUnavailable("compiling forwarder.c timed out") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    for old in cache_dir.glob("forwarder-*.so"):  # one library per source version is enough
-        if old != target:
-            old.unlink(missing_ok=True)
-    return target
+
+    return loader.cached_build(cache_dir, SOURCE, "so", make, _trusted)
 
 
 def _load(path: Path) -> ctypes.CDLL:
@@ -143,12 +123,11 @@ class NativeForwarder(ChannelMirror):
     """The native fast path (RelayOffload) and the batched reads of the sockets that feed it."""
 
     what = "native forwarder"
+    setting = "native_forwarder"
 
     def __init__(self, mode: str, cache_dir: Path) -> None:
-        super().__init__()
-        self.mode = mode
+        super().__init__(mode)
         self.cache_dir = cache_dir
-        self.reason = ""
         self.library = ""
         self._lib: ctypes.CDLL | None = None
         self._handle = 0
@@ -159,30 +138,24 @@ class NativeForwarder(ChannelMirror):
 
     # --- life cycle ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Build and load when the mode allows; "on" raises OffloadUnavailable (one line) when it cannot."""
-        if self.mode == "off":
-            self.reason = '[edge] native_forwarder = "off"'
-            log.info("native forwarder: off ({why})", why=self.reason)
-            return
+    def _start(self) -> None:
         try:
             path = build(self.cache_dir)
             lib = _load(path)
-        except (OffloadUnavailable, OSError) as error:
-            self.reason = str(error)
-            if self.mode == "on":
-                raise OffloadUnavailable(f'native forwarder ([edge] native_forwarder = "on"): {error}') from None
-            log.info("native forwarder: off (auto: {why})", why=self.reason)
-            return
+        except OffloadUnavailable:
+            raise
+        except OSError as error:  # an unwritable state_dir, a library that does not load
+            raise OffloadUnavailable(f"building or loading forwarder.c under {self.cache_dir}: {error}") from None
         handle = lib.fw_new()
         if not handle:
-            raise OffloadUnavailable("native forwarder: out of memory")
+            raise OffloadUnavailable("out of memory")
         self._lib, self._handle, self.library = lib, handle, str(path)
         self._clients = _Table(lib, handle, _CLIENTS, 40)
         self._peers = _Table(lib, handle, _PEERS, 56)
         self._base = int(lib.fw_buffers(handle))
-        self.active = True
-        self.reason = f"forwarder.c {source_digest()}"
+
+    def _started(self) -> None:
+        self.reason = f"forwarder.c {loader.source_digest(SOURCE)}"
         log.info("native forwarder: on ({mode}): bound-channel ChannelData relayed in C ({library})",
                  mode=self.mode, library=self.library)
 

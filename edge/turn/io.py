@@ -57,9 +57,17 @@ def _plain(address: tuple) -> Address:  # type: ignore[type-arg]
     return (host[7:] if host.startswith("::ffff:") else host, address[1])
 
 
-def _native_key(address: Address) -> tuple[bytes, bytes]:
-    """A socket's bound IPv4 address as the native forwarder's entries key it."""
-    return socket.inet_aton(address[0]), address[1].to_bytes(2, "big")
+def _watch(loop: asyncio.AbstractEventLoop, sock: socket.socket, batches: DatagramBatches | None,
+           plain: Callable[[], None], native: Callable[[], None]) -> tuple[bytes, bytes] | None:
+    """Read `sock` with `native` when the native forwarder is active (IPv4 only), else with `plain`.
+
+    Returns the socket's bound address as the forwarder's entries key it, or None when read in Python."""
+    key = None
+    if batches is not None and batches.active and sock.family == socket.AF_INET:
+        host, port = sock.getsockname()[:2]
+        key = socket.inet_aton(host), port.to_bytes(2, "big")
+    loop.add_reader(sock.fileno(), plain if key is None else native)
+    return key
 
 
 class UdpRelay:
@@ -71,15 +79,12 @@ class UdpRelay:
         self.address: Address = sock.getsockname()[:2]
         self.receiver: Callable[[bytes, Address], None] | None = None
         self._fd = self.fd = sock.fileno()
-        self.native = batches is not None and batches.active and family == 4
-        if self.native:
-            assert batches is not None
-            self._batches, self._key = batches, _native_key(self.address)
-            loop.add_reader(self._fd, self._readable_native)
-        else:
-            loop.add_reader(self._fd, self._readable)
+        self._batches = batches
+        self._key = _watch(loop, sock, batches, self._readable, self._readable_native)
+        self.native = self._key is not None
 
     def _readable_native(self) -> None:
+        assert self._batches is not None and self._key is not None
         passed, _ = self._batches.from_peers(self._fd, *self._key)
         receiver = self.receiver
         if receiver is not None:
@@ -176,15 +181,12 @@ class UdpTurnListener:
         self._links: dict[Address, UdpClientLink] = {}
         self._fd = self.fd = sock.fileno()
         self.address: Address = sock.getsockname()[:2]
-        self.native = batches is not None and batches.active and sock.family == socket.AF_INET
-        if self.native:
-            assert batches is not None
-            self._batches, self._key = batches, _native_key(self.address)
-            loop.add_reader(self._fd, self._readable_native)
-        else:
-            loop.add_reader(self._fd, self._readable)
+        self._batches = batches
+        self._key = _watch(loop, sock, batches, self._readable, self._readable_native)
+        self.native = self._key is not None
 
     def _readable_native(self) -> None:
+        assert self._batches is not None and self._key is not None
         passed, _ = self._batches.from_clients(self._fd, *self._key)
         for data, address in passed:
             self._receive(data, address)

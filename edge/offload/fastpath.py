@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from edge.offload import bpfsys, loader
 from edge.offload.bpfsys import BpfError, PinnedMap
 from edge.offload.loader import OffloadUnavailable
-from edge.offload.mirror import CLIENT_KEY, CLIENT_VALUE, PEER_KEY, PEER_VALUE, ChannelMirror
-from edge.turn.allocation import Address, Allocation
+from edge.offload.mirror import IPV4, ChannelMirror
+from edge.turn.allocation import Address, Allocation, RelayEndpoint
 
 log = Logger(namespace="umedge.offload")
 
@@ -101,8 +101,8 @@ class KernelOffload(ChannelMirror):
                 self.devices.append(device)
             self._cpus = bpfsys.possible_cpus()
             maps = self._loaded.maps
-            self._clients = clients = PinnedMap(maps["clients"], CLIENT_KEY.size, CLIENT_VALUE.size)
-            self._peers = peers = PinnedMap(maps["peers"], PEER_KEY.size, PEER_VALUE.size)
+            self._clients = clients = PinnedMap(maps["clients"], IPV4.client_key.size, IPV4.client_value.size)
+            self._peers = peers = PinnedMap(maps["peers"], IPV4.peer_key.size, IPV4.peer_value.size)
             self._stats = PinnedMap(maps["stats"], 4, 8 * self._cpus)
             self._maps = [clients, peers, self._stats]
         except (OSError, KeyError) as error:
@@ -138,7 +138,7 @@ class KernelOffload(ChannelMirror):
     def _listener(self, allocation: Allocation) -> tuple[Address, int]:
         return self.server, self._egress(allocation.client.address[0])
 
-    def _via_peer(self, allocation: Allocation, peer: Address) -> int:
+    def _via_peer(self, relay: RelayEndpoint, peer: Address) -> int:
         return self._egress(peer[0])
 
     def _egress(self, host: str) -> int:

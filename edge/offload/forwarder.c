@@ -9,12 +9,14 @@
  * (turn_offload.bpf.c, whose entry layout this file shares); the forwarder relays only before
  * that expiry and passes everything else up, where the engine gives it the RFC's treatment.
  *
- * Entries (byte layouts of edge/offload/fastpath.py's CLIENT_* and PEER_* structs):
+ * Entries (byte layouts of edge/offload/mirror.py's ANY_FAMILY structs; the kernel path's are the
+ * same with 4-byte addresses):
  *   clients: client ip, listener ip, client port, listener port, channel -> relay ip, peer ip,
  *            relay port, peer port, VIA = the relay socket's fd, expiry, packets, bytes
  *   peers:   peer ip, relay ip, peer port, relay port -> client ip, listener ip, client port,
  *            listener port, channel, VIA = the listener's fd, expiry, permitted, packets, bytes
- * Addresses and ports are in network order. IPv4 only, like the kernel path.
+ * Addresses are 16 bytes, IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d); they and the ports are in
+ * network order. Both families: an IPv4 socket sends to a mapped address as IPv4.
  *
  * One forwarder per process; it is used from the event loop's thread only (no locking).
  * Built with `cc -O2 -shared -fPIC` on first start (edge/offload/native.py) and loaded with ctypes.
@@ -30,8 +32,8 @@
 
 #define BATCH 64
 #define SLOT 65540 /* 4 bytes of ChannelData header room + the largest UDP payload */
-#define MAX_KEY 16
-#define MAX_VALUE 56
+#define MAX_KEY 40
+#define MAX_VALUE 80
 #define MAX_ENTRIES 65536
 #define FIRST_CAPACITY 1024
 
@@ -39,19 +41,19 @@ enum { TABLE_CLIENTS, TABLE_PEERS, TABLES };
 enum { STAT_TO_PEER, STAT_TO_CLIENT, STAT_PASSED, STAT_ERRORS, STATS };
 
 struct client_value {
-	uint8_t relay_ip[4], peer_ip[4], relay_port[2], peer_port[2];
+	uint8_t relay_ip[16], peer_ip[16], relay_port[2], peer_port[2];
 	uint32_t via;
 	uint64_t expires, packets, bytes;
 };
 
 struct peer_value {
-	uint8_t client_ip[4], server_ip[4], client_port[2], server_port[2], channel[2], pad[2];
+	uint8_t client_ip[16], server_ip[16], client_port[2], server_port[2], channel[2], pad[2];
 	uint32_t via, pad2;
 	uint64_t expires, permitted, packets, bytes;
 };
 
-_Static_assert(sizeof(struct client_value) == 40, "CLIENT_VALUE is 40 bytes");
-_Static_assert(sizeof(struct peer_value) == 56, "PEER_VALUE is 56 bytes");
+_Static_assert(sizeof(struct client_value) == 64, "the client value is 64 bytes");
+_Static_assert(sizeof(struct peer_value) == 80, "the peer value is 80 bytes");
 
 enum { EMPTY, USED, GONE };
 
@@ -69,7 +71,7 @@ struct table {
 /* What Python reads back for a datagram it must handle: where it is and who sent it. */
 struct passed {
 	uint32_t offset, length;
-	uint8_t ip[4];
+	uint8_t ip[16]; /* IPv4 mapped */
 	uint16_t port; /* host order */
 	uint16_t pad;
 };
@@ -80,10 +82,10 @@ struct forwarder {
 	uint8_t *buffers; /* BATCH slots of SLOT bytes; datagrams land 4 bytes in */
 	struct mmsghdr messages[BATCH];
 	struct iovec vectors[BATCH];
-	struct sockaddr_in sources[BATCH];
+	struct sockaddr_in6 sources[BATCH]; /* or a struct sockaddr_in, on an IPv4 socket */
 	struct mmsghdr out[BATCH];
 	struct iovec out_vectors[BATCH];
-	struct sockaddr_in destinations[BATCH];
+	struct sockaddr_in6 destinations[BATCH];
 };
 
 static uint64_t hash(const uint8_t *key, uint32_t size)
@@ -138,7 +140,7 @@ void *fw_new(void)
 	struct forwarder *fw = calloc(1, sizeof(*fw));
 	if (!fw)
 		return NULL;
-	uint32_t sizes[TABLES][2] = {{16, sizeof(struct client_value)}, {12, sizeof(struct peer_value)}};
+	uint32_t sizes[TABLES][2] = {{40, sizeof(struct client_value)}, {36, sizeof(struct peer_value)}};
 	for (int i = 0; i < TABLES; i++) {
 		fw->tables[i].key_size = sizes[i][0];
 		fw->tables[i].value_size = sizes[i][1];
@@ -156,7 +158,6 @@ void *fw_new(void)
 		fw->out[i].msg_hdr.msg_iov = &fw->out_vectors[i];
 		fw->out[i].msg_hdr.msg_iovlen = 1;
 		fw->out[i].msg_hdr.msg_name = &fw->destinations[i];
-		fw->out[i].msg_hdr.msg_namelen = sizeof(fw->destinations[i]);
 	}
 	return fw;
 fail:
@@ -258,6 +259,43 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
 }
 
+static const uint8_t MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* A datagram's source as 16 address bytes (IPv4 mapped) and 2 port bytes; 0 for another family. */
+static int source_of(const struct sockaddr_in6 *source, uint8_t *ip, uint8_t *port)
+{
+	if (source->sin6_family == AF_INET) {
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)source;
+		memcpy(ip, MAPPED, 12);
+		memcpy(ip + 12, &v4->sin_addr, 4);
+		memcpy(port, &v4->sin_port, 2);
+		return 1;
+	}
+	if (source->sin6_family == AF_INET6) {
+		memcpy(ip, &source->sin6_addr, 16);
+		memcpy(port, &source->sin6_port, 2);
+		return 1;
+	}
+	return 0;
+}
+
+/* The socket address to send to: IPv4 for a mapped address (the socket is an IPv4 one), else IPv6. */
+static socklen_t destination(struct sockaddr_in6 *out, const uint8_t *ip, const uint8_t *port)
+{
+	memset(out, 0, sizeof(*out));
+	if (!memcmp(ip, MAPPED, 12)) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+		v4->sin_family = AF_INET;
+		memcpy(&v4->sin_addr, ip + 12, 4);
+		memcpy(&v4->sin_port, port, 2);
+		return sizeof(*v4);
+	}
+	out->sin6_family = AF_INET6;
+	memcpy(&out->sin6_addr, ip, 16);
+	memcpy(&out->sin6_port, port, 2);
+	return sizeof(*out);
+}
+
 /* Read up to BATCH datagrams; the count, 0 with *drained set when there was nothing, or -errno. */
 static int receive(struct forwarder *fw, int fd, int *drained)
 {
@@ -281,14 +319,16 @@ static int receive(struct forwarder *fw, int fd, int *drained)
 static void pass(struct forwarder *fw, struct passed *out, int *count, int i)
 {
 	struct passed *p = &out[(*count)++];
+	uint8_t port[2] = {0, 0};
 	p->offset = (uint32_t)i * SLOT + 4;
 	p->length = fw->messages[i].msg_len;
-	memcpy(p->ip, &fw->sources[i].sin_addr, 4);
-	p->port = ntohs(fw->sources[i].sin_port);
+	if (!source_of(&fw->sources[i], p->ip, port))
+		memset(p->ip, 0, sizeof(p->ip));
+	p->port = (uint16_t)(port[0] << 8 | port[1]);
 	fw->stats[STAT_PASSED]++;
 }
 
-/* Datagrams on a client listener (bound to listener_ip:listener_port, network order): bound-channel
+/* Datagrams on a client listener (bound to listener_ip:listener_port, 16 + 2 bytes): bound-channel
  * ChannelData goes to its peer from the relay socket; the rest is described in `out` (at most BATCH)
  * for the engine. Returns how many are in `out`, or -errno. */
 int fw_from_clients(void *handle, int fd, const uint8_t *listener_ip, const uint8_t *listener_port,
@@ -300,35 +340,28 @@ int fw_from_clients(void *handle, int fd, const uint8_t *listener_ip, const uint
 		return n;
 	uint64_t now = monotonic_ns();
 	struct table *clients = &fw->tables[TABLE_CLIENTS];
-	uint8_t key[16];
-	memcpy(key + 4, listener_ip, 4);
-	memcpy(key + 10, listener_port, 2);
-	key[14] = key[15] = 0;
+	uint8_t key[40]; /* client ip, listener ip, client port, listener port, channel, padding */
+	memcpy(key + 16, listener_ip, 16);
+	memcpy(key + 34, listener_port, 2);
+	key[38] = key[39] = 0;
 	for (int i = 0; i < n; i++) {
 		uint8_t *data = fw->buffers + (size_t)i * SLOT + 4;
 		uint32_t size = fw->messages[i].msg_len;
-		if (size < 4 || (data[0] & 0xC0) != 0x40 || fw->sources[i].sin_family != AF_INET) {
+		if (size < 4 || (data[0] & 0xC0) != 0x40 || !source_of(&fw->sources[i], key, key + 32)) {
 			pass(fw, out, &count, i);
 			continue;
 		}
 		uint32_t length = (uint32_t)data[2] << 8 | data[3];
-		memcpy(key, &fw->sources[i].sin_addr, 4);
-		memcpy(key + 8, &fw->sources[i].sin_port, 2);
-		memcpy(key + 12, data, 2);
+		memcpy(key + 36, data, 2);
 		struct slot *s = find(clients, key, 0);
-		if (!s || length > size - 4) { /* unbound, or shorter than its length: the engine's call */
+		struct client_value *v = s ? (struct client_value *)s->value : NULL;
+		if (!v || length > size - 4 || now >= v->expires) { /* unbound, short or lapsed: the engine's call */
 			pass(fw, out, &count, i);
 			continue;
 		}
-		struct client_value *v = (struct client_value *)s->value;
-		if (now >= v->expires) {
-			pass(fw, out, &count, i);
-			continue;
-		}
-		struct sockaddr_in peer = {.sin_family = AF_INET};
-		memcpy(&peer.sin_addr, v->peer_ip, 4);
-		memcpy(&peer.sin_port, v->peer_port, 2);
-		if (sendto((int)v->via, data + 4, length, MSG_DONTWAIT, (struct sockaddr *)&peer, sizeof(peer)) < 0) {
+		struct sockaddr_in6 peer;
+		socklen_t peer_size = destination(&peer, v->peer_ip, v->peer_port);
+		if (sendto((int)v->via, data + 4, length, MSG_DONTWAIT, (struct sockaddr *)&peer, peer_size) < 0) {
 			fw->stats[STAT_ERRORS]++; /* a full buffer or an unreachable peer: UDP may drop */
 			continue;
 		}
@@ -354,9 +387,10 @@ static void flush(struct forwarder *fw, int via, int queued)
 	}
 }
 
-/* Datagrams on a relay socket (bound to relay_ip:relay_port): from a peer with a bound channel they
- * go to the client as ChannelData (no padding over UDP, RFC 8656 §12.5); the rest is described in
- * `out` for the engine (Data indications, lapsed channels, strangers). Returns the count or -errno. */
+/* Datagrams on a relay socket (bound to relay_ip:relay_port, 16 + 2 bytes): from a peer with a bound
+ * channel they go to the client as ChannelData (no padding over UDP, RFC 8656 §12.5); the rest is
+ * described in `out` for the engine (Data indications, lapsed channels, strangers). Returns the
+ * count or -errno. */
 int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *relay_port,
 		  struct passed *out, int *drained)
 {
@@ -366,17 +400,15 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 		return n;
 	uint64_t now = monotonic_ns();
 	struct table *peers = &fw->tables[TABLE_PEERS];
-	uint8_t key[12];
-	memcpy(key + 4, relay_ip, 4);
-	memcpy(key + 10, relay_port, 2);
+	uint8_t key[36]; /* peer ip, relay ip, peer port, relay port */
+	memcpy(key + 16, relay_ip, 16);
+	memcpy(key + 34, relay_port, 2);
 	for (int i = 0; i < n; i++) {
 		uint32_t size = fw->messages[i].msg_len;
-		if (fw->sources[i].sin_family != AF_INET || size > 0xFFFF - 4) {
+		if (size > 0xFFFF - 4 || !source_of(&fw->sources[i], key, key + 32)) {
 			pass(fw, out, &count, i);
 			continue;
 		}
-		memcpy(key, &fw->sources[i].sin_addr, 4);
-		memcpy(key + 8, &fw->sources[i].sin_port, 2);
 		struct slot *s = find(peers, key, 0);
 		struct peer_value *v = s ? (struct peer_value *)s->value : NULL;
 		if (!v || now >= v->expires) { /* no channel (any more): a Data indication or a drop upstairs */
@@ -392,11 +424,8 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 		memcpy(frame, v->channel, 2);
 		frame[2] = (uint8_t)(size >> 8);
 		frame[3] = (uint8_t)size;
-		struct sockaddr_in *client = &fw->destinations[queued];
-		memset(client, 0, sizeof(*client));
-		client->sin_family = AF_INET;
-		memcpy(&client->sin_addr, v->client_ip, 4);
-		memcpy(&client->sin_port, v->client_port, 2);
+		fw->out[queued].msg_hdr.msg_namelen = destination(&fw->destinations[queued], v->client_ip,
+								   v->client_port);
 		fw->out_vectors[queued].iov_base = frame;
 		fw->out_vectors[queued].iov_len = size + 4;
 		queued++;

@@ -21,23 +21,53 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.logger import Logger
 
 from edge.offload.loader import OffloadUnavailable
-from edge.turn.allocation import Address, Allocation
+from edge.turn.allocation import Address, Allocation, RelayEndpoint
 
 log = Logger(namespace="umedge.offload")
 
 MAX_CHANNELS = 65536  # entries per table (the maps' max_entries)
-# The C structs of turn_offload.bpf.c and forwarder.c ("=": no implicit padding; addresses and ports
-# in network order; the 4-byte int after the addresses is VIA).
-CLIENT_KEY = struct.Struct("=4s4s2s2s2s2x")
-CLIENT_VALUE = struct.Struct("=4s4s2s2sIQQQ")
-PEER_KEY = struct.Struct("=4s4s2s2s")
-PEER_VALUE = struct.Struct("=4s4s2s2s2s2xI4xQQQQ")
+
+
+def _ipv4(host: str) -> bytes:
+    return socket.inet_aton(host)
+
+
+def _any_family(host: str) -> bytes:
+    """16 bytes: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d)."""
+    if ":" in host:
+        return socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])  # a link-local's scope is the socket's
+    return b"\0" * 10 + b"\xff\xff" + _ipv4(host)
+
+
+@dataclass(frozen=True)
+class EntryLayout:
+    """How a fast path packs its entries: the address width, the relay families it carries, four C structs
+    ("=": no implicit padding; addresses and ports in network order; the 4-byte int after the addresses
+    is VIA)."""
+
+    families: frozenset[int]
+    address: Callable[[str], bytes]
+    client_key: struct.Struct
+    client_value: struct.Struct
+    peer_key: struct.Struct
+    peer_value: struct.Struct
+
+
+def _layout(families: frozenset[int], address: Callable[[str], bytes], width: int) -> EntryLayout:
+    a = f"{width}s"
+    return EntryLayout(families, address, struct.Struct(f"={a}{a}2s2s2s2x"), struct.Struct(f"={a}{a}2s2sIQQQ"),
+                       struct.Struct(f"={a}{a}2s2s"), struct.Struct(f"={a}{a}2s2s2s2xI4xQQQQ"))
+
+
+IPV4 = _layout(frozenset({4}), _ipv4, 4)  # turn_offload.bpf.c's structs
+ANY_FAMILY = _layout(frozenset({4, 6}), _any_family, 16)  # forwarder.c's structs
 
 
 class EntryTable(Protocol):
@@ -46,10 +76,6 @@ class EntryTable(Protocol):
     def update(self, key: bytes, value: bytes) -> None: ...
     def lookup(self, key: bytes) -> bytes | None: ...
     def delete(self, key: bytes) -> bool: ...
-
-
-def ip_bytes(host: str) -> bytes:
-    return socket.inet_aton(host)
 
 
 def port_bytes(port: int) -> bytes:
@@ -73,6 +99,7 @@ class ChannelMirror:
 
     what = "fast path"  # for log lines: "kernel offload", "native forwarder"
     setting = ""  # its [edge] key: "kernel_offload", "native_forwarder"
+    layout = IPV4
 
     def __init__(self, mode: str) -> None:
         self.mode = mode  # "auto", "on" or "off"
@@ -122,8 +149,8 @@ class ChannelMirror:
         """The address the client sends to (as the entries key it) and VIA toward the client."""
         raise NotImplementedError
 
-    def _via_peer(self, allocation: Allocation, peer: Address) -> int:
-        """VIA toward `peer` from the allocation's relay."""
+    def _via_peer(self, relay: RelayEndpoint, peer: Address) -> int:
+        """VIA toward `peer` from `relay`."""
         raise NotImplementedError
 
     # --- RelayOffload ------------------------------------------------------------------
@@ -137,27 +164,29 @@ class ChannelMirror:
             self._failed(allocation, error)
 
     def _update(self, allocation: Allocation, now: float) -> None:
-        want: dict[int, tuple[Address, float, float]] = {}
+        want: dict[int, tuple[Address, float, float, RelayEndpoint]] = {}
+        families = self.layout.families
         for number, (peer, expiry, relay) in allocation.channels.items():
             permission = allocation.permissions.get(peer[0])
-            if relay.family != 4 or ":" in peer[0] or permission is None:
+            if relay.family not in families or permission is None:
                 continue
             permitted = min(permission, allocation.expires)
             until = min(expiry, permitted)
             if until > now:
-                want[number] = (peer, until, permitted)
+                want[number] = (peer, until, permitted, relay)
         entries = self._entries.setdefault(allocation, {})
         for number in [n for n, channel in entries.items() if want.get(n, (None,))[0] != channel.peer]:
             self._drop(allocation, entries.pop(number))
         mono_now = time.monotonic_ns()
-        for number, (peer, until, permitted) in want.items():
+        layout = self.layout
+        for number, (peer, until, permitted, relay) in want.items():
             expires_ns = mono_now + int((until - now) * 1e9)
             permitted_ns = mono_now + int((permitted - now) * 1e9)
             channel = entries.get(number)
             if channel is None:
                 if self._channels >= MAX_CHANNELS:
                     break
-                channel = entries[number] = self._channel(allocation, number, peer)
+                channel = entries[number] = self._channel(allocation, number, peer, relay)
                 self._channels += 1
             elif channel.until == until and channel.permitted == permitted:
                 continue
@@ -166,25 +195,25 @@ class ChannelMirror:
             channel.until, channel.permitted = until, permitted
             assert self._clients is not None and self._peers is not None
             seen = channel.seen
-            self._clients.update(channel.client_key, CLIENT_VALUE.pack(*channel.client_fields, expires_ns,
-                                                                       seen[0], seen[1]))
-            self._peers.update(channel.peer_key, PEER_VALUE.pack(*channel.peer_fields, expires_ns, permitted_ns,
-                                                                 seen[2], seen[3]))
+            self._clients.update(channel.client_key, layout.client_value.pack(*channel.client_fields, expires_ns,
+                                                                              seen[0], seen[1]))
+            self._peers.update(channel.peer_key, layout.peer_value.pack(*channel.peer_fields, expires_ns,
+                                                                        permitted_ns, seen[2], seen[3]))
         if not entries:
             del self._entries[allocation]
 
-    def _channel(self, allocation: Allocation, number: int, peer: Address) -> _Channel:
+    def _channel(self, allocation: Allocation, number: int, peer: Address, relay: RelayEndpoint) -> _Channel:
+        layout, address = self.layout, self.layout.address
         client = allocation.client.address
-        relay = allocation.relays[4].address
         (server_host, server_port), to_client = self._listener(allocation)
-        server_ip, server_port_bytes = ip_bytes(server_host), port_bytes(server_port)
-        client_ip, client_port, channel = ip_bytes(client[0]), port_bytes(client[1]), port_bytes(number)
-        relay_ip, relay_port = ip_bytes(relay[0]), port_bytes(relay[1])
-        peer_ip, peer_port = ip_bytes(peer[0]), port_bytes(peer[1])
+        server_ip, server_port_bytes = address(server_host), port_bytes(server_port)
+        client_ip, client_port, channel = address(client[0]), port_bytes(client[1]), port_bytes(number)
+        relay_ip, relay_port = address(relay.address[0]), port_bytes(relay.address[1])
+        peer_ip, peer_port = address(peer[0]), port_bytes(peer[1])
         return _Channel(
-            peer, CLIENT_KEY.pack(client_ip, server_ip, client_port, server_port_bytes, channel),
-            PEER_KEY.pack(peer_ip, relay_ip, peer_port, relay_port),
-            (relay_ip, peer_ip, relay_port, peer_port, self._via_peer(allocation, peer)),
+            peer, layout.client_key.pack(client_ip, server_ip, client_port, server_port_bytes, channel),
+            layout.peer_key.pack(peer_ip, relay_ip, peer_port, relay_port),
+            (relay_ip, peer_ip, relay_port, peer_port, self._via_peer(relay, peer)),
             (client_ip, server_ip, client_port, server_port_bytes, channel, to_client))
 
     def _read(self, allocation: Allocation, channel: _Channel) -> int:
@@ -194,9 +223,9 @@ class ChannelMirror:
         to_client = self._peers.lookup(channel.peer_key)
         now = list(channel.seen)
         if to_peer is not None:
-            now[0], now[1] = CLIENT_VALUE.unpack(to_peer)[-2:]
+            now[0], now[1] = self.layout.client_value.unpack(to_peer)[-2:]
         if to_client is not None:
-            now[2], now[3] = PEER_VALUE.unpack(to_client)[-2:]
+            now[2], now[3] = self.layout.peer_value.unpack(to_client)[-2:]
         delta = [max(0, a - b) for a, b in zip(now, channel.seen, strict=True)]
         channel.seen = now
         allocation.offloaded_packets_to_peer += delta[0]

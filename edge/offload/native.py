@@ -23,8 +23,8 @@ from twisted.logger import Logger
 
 from edge.offload import loader
 from edge.offload.loader import OffloadUnavailable
-from edge.offload.mirror import ChannelMirror
-from edge.turn.allocation import Address, Allocation
+from edge.offload.mirror import ANY_FAMILY, ChannelMirror, port_bytes
+from edge.turn.allocation import Address, Allocation, RelayEndpoint
 
 log = Logger(namespace="umedge.offload")
 
@@ -38,8 +38,16 @@ STAT_NAMES = {"errors": "dropped_native_send_errors"}  # "dropped_*": umedge_tur
 
 
 class _Passed(ctypes.Structure):
-    _fields_ = [("offset", ctypes.c_uint32), ("length", ctypes.c_uint32), ("ip", ctypes.c_uint8 * 4),
+    _fields_ = [("offset", ctypes.c_uint32), ("length", ctypes.c_uint32), ("ip", ctypes.c_uint8 * 16),
                 ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _host(ip: bytes) -> str:
+    """forwarder.c's 16 address bytes as the engine writes hosts: IPv4 dotted, IPv6 without a scope."""
+    return socket.inet_ntoa(ip[12:]) if ip[:12] == _MAPPED else socket.inet_ntop(socket.AF_INET6, ip)
 
 
 Datagrams = list[tuple[bytes, Address]]
@@ -124,6 +132,7 @@ class NativeForwarder(ChannelMirror):
 
     what = "native forwarder"
     setting = "native_forwarder"
+    layout = ANY_FAMILY
 
     def __init__(self, mode: str, cache_dir: Path) -> None:
         super().__init__(mode)
@@ -150,8 +159,8 @@ class NativeForwarder(ChannelMirror):
         if not handle:
             raise OffloadUnavailable("out of memory")
         self._lib, self._handle, self.library = lib, handle, str(path)
-        self._clients = _Table(lib, handle, _CLIENTS, 40)
-        self._peers = _Table(lib, handle, _PEERS, 56)
+        self._clients = _Table(lib, handle, _CLIENTS, ANY_FAMILY.client_value.size)
+        self._peers = _Table(lib, handle, _PEERS, ANY_FAMILY.peer_value.size)
         self._base = int(lib.fw_buffers(handle))
 
     def _started(self) -> None:
@@ -173,18 +182,23 @@ class NativeForwarder(ChannelMirror):
 
     def _eligible(self, allocation: Allocation) -> bool:
         listener = getattr(allocation.client, "listener", None)
-        relay = allocation.relays.get(4)
         return (allocation.dialect is None and getattr(listener, "native", False)
-                and getattr(relay, "native", False) and ":" not in allocation.client.address[0])
+                and all(getattr(relay, "native", False) for relay in allocation.relays.values()))
 
     def _listener(self, allocation: Allocation) -> tuple[Address, int]:
         listener = cast(_NativeSocket, getattr(allocation.client, "listener"))  # noqa: B009 (not on ClientLink)
         return listener.address, listener.fd
 
-    def _via_peer(self, allocation: Allocation, peer: Address) -> int:
-        return cast(_NativeSocket, allocation.relays[4]).fd
+    def _via_peer(self, relay: RelayEndpoint, peer: Address) -> int:
+        return cast(_NativeSocket, relay).fd
 
     # --- the sockets' reads --------------------------------------------------------------
+
+    def bound(self, sock: socket.socket) -> tuple[bytes, bytes] | None:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
+            return None
+        host, port = sock.getsockname()[:2]
+        return ANY_FAMILY.address(host), port_bytes(port)
 
     def from_clients(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]:
         """One batch from a client listener bound to ip:port: what the engine must see, and whether drained."""
@@ -203,8 +217,7 @@ class NativeForwarder(ChannelMirror):
             return []  # nothing, or an error (a queued ICMP error is consumed by the read): read on next time
         base, out = self._base, []
         for passed in self._passed[:count]:
-            out.append((ctypes.string_at(base + passed.offset, passed.length),
-                        (socket.inet_ntoa(bytes(passed.ip)), passed.port)))
+            out.append((ctypes.string_at(base + passed.offset, passed.length), (_host(bytes(passed.ip)), passed.port)))
         return out
 
     # --- what it reports ---------------------------------------------------------------

@@ -59,13 +59,10 @@ def _plain(address: tuple) -> Address:  # type: ignore[type-arg]
 
 def _watch(loop: asyncio.AbstractEventLoop, sock: socket.socket, batches: DatagramBatches | None,
            plain: Callable[[], None], native: Callable[[], None]) -> tuple[bytes, bytes] | None:
-    """Read `sock` with `native` when the native forwarder is active (IPv4 only), else with `plain`.
+    """Read `sock` with `native` when the native forwarder is active and takes it, else with `plain`.
 
     Returns the socket's bound address as the forwarder's entries key it, or None when read in Python."""
-    key = None
-    if batches is not None and batches.active and sock.family == socket.AF_INET:
-        host, port = sock.getsockname()[:2]
-        key = socket.inet_aton(host), port.to_bytes(2, "big")
+    key = batches.bound(sock) if batches is not None and batches.active else None
     loop.add_reader(sock.fileno(), plain if key is None else native)
     return key
 

@@ -9,6 +9,7 @@ which adds the kernel's counts to the allocation's `offloaded_*` fields.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Protocol
 
 from edge.turn.allocation import Address, Allocation
@@ -40,6 +41,9 @@ class DatagramBatches(Protocol):
     socket is drained) for the engine."""
 
     active: bool
+
+    def bound(self, sock: socket.socket) -> tuple[bytes, bytes] | None:
+        """`sock`'s bound address and port as the fast path's entries key them; None if it does not read it."""
 
     def from_clients(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]: ...
     def from_peers(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]: ...

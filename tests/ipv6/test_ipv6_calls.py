@@ -31,13 +31,13 @@ RTP_RANGE = (42000, 42999)
 AUDIO_SECONDS = 2.0
 
 
-def worker_status_v6(files: NodeFiles) -> dict[str, Any]:
-    """GET /v1/worker over HTTPS on [::1] with an admin token (the pool CA verifies the node)."""
+def worker_status_v6(files: NodeFiles, path: str = "/v1/worker") -> dict[str, Any]:
+    """GET `path` over HTTPS on [::1] with an admin token (the pool CA verifies the node)."""
     context = ssl.create_default_context(cafile=str(files.certs_dir / "ca.crt"))
     context.check_hostname = False  # the node certificate names 127.0.0.1 and the node, not ::1
     connection = http.client.HTTPSConnection("::1", files.port("web", "http_port"), context=context, timeout=30)
     try:
-        connection.request("GET", "/v1/worker", headers={"Authorization": f"Bearer {admin_token(files)}"})
+        connection.request("GET", path, headers={"Authorization": f"Bearer {admin_token(files)}"})
         answer = connection.getresponse()
         body = json.loads(answer.read())
         assert answer.status == 200, body
@@ -97,6 +97,17 @@ def test_ipv6_gateway_call_through_the_302_leaves_a_voicemail(tmp_path: Path, me
             assert transport["kind"] == "relay" and 50000 <= transport["local"][1] <= 59999  # an IPv6 relay
             assert worker_status_v6(files)["tokens"]["mras"] == 1  # MRAS over [::1]
             assert re.search(r"allocated \[?::1\]?:\d+", stderr) and not re.search(r"\b443 Peer Address Family", stderr)
+            # The IPv6 relay's ChannelData went through the native forwarder (counts collected once a second).
+            deadline, relayed = time.monotonic() + 3, {}
+            while time.monotonic() < deadline:
+                status = worker_status_v6(files, "/v1/status")
+                relayed = status["relayed"]
+                if relayed["offloaded_packets_to_client"] >= 0.9 * relayed["packets_to_client"] > 0:
+                    break
+                time.sleep(0.3)
+            assert status["kernel_offload"]["native"]["active"], status["kernel_offload"]
+            assert relayed["offloaded_packets_to_client"] >= 0.9 * relayed["packets_to_client"] > 0, relayed
+            assert relayed["offloaded_packets_to_peer"] >= 0.9 * relayed["packets_to_peer"] > 0, relayed
         else:
             assert transport["kind"] == "direct"
     finally:

@@ -15,12 +15,12 @@ from tests.conftest import REQUIRE_TOOLS
 
 # C struct -> (the Python Struct, its fields' byte offsets in pack order, padding left out)
 LAYOUTS: dict[str, tuple[struct.Struct, list[tuple[str, int]]]] = {
-    "client_key": (mirror.CLIENT_KEY, [("client_ip", 0), ("server_ip", 4), ("client_port", 8),
+    "client_key": (mirror.IPV4.client_key, [("client_ip", 0), ("server_ip", 4), ("client_port", 8),
                                          ("server_port", 10), ("channel", 12)]),
-    "client_value": (mirror.CLIENT_VALUE, [("relay_ip", 0), ("peer_ip", 4), ("relay_port", 8), ("peer_port", 10),
+    "client_value": (mirror.IPV4.client_value, [("relay_ip", 0), ("peer_ip", 4), ("relay_port", 8), ("peer_port", 10),
                                              ("ifindex", 12), ("expires_ns", 16), ("packets", 24), ("bytes", 32)]),
-    "peer_key": (mirror.PEER_KEY, [("peer_ip", 0), ("relay_ip", 4), ("peer_port", 8), ("relay_port", 10)]),
-    "peer_value": (mirror.PEER_VALUE, [("client_ip", 0), ("server_ip", 4), ("client_port", 8), ("server_port", 10),
+    "peer_key": (mirror.IPV4.peer_key, [("peer_ip", 0), ("relay_ip", 4), ("peer_port", 8), ("relay_port", 10)]),
+    "peer_value": (mirror.IPV4.peer_value, [("client_ip", 0), ("server_ip", 4), ("client_port", 8), ("server_port", 10),
                                          ("channel", 12), ("ifindex", 16), ("expires_ns", 24),
                                          ("permission_ns", 32), ("packets", 40), ("bytes", 48)]),
 }

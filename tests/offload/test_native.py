@@ -17,20 +17,20 @@ import pytest
 
 from edge.offload import native
 from edge.offload.loader import OffloadUnavailable
-from edge.offload.mirror import CLIENT_KEY, CLIENT_VALUE, PEER_KEY, PEER_VALUE
+from edge.offload.mirror import ANY_FAMILY
 from tests.conftest import REQUIRE_TOOLS, ROOT, write_config
 
-LOOPBACK = socket.inet_aton("127.0.0.1")
 CHANNEL = 0x4001
+LAYOUT = ANY_FAMILY  # forwarder.c's entries: 16-byte addresses, IPv4 mapped
 
 
 def _port(number: int) -> bytes:
     return struct.pack("!H", number)
 
 
-def _udp() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+def _udp(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
     sock.settimeout(2.0)
     return sock
 
@@ -52,39 +52,44 @@ def forwarder(tmp_path: Path) -> Iterator[native.NativeForwarder]:
 class Wiring:
     """A client, the listener, a relay socket and a peer, with one channel's entries written as the engine would."""
 
-    def __init__(self, fw: native.NativeForwarder, lifetime: float = 30.0) -> None:
-        self.fw = fw
-        self.client, self.listener, self.relay, self.peer = _udp(), _udp(), _udp(), _udp()
+    def __init__(self, fw: native.NativeForwarder, host: str = "127.0.0.1", lifetime: float = 30.0) -> None:
+        self.fw, self.host, self.ip = fw, host, LAYOUT.address(host)
+        self.client, self.listener, self.relay, self.peer = _udp(host), _udp(host), _udp(host), _udp(host)
         for sock in (self.listener, self.relay):
             sock.setblocking(False)
         self.ports = {name: sock.getsockname()[1] for name, sock in
                       (("client", self.client), ("listener", self.listener), ("relay", self.relay),
                        ("peer", self.peer))}
-        self.client_key = CLIENT_KEY.pack(LOOPBACK, LOOPBACK, _port(self.ports["client"]),
-                                          _port(self.ports["listener"]), _port(CHANNEL))
-        self.peer_key = PEER_KEY.pack(LOOPBACK, LOOPBACK, _port(self.ports["peer"]), _port(self.ports["relay"]))
+        ip = self.ip
+        self.client_key = LAYOUT.client_key.pack(ip, ip, _port(self.ports["client"]), _port(self.ports["listener"]),
+                                                 _port(CHANNEL))
+        self.peer_key = LAYOUT.peer_key.pack(ip, ip, _port(self.ports["peer"]), _port(self.ports["relay"]))
+        assert fw.bound(self.listener) == (ip, _port(self.ports["listener"]))  # how edge.turn.io keys its sockets
         self.write(lifetime)
+
+    def at(self, name: str) -> tuple[str, int]:
+        return self.host, self.ports[name]
 
     def write(self, lifetime: float, permitted: float | None = None) -> None:
         now = time.monotonic_ns()
         expires = now + int(lifetime * 1e9)
         allowed = now + int((lifetime if permitted is None else permitted) * 1e9)
         assert self.fw._clients is not None and self.fw._peers is not None
-        self.fw._clients.update(self.client_key, CLIENT_VALUE.pack(
-            LOOPBACK, LOOPBACK, _port(self.ports["relay"]), _port(self.ports["peer"]), self.relay.fileno(),
-            expires, 0, 0))
-        self.fw._peers.update(self.peer_key, PEER_VALUE.pack(
-            LOOPBACK, LOOPBACK, _port(self.ports["client"]), _port(self.ports["listener"]), _port(CHANNEL),
+        ip = self.ip
+        self.fw._clients.update(self.client_key, LAYOUT.client_value.pack(
+            ip, ip, _port(self.ports["relay"]), _port(self.ports["peer"]), self.relay.fileno(), expires, 0, 0))
+        self.fw._peers.update(self.peer_key, LAYOUT.peer_value.pack(
+            ip, ip, _port(self.ports["client"]), _port(self.ports["listener"]), _port(CHANNEL),
             self.listener.fileno(), expires, allowed, 0, 0))
 
     def from_clients(self) -> list[tuple[bytes, tuple[str, int]]]:
         time.sleep(0.05)  # loopback delivery is immediate, but let the sender's datagrams all land
-        passed, drained = self.fw.from_clients(self.listener.fileno(), LOOPBACK, _port(self.ports["listener"]))
+        passed, drained = self.fw.from_clients(self.listener.fileno(), self.ip, _port(self.ports["listener"]))
         return passed
 
     def from_peers(self) -> list[tuple[bytes, tuple[str, int]]]:
         time.sleep(0.05)
-        passed, drained = self.fw.from_peers(self.relay.fileno(), LOOPBACK, _port(self.ports["relay"]))
+        passed, drained = self.fw.from_peers(self.relay.fileno(), self.ip, _port(self.ports["relay"]))
         return passed
 
     def close(self) -> None:
@@ -92,9 +97,9 @@ class Wiring:
             sock.close()
 
 
-@pytest.fixture
-def wiring(forwarder: native.NativeForwarder) -> Iterator[Wiring]:
-    wired = Wiring(forwarder)
+@pytest.fixture(params=["127.0.0.1", "::1"])
+def wiring(request: pytest.FixtureRequest, forwarder: native.NativeForwarder) -> Iterator[Wiring]:
+    wired = Wiring(forwarder, str(request.param))
     yield wired
     wired.close()
 
@@ -104,22 +109,22 @@ def _channel_data(payload: bytes, length: int | None = None, channel: int = CHAN
 
 
 def test_bound_channel_data_goes_both_ways_in_c_and_is_counted(wiring: Wiring) -> None:
-    listener = ("127.0.0.1", wiring.ports["listener"])
+    listener = wiring.at("listener")
     for i in range(5):
         wiring.client.sendto(_channel_data(b"odd-%d" % i + b"x" * i), listener)
     assert wiring.from_clients() == []  # nothing for the engine
     got = sorted(wiring.peer.recvfrom(2048) for _ in range(5))
     assert [data for data, _ in got] == sorted(b"odd-%d" % i + b"x" * i for i in range(5))
-    assert {source for _, source in got} == {("127.0.0.1", wiring.ports["relay"])}  # from the relay socket
+    assert {source[:2] for _, source in got} == {wiring.at("relay")}  # from the relay socket
 
-    wiring.peer.sendto(b"abc", ("127.0.0.1", wiring.ports["relay"]))  # 3 bytes: no padding over UDP
+    wiring.peer.sendto(b"abc", wiring.at("relay"))  # 3 bytes: no padding over UDP
     assert wiring.from_peers() == []
     frame, source = wiring.client.recvfrom(2048)
-    assert frame == _channel_data(b"abc") and source == listener
+    assert frame == _channel_data(b"abc") and source[:2] == listener
 
     assert wiring.fw._clients is not None and wiring.fw._peers is not None
-    to_peer = CLIENT_VALUE.unpack(wiring.fw._clients.lookup(wiring.client_key) or b"")
-    to_client = PEER_VALUE.unpack(wiring.fw._peers.lookup(wiring.peer_key) or b"")
+    to_peer = LAYOUT.client_value.unpack(wiring.fw._clients.lookup(wiring.client_key) or b"")
+    to_client = LAYOUT.peer_value.unpack(wiring.fw._peers.lookup(wiring.peer_key) or b"")
     assert to_peer[-2:] == (5, sum(len(b"odd-%d" % i) + i for i in range(5)))
     assert to_client[-2:] == (1, 3)
     counters = wiring.fw.counters()
@@ -128,18 +133,18 @@ def test_bound_channel_data_goes_both_ways_in_c_and_is_counted(wiring: Wiring) -
 
 
 def test_everything_else_is_left_to_the_engine_unchanged(wiring: Wiring) -> None:
-    listener = ("127.0.0.1", wiring.ports["listener"])
+    listener = wiring.at("listener")
     stun = bytes.fromhex("000100002112a442") + os.urandom(12)
     sent = [stun, _channel_data(b"short", length=9), _channel_data(b"unbound", channel=0x4002), b"\x40", b""]
     for datagram in sent:
         wiring.client.sendto(datagram, listener)
     passed = wiring.from_clients()
     assert [data for data, _ in passed] == sent  # in order, byte for byte
-    assert {source for _, source in passed} == {("127.0.0.1", wiring.ports["client"])}
-    stranger = _udp()
+    assert {source for _, source in passed} == {wiring.at("client")}
+    stranger = _udp(wiring.host)
     try:
-        stranger.sendto(b"from a stranger", ("127.0.0.1", wiring.ports["relay"]))
-        assert wiring.from_peers() == [(b"from a stranger", ("127.0.0.1", stranger.getsockname()[1]))]
+        stranger.sendto(b"from a stranger", wiring.at("relay"))
+        assert wiring.from_peers() == [(b"from a stranger", (wiring.host, stranger.getsockname()[1]))]
     finally:
         stranger.close()
     wiring.peer.settimeout(0.2)
@@ -148,7 +153,7 @@ def test_everything_else_is_left_to_the_engine_unchanged(wiring: Wiring) -> None
 
 
 def test_padded_channel_data_is_relayed_without_its_padding(wiring: Wiring) -> None:
-    wiring.client.sendto(_channel_data(b"abcde") + b"\0\0\0", ("127.0.0.1", wiring.ports["listener"]))
+    wiring.client.sendto(_channel_data(b"abcde") + b"\0\0\0", wiring.at("listener"))
     assert wiring.from_clients() == []
     assert wiring.peer.recvfrom(2048)[0] == b"abcde"
 
@@ -156,9 +161,9 @@ def test_padded_channel_data_is_relayed_without_its_padding(wiring: Wiring) -> N
 def test_after_the_expiry_nothing_is_relayed_in_c(wiring: Wiring) -> None:
     """Expired entries hand every datagram to the engine (which drops it or sends a Data indication)."""
     wiring.write(lifetime=-1.0, permitted=30.0)
-    wiring.client.sendto(_channel_data(b"late"), ("127.0.0.1", wiring.ports["listener"]))
+    wiring.client.sendto(_channel_data(b"late"), wiring.at("listener"))
     assert [data for data, _ in wiring.from_clients()] == [_channel_data(b"late")]
-    wiring.peer.sendto(b"late too", ("127.0.0.1", wiring.ports["relay"]))
+    wiring.peer.sendto(b"late too", wiring.at("relay"))
     assert [data for data, _ in wiring.from_peers()] == [b"late too"]
     wiring.peer.settimeout(0.2)
     with pytest.raises(TimeoutError):
@@ -166,13 +171,13 @@ def test_after_the_expiry_nothing_is_relayed_in_c(wiring: Wiring) -> None:
 
 
 def test_a_batch_is_bounded_and_says_when_the_socket_is_drained(wiring: Wiring) -> None:
-    listener = ("127.0.0.1", wiring.ports["listener"])
+    listener = wiring.at("listener")
     for i in range(native.BATCH + 6):
         wiring.client.sendto(b"stun-ish %d" % i, listener)
     time.sleep(0.05)
-    first, drained = wiring.fw.from_clients(wiring.listener.fileno(), LOOPBACK, _port(wiring.ports["listener"]))
+    first, drained = wiring.fw.from_clients(wiring.listener.fileno(), wiring.ip, _port(wiring.ports["listener"]))
     assert len(first) == native.BATCH and not drained
-    second, drained = wiring.fw.from_clients(wiring.listener.fileno(), LOOPBACK, _port(wiring.ports["listener"]))
+    second, drained = wiring.fw.from_clients(wiring.listener.fileno(), wiring.ip, _port(wiring.ports["listener"]))
     assert len(second) == 6 and drained
     assert [d for d, _ in first + second] == [b"stun-ish %d" % i for i in range(native.BATCH + 6)]
 
@@ -180,8 +185,9 @@ def test_a_batch_is_bounded_and_says_when_the_socket_is_drained(wiring: Wiring) 
 def test_the_tables_grow_reuse_deleted_slots_and_stop_at_their_bound(forwarder: native.NativeForwarder) -> None:
     table = forwarder._peers
     assert isinstance(table, native._Table)
-    value = bytes(PEER_VALUE.size)
-    keys = [struct.pack("!I", i) + bytes(8) for i in range(3000)]  # past the first capacity (1024 slots)
+    value = bytes(LAYOUT.peer_value.size)
+    rest = bytes(LAYOUT.peer_key.size - 4)
+    keys = [struct.pack("!I", i) + rest for i in range(3000)]  # past the first capacity (1024 slots)
     for key in keys:
         table.update(key, value)
     assert len(table) == 3000
@@ -197,7 +203,7 @@ def test_the_tables_grow_reuse_deleted_slots_and_stop_at_their_bound(forwarder: 
     assert len(table) == 1500 and all(table.lookup(key) == value for key in keys[1::2])
     with pytest.raises(OSError, match="No space left"):
         for i in range(70_000):
-            table.update(struct.pack("!I", 1 << 20 | i) + bytes(8), value)
+            table.update(struct.pack("!I", 1 << 20 | i) + rest, value)
     assert len(table) == 65536
 
 

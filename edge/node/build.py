@@ -169,8 +169,10 @@ def _build_um(config: Config, state: NodeState, root: service.MultiService) -> N
                                    asyncio.get_event_loop(), reactor).setServiceParent(root)
 
 
-def build(config: Config, turn_only: bool = False) -> NodeTree:
-    """The service tree for the roles in config.node.roles (only the TURN relay if `turn_only`)."""
+def build(config: Config, turn_worker: int | None = None) -> NodeTree:
+    """The service tree for the roles in config.node.roles; only the TURN relay (and its sessions in the
+    console) for `turn_worker` N, the Nth extra relay process of `[edge] workers`."""
+    turn_only = turn_worker is not None
     state = NodeState(config)
     root = NodeTree(state)
     # One request-rate bucket per source address across every SIP listener of the node.
@@ -179,6 +181,10 @@ def build(config: Config, turn_only: bool = False) -> NodeTree:
     if "edge" in roles or turn_only:
         _build_edge(config, state, root, turn_only)
     if turn_only:
+        # Its allocations are listed and ended by `umedge sessions` (over the pool's Redis, as another
+        # node's are) and a refused user is refused here too: the kernel may hand the user to this process.
+        state.console = build_console(config, state, name=f"{config.node.name}/relay{turn_worker}")
+        state.console.setServiceParent(root)
         return root
     StateSampler(state).setServiceParent(root)
     if roles & {"callrouter", "mailbox", "worker"}:

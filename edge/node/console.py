@@ -16,9 +16,11 @@ from edge.node.state import NodeState
 from um.callcontrol import CallControl
 
 
-def build_console(config: Config, state: NodeState, calls: CallControl | None = None) -> Console:
-    """The console over this node's TURN engine (its quota gate gets the refusals) and `calls`."""
-    name = config.node.name
+def build_console(config: Config, state: NodeState, calls: CallControl | None = None,
+                  name: str | None = None) -> Console:
+    """The console over this node's TURN engine (its quota gate gets the refusals) and `calls`; `name` is
+    the node's (or, for an extra relay process, the node's and its number: NODE/relayN)."""
+    name = name or config.node.name
     refusals = Refusals()
     engine = state.engine
     if engine is not None:

@@ -90,7 +90,7 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
                 log.info("created {path}", path=path)
             if "edge" in config.node.roles:
                 auth_secrets(config)  # a single node's generated secret exists from its first start
-        tree = build(config, turn_only=turn_worker is not None)
+        tree = build(config, turn_worker=turn_worker)
     except PkiError as error:  # certificates: one line naming the file and the reason
         print(f"umedge: certificates: {error}", file=sys.stderr)
         return 1

@@ -257,3 +257,49 @@ def test_with_the_pool_redis_down_a_node_still_answers_for_itself(pool: TwoNodes
     finally:
         held.close()
         pool.redis.start()
+
+
+def test_relay_processes_of_edge_workers_answer_the_console_and_refuse_a_killed_user(tmp_path: Path) -> None:
+    """[edge] workers = 2: the kernel spreads clients over two processes by source port; both list their
+    allocations, end a killed user's, and refuse the user's new ones (each a process of its own)."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    (tmp_path / "solo").mkdir()
+    files = write_config(tmp_path / "solo", {
+        "node": {"name": "solo"}, "edge": {"auth_secrets": [SECRET], "workers": 2, "max_allocations_per_user": 50},
+        "web": {"admin_keys": [ADMIN_KEY]}, "pool": {"store": redis.url, "heartbeat_interval": 0.3}})
+    process = ServeProcess(files.path, "--roles", "edge,web")
+    clients: list[RawClient] = []
+
+    def sessions() -> dict[str, Any]:
+        done = umedge("sessions", "list", "--json", "--config", str(files.path))
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    try:
+        process.wait_ready()
+        port = files.port("edge", "turn_udp_port")
+        listed: dict[str, Any] = {}
+        for _ in range(40):  # until both processes hold some (each new source port is hashed anew)
+            client = RawClient(port, ALICE)
+            clients.append(client)
+            assert client.allocate().msg_class == edge_stun.SUCCESS
+            if len(clients) >= 6:
+                listed = sessions()
+                if {s["node"] for s in listed["sessions"]} == {"solo", "solo/relay1"}:
+                    break
+        assert listed["nodes"] == ["solo", "solo/relay1"] and len(listed["sessions"]) == len(clients), listed
+        result = umedge("sessions", "kill", "--user", ALICE, "--until", "2m", "--json", "--config", str(files.path))
+        assert result.returncode == 0, result.stderr
+        assert len(json.loads(result.stdout)["killed"]) == len(clients)
+        assert all(code(client.refresh()) == 437 for client in clients)
+        for _ in range(10):  # from new source ports: both processes refuse
+            again = RawClient(port, ALICE)
+            assert code(again.allocate()) == 486
+            again.close()
+        assert sessions()["sessions"] == []
+    finally:
+        for client in clients:
+            client.close()
+        process.kill()
+        redis.stop()

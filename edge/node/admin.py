@@ -160,6 +160,8 @@ class Console(service.Service):
                  fanout: Any = None) -> None:
         self.node, self.sessions, self.calls = node, sessions, calls
         self.fanout = fanout  # edge.node.admin_pool.PoolChannel, or None: this node alone
+        # edge.node.relayworkers.RelayWorkers without a Redis pool: this node's extra relay processes
+        self.relays: Any = None
         if fanout is not None:
             fanout.handler = self.local
 
@@ -214,6 +216,8 @@ class Console(service.Service):
             except Exception as error:  # noqa: BLE001 - the pool's Redis is down: this node still answers
                 degraded = f"pool not reachable ({type(error).__name__}): this node only"
                 missing = sorted(set(self.fanout.live_names()) - {self.node})
+        elif self.relays is not None:  # no Redis pool: this node's relay processes through their pipes
+            answers, missing = await self.relays.ask(op, args)
         if not any(answer.get("node") == self.node for answer in answers):
             # this node's own listener not (yet) subscribed, or Redis down: answer from here
             answers.append({"node": self.node, **await self.local(op, args)})

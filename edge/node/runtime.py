@@ -73,7 +73,7 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
     from edge.auth.secrets import auth_secrets
     from edge.node.build import build
     from edge.node.identity import ensure_certificates
-    from edge.node.relayworkers import READY_LINE, RelayWorkers, die_with_parent
+    from edge.node.relayworkers import READY_LINE, RelayWorkers, answer_on_stdin, die_with_parent
 
     try:
         # A node that cannot keep its state or certificates must fail before it creates anything.
@@ -115,7 +115,7 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
         _stop_quietly(tree)
         return 1
     if turn_worker is None and "edge" in config.node.roles and config.edge.workers > 1:
-        workers = RelayWorkers(config_path, config.edge.workers, log_format)
+        workers = RelayWorkers(config_path, config.edge.workers, log_format, config.node.name)
         problems = workers.wait_ready()
         if problems:
             for problem in problems:
@@ -123,6 +123,9 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
             workers.stop()
             _stop_quietly(tree)
             return 1
+        if config.pool.store == "memory" and tree.state.console is not None:
+            workers.listen()
+            tree.state.console.relays = workers  # the console asks them through their pipes
 
     def stop_tree():
         log.info("stopping")
@@ -145,6 +148,9 @@ def serve(config: Config, log_format: str = "text", config_path: str | None = No
             _announce(config)  # only now: readiness means the signal handlers are in place
         else:
             print(READY_LINE, flush=True)
+            console = tree.state.console
+            if config.pool.store == "memory" and console is not None:
+                answer_on_stdin(console.local, console.node)
 
     reactor.callWhenRunning(running)
     reactor.run(installSignalHandlers=True)  # type: ignore[call-arg]  # IReactorCore omits the keyword

@@ -259,15 +259,20 @@ def test_with_the_pool_redis_down_a_node_still_answers_for_itself(pool: TwoNodes
         pool.redis.start()
 
 
-def test_relay_processes_of_edge_workers_answer_the_console_and_refuse_a_killed_user(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["redis", "memory"])
+def test_relay_processes_of_edge_workers_answer_the_console_and_refuse_a_killed_user(tmp_path: Path,
+                                                                                     store: str) -> None:
     """[edge] workers = 2: the kernel spreads clients over two processes by source port; both list their
-    allocations, end a killed user's, and refuse the user's new ones (each a process of its own)."""
+    allocations, end a killed user's, and refuse the user's new ones (each a process of its own). On a
+    Redis pool the relay process answers over the pool's channel; without one, through its pipes."""
     redis = RedisServer(tmp_path)
-    redis.start()
+    if store == "redis":
+        redis.start()
     (tmp_path / "solo").mkdir()
     files = write_config(tmp_path / "solo", {
         "node": {"name": "solo"}, "edge": {"auth_secrets": [SECRET], "workers": 2, "max_allocations_per_user": 50},
-        "web": {"admin_keys": [ADMIN_KEY]}, "pool": {"store": redis.url, "heartbeat_interval": 0.3}})
+        "web": {"admin_keys": [ADMIN_KEY]},
+        "pool": {"store": redis.url if store == "redis" else "memory", "heartbeat_interval": 0.3}})
     process = ServeProcess(files.path, "--roles", "edge,web")
     clients: list[RawClient] = []
 
@@ -302,4 +307,5 @@ def test_relay_processes_of_edge_workers_answer_the_console_and_refuse_a_killed_
         for client in clients:
             client.close()
         process.kill()
-        redis.stop()
+        if store == "redis":
+            redis.stop()

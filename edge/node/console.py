@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from typing import Any
-
-from twisted.internet import defer
 
 from edge.node.admin import Console, LocalSessions, Refusals, RefusingGate
 from edge.node.admin_calls import InProcessCalls
@@ -54,32 +50,10 @@ class WorkerCallControl:
         return self.in_process
 
     async def list_calls(self) -> list[dict[str, Any]]:
-        return list(await drive(self.current().list_calls()))
+        return list(await self.current().list_calls())
 
     async def hang_up(self, call_id: str, reason: str) -> bool:
-        return bool(await drive(self.current().hang_up(call_id, reason)))
-
-
-async def drive(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Run `coroutine` on the asyncio loop even where it awaits Twisted Deferreds (as Twisted's own
-    coroutine driver would allow): each Deferred it waits on is awaited as an asyncio future."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            waited = coroutine.throw(error) if error is not None else coroutine.send(value)
-        except StopIteration as done:
-            return done.value
-        value, error = None, None
-        try:
-            if isinstance(waited, defer.Deferred):
-                value = await waited.asFuture(asyncio.get_running_loop())
-            elif waited is None:
-                await asyncio.sleep(0)  # a bare yield: let the loop run
-            else:
-                value = await waited  # an asyncio future
-        except Exception as failure:  # noqa: BLE001 - handed back into the coroutine, as await would
-            error = failure
+        return bool(await self.current().hang_up(call_id, reason))
 
 
 def worker_call_control(state: NodeState) -> CallControl:

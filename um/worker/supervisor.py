@@ -28,14 +28,14 @@ ready before the node reports ready.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
 import signal
 import subprocess
 import time
-import types
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,14 +222,6 @@ class WorkerProcess:
         return time.time() - self.started
 
 
-@types.coroutine
-def _reply(waiter: defer.Deferred[Any]) -> Generator[Any, Any, Any]:
-    """Wait for a worker's reply inside a CallControl coroutine: the Deferred is yielded to whatever drives the
-    coroutine (Twisted's inlineCallbacks, or edge.node.console.drive on the asyncio loop), which sends its
-    result back in."""
-    return (yield waiter)
-
-
 class WorkerSupervisor(service.Service):
     """Runs the mailbox service's two worker slots as processes (see the module docstring).
 
@@ -258,7 +250,7 @@ class WorkerSupervisor(service.Service):
         self.recycles = 0
         self.retired: dict[str, int] = {}            # counters of processes that exited
         self.retired_untrusted = 0
-        self._replies: dict[int, defer.Deferred[Any]] = {}
+        self._replies: dict[int, asyncio.Future[Any]] = {}
         self._next_reply = 1
         self._reload_token = reload_token
         self._seen_token = reload_token() if reload_token is not None else None
@@ -428,8 +420,8 @@ class WorkerSupervisor(service.Service):
                 process.listen_error = (str(event.get("interface", "")), int(event["port"]), process.failure)
         elif kind == "reply":
             waiter = self._replies.pop(int(event.get("id") or 0), None)
-            if waiter is not None and not waiter.called:
-                waiter.callback(event.get("result"))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.get("result"))
         elif kind == "drained":
             pass  # its exit follows
 
@@ -624,21 +616,21 @@ class WorkerSupervisor(service.Service):
         return self.retired_untrusted + sum(int(p.status.get("untrusted", 0)) for p in self.live())
 
     # --- um.callcontrol.CallControl over the control channels ---------------------------
-    def _ask(self, process: WorkerProcess, command: dict[str, Any]) -> defer.Deferred[Any]:
-        """Its reply (None if it does not answer within REPLY_TIMEOUT). A Deferred: the console drives these
-        coroutines on the asyncio loop and awaits Deferreds as futures (edge.node.console.drive)."""
+    def _ask(self, process: WorkerProcess, command: dict[str, Any]) -> asyncio.Future[Any]:
+        """Its reply (None if it does not answer within REPLY_TIMEOUT), as a future on the node's asyncio
+        loop, which the console's coroutines await."""
         number = self._next_reply
         self._next_reply += 1
-        waiter: defer.Deferred[Any] = defer.Deferred()
+        waiter: asyncio.Future[Any] = self.loop.create_future()
         self._replies[number] = waiter
         if not process.send({**command, "id": number}):
             self._replies.pop(number, None)
-            waiter.callback(None)
+            waiter.set_result(None)
             return waiter
 
         def expire() -> None:
-            if self._replies.pop(number, None) is not None and not waiter.called:
-                waiter.callback(None)
+            if self._replies.pop(number, None) is not None and not waiter.done():
+                waiter.set_result(None)
 
         self.clock.callLater(REPLY_TIMEOUT, expire)
         return waiter
@@ -646,13 +638,13 @@ class WorkerSupervisor(service.Service):
     async def list_calls(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for process in self.live():
-            result = await _reply(self._ask(process, {"cmd": "calls"}))
+            result = await self._ask(process, {"cmd": "calls"})
             found += result if isinstance(result, list) else []
         return found
 
     async def hang_up(self, call_id: str, reason: str) -> bool:
         for process in self.live():
-            if await _reply(self._ask(process, {"cmd": "hang_up", "call_id": call_id, "reason": reason})):
+            if await self._ask(process, {"cmd": "hang_up", "call_id": call_id, "reason": reason}):
                 return True
         return False
 

@@ -193,10 +193,10 @@ def cmd_voicemail(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([m.as_dict() for m in messages], indent=1))
                 return EXIT_OK
-            print(f"{'id':<26} {'mailbox':<8} {'caller':<32} {'time (UTC)':<25} {'duration':>8} codec  new")
+            print(f"{'id':<26} {'mailbox':<8} {'caller':<32} {'time (UTC)':<25} {'duration':>8} codec  new  urgent")
             for m in messages:
                 print(f"{m.id:<26} {m.mailbox:<8} {(m.caller_name or m.caller)[:32]:<32} {m.time:<25} "
-                      f"{m.duration:>7.2f}s {m.codec:<6} {'no' if m.read else 'yes'}")
+                      f"{m.duration:>7.2f}s {m.codec:<6} {'no ' if m.read else 'yes'}  {'yes' if m.urgent else 'no'}")
             return EXIT_OK
         if args.action == "export":
             if not args.id or not args.file:

@@ -46,3 +46,19 @@ def test_unknown_caller_and_size_limit(tmp_path: Path) -> None:
     assert mail["From"] == "Voice Mail <voicemail@example.test>" and mail["X-Umedge-Caller-Id"] == "unknown"
     assert not list(mail.iter_attachments())  # too large to mail: the phone still plays it
     assert "too large to attach" in mail.get_body(("plain",)).get_content()
+
+
+def test_an_urgent_voicemail_is_mailed_with_high_importance(tmp_path: Path) -> None:
+    store = VoicemailStore(tmp_path)
+    recording = store.start("1001", "PCMU", caller="sip:5550100@gw", urgent=True)
+    recording.write(b"\xff" * 8000)
+    urgent = recording.commit("bye")
+    mail = build(urgent, store.wav_path(urgent).read_bytes(), to="1001@example.test", sender=SENDER)
+    assert mail["Subject"] == "Urgent: Voice mail from 5550100 (0:01)"
+    assert mail["Importance"] == "high" and mail["X-Priority"] == "1 (Highest)"
+    german = build(urgent, store.wav_path(urgent).read_bytes(), to="1001@example.test", sender=SENDER,
+                   language="de")
+    assert german["Subject"].startswith("Dringend: ")
+    plain, blob = _voicemail(tmp_path, "sip:5550101@gw", "")
+    normal = build(plain, blob, to="1001@example.test", sender=SENDER)  # type: ignore[arg-type]
+    assert normal["Importance"] is None and normal["X-Priority"] is None and not normal["Subject"].startswith("Urgent")

@@ -493,3 +493,19 @@ def test_a_bye_on_a_dead_connection_does_not_skip_the_call_cleanup(tmp_path: Pat
         loop.close()
     assert media.closed and dialog.id not in context.calls and dialog.id not in slot.calls
     assert any("BYE not sent" in str(event.get("log_format")) for event in seen)
+
+
+def test_urgent_messages_are_counted_apart_and_stay_urgent_through_a_crash(tmp_path: Path) -> None:
+    store = VoicemailStore(tmp_path)
+    for urgent in (True, False):
+        recording = store.start("1001", "PCMU", urgent=urgent)
+        recording.write(b"\x55" * 800)
+        recording.commit("bye")
+    assert store.summary("1001") == (2, 0, 1, 0)
+    store.mark_read(next(m for m in store.messages("1001") if m.urgent))
+    assert store.summary("1001") == (1, 1, 0, 1)
+    interrupted = store.start("1002", "PCMA", urgent=True)
+    interrupted.write(b"\xd5" * 800)  # the worker dies here
+    store.recover()
+    [message] = store.messages("1002")
+    assert message.urgent and message.reason == "interrupted" and store.summary("1002") == (1, 0, 1, 0)

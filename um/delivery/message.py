@@ -32,12 +32,12 @@ TEXT = {
     "en": {"subject": "Voice mail from {caller} ({duration})", "unknown": "an unknown caller",
            "body": "You received a voice mail from {caller} on {time} (UTC), {duration} long, for mailbox {mailbox}.",
            "caller": "Caller", "time": "Time (UTC)", "duration": "Duration", "mailbox": "Mailbox",
-           "too_large": "The recording is too large to attach: listen to it by phone."},
+           "too_large": "The recording is too large to attach: listen to it by phone.", "urgent": "Urgent"},
     "de": {"subject": "Sprachnachricht von {caller} ({duration})", "unknown": "einem unbekannten Anrufer",
            "body": "Sie haben am {time} (UTC) eine Sprachnachricht von {caller} erhalten, Dauer {duration}, "
                    "für das Postfach {mailbox}.",
            "caller": "Anrufer", "time": "Zeit (UTC)", "duration": "Dauer", "mailbox": "Postfach",
-           "too_large": "Die Aufnahme ist zu groß zum Anhängen: bitte per Telefon abhören."},
+           "too_large": "Die Aufnahme ist zu groß zum Anhängen: bitte per Telefon abhören.", "urgent": "Dringend"},
 }
 
 
@@ -107,7 +107,8 @@ def build(voicemail: Message, blob: bytes, *, to: str, sender: Sender, language:
     display = shown if (voicemail.caller_name or number) else sender.name
     mail["From"] = Address(display_name=display, username=local, domain=domain)
     mail["To"] = to
-    mail["Subject"] = words["subject"].format(caller=number or who, duration=length)
+    subject = words["subject"].format(caller=number or who, duration=length)
+    mail["Subject"] = f"{words['urgent']}: {subject}" if voicemail.urgent else subject
     mail["Date"] = format_datetime(when)
     mail["Message-ID"] = message_id(voicemail.id, sender.domain)
     mail[HEADER_ID] = voicemail.id
@@ -116,6 +117,9 @@ def build(voicemail: Message, blob: bytes, *, to: str, sender: Sender, language:
     mail["X-Umedge-Mailbox"] = voicemail.mailbox
     mail["X-Umedge-Audio-SHA256"] = voicemail.sha256
     mail["Content-Language"] = language
+    if voicemail.urgent:  # what mail clients show as high importance (RFC 2156 Importance, and X-Priority)
+        mail["Importance"] = "high"
+        mail["X-Priority"] = "1 (Highest)"
     too_large = len(blob) > max_bytes
     note = words["too_large"] if too_large else ""
     text = words["body"].format(**facts) + "\n\n" + "\n".join(

@@ -57,7 +57,7 @@ class MwiService(service.Service):
         self.clock = clock
         self.counters: Counter[str] = Counter()
         self._stamps: dict[str, int] = {}
-        self._target_sent: dict[tuple[tuple[str, int, str], str], tuple[int, int]] = {}
+        self._target_sent: dict[tuple[tuple[str, int, str], str], tuple[int, ...]] = {}
         self._target_busy: set[tuple[str, int, str]] = set()
         self._loop: task.LoopingCall | None = None
 
@@ -158,8 +158,8 @@ class MwiService(service.Service):
             subscription.again = True
             return
         counts = self.store.summary(subscription.mailbox)
-        request = self.table.notify(subscription, body(counts[0], counts[1], subscription.account), time.time(),
-                                    reason)
+        request = self.table.notify(subscription, body(counts[0], counts[1], subscription.account, *counts[2:]),
+                                    time.time(), reason)
         subscription.busy = True
         subscription.sent = counts
         host, port, transport = subscription.target
@@ -182,7 +182,7 @@ class MwiService(service.Service):
 
         self._request(host, port, transport, request, done)
 
-    def _unsolicited(self, target: tuple[str, int, str], mailbox: str, counts: tuple[int, int]) -> None:
+    def _unsolicited(self, target: tuple[str, int, str], mailbox: str, counts: tuple[int, ...]) -> None:
         """An out-of-dialog NOTIFY to a PBX that does not subscribe (as Exchange does)."""
         key = (target, mailbox)
         self._target_sent[key] = counts
@@ -197,7 +197,7 @@ class MwiService(service.Service):
             ("Subscription-State", "active"), ("Content-Type", CONTENT_TYPE)])
         scheme = "sips" if transport == "tls" else "sip"
         request = Request("NOTIFY", f"{scheme}:{mailbox}@{host}:{port};transport={transport}", headers,
-                          body(counts[0], counts[1], account))
+                          body(counts[0], counts[1], account, *counts[2:]))
 
         def done(response: Response | BaseException) -> None:
             if isinstance(response, Response) and 200 <= response.status < 300:

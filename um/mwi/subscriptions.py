@@ -43,7 +43,7 @@ class Subscription:
     event_id: str | None
     expires_at: float
     cseq: int = 0
-    sent: tuple[int, int] | None = None  # the counts the last NOTIFY carried
+    sent: tuple[int, ...] | None = None  # the counts the last NOTIFY carried (new, old, urgent new, urgent old)
     busy: bool = False       # a NOTIFY is in flight
     again: bool = False      # a change came while it was
     ended: bool = False

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from um.worker.handler import WorkerCalls
 
 log = Logger(namespace="umedge.worker")
+URGENT_PRIORITIES = frozenset({"urgent", "emergency"})  # Priority header values that make a message urgent
 
 
 def address_parts(value: str | None) -> tuple[str | None, str | None, str]:
@@ -60,6 +61,8 @@ class Call:
         except (ValueError, IndexError):
             self.caller_uri = self.caller
         self.caller_name = display
+        # RFC 3261 §20.26: a gateway or PBX marks an urgent call; its message is urgent (MWI, email importance).
+        self.urgent = (invite.headers.get("Priority") or "").strip().lower() in URGENT_PRIORITIES
         self.media: MediaSession | None = None
         self.local_sdp = ""
         self.sdp_version = 1
@@ -257,7 +260,8 @@ class Call:
         self._recording = asyncio.get_event_loop().create_future()
         try:
             return await self._record(mailbox, store.start(mailbox, self.codec, caller=self.caller_uri,
-                                                           caller_name=self.caller_name, call_id=self.dialog.call_id))
+                                                           caller_name=self.caller_name, call_id=self.dialog.call_id,
+                                                           urgent=self.urgent))
         finally:
             if not self._recording.done():
                 self._recording.set_result(None)

@@ -79,6 +79,7 @@ SENTENCES: dict[str, dict[str, str]] = {
     "menu.invalid": {"en": "That's not a valid choice.", "de": "Das ist keine gültige Auswahl."},
     "message.first": {"en": "First message.", "de": "Erste Nachricht."},
     "message.next": {"en": "Next message.", "de": "Nächste Nachricht."},
+    "message.urgent": {"en": "Marked urgent.", "de": "Als dringend markiert."},
     "message.from": {"en": "Message from {caller}.", "de": "Nachricht von {caller}."},
     "message.from_unknown": {"en": "Message from an unknown caller.",
                              "de": "Nachricht von einem unbekannten Anrufer."},

@@ -232,7 +232,8 @@ class Session:
         return [m for m in self.box.messages(self.mailbox) if m.id not in gone]
 
     def unheard(self) -> list[Message]:
-        return [m for m in self._listed() if not m.read]
+        """New messages, urgent ones first (oldest first within each)."""
+        return sorted((m for m in self._listed() if not m.read), key=lambda m: not m.urgent)
 
     def saved(self) -> list[Message]:
         return [m for m in self._listed() if m.read]
@@ -267,6 +268,8 @@ class Session:
         while queue:
             message = queue.pop(0)
             await speak.say("message.first" if first else "message.next", barge_in=True)
+            if message.urgent:
+                await speak.say("message.urgent", barge_in=True)
             first = False
             replay = True
             while replay:

@@ -111,6 +111,7 @@ class Message:
     call_id: str = ""
     read: bool = False
     reason: str = ""   # what ended the recording: bye, hash, silence, max-length
+    urgent: bool = False  # the call asked for it (SIP Priority: urgent or emergency)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,9 +121,9 @@ class Recording:
     """One message being recorded: audio appended to a temp file; commit() makes it a message."""
 
     def __init__(self, store: VoicemailStore, mailbox: str, codec: str, caller: str = "", caller_name: str = "",
-                 call_id: str = "") -> None:
+                 call_id: str = "", urgent: bool = False) -> None:
         self.store, self.mailbox, self.codec = store, check_mailbox(mailbox), codec
-        self.caller, self.caller_name, self.call_id = caller, caller_name, call_id
+        self.caller, self.caller_name, self.call_id, self.urgent = caller, caller_name, call_id, urgent
         self.started = time.time()
         self.id = dt.datetime.fromtimestamp(self.started, dt.UTC).strftime("%Y%m%dT%H%M%SZ") + \
             "-" + secrets.token_hex(4)
@@ -130,7 +131,7 @@ class Recording:
         self.tmp_path = store.tmp_dir / f"{self.id}.wav.part"
         self.meta_path = store.tmp_dir / f"{self.id}.meta"
         meta = {"mailbox": self.mailbox, "codec": codec, "caller": caller, "caller_name": caller_name,
-                "call_id": call_id, "started": self.started}
+                "call_id": call_id, "started": self.started, "urgent": urgent}
         atomic_write(self.meta_path, json.dumps(meta).encode())  # before any audio: recover() can attribute it
         self._file: BinaryIO | None = open(self.tmp_path, "wb")
         self._file.write(wav.header(codec, 0))  # completed at commit
@@ -172,7 +173,8 @@ class Recording:
             _complete_header(handle, self.codec, self.samples)
             handle.close()
             message = self.store._publish(self.tmp_path, self.id, self.mailbox, self.codec, self.samples, reason,
-                                          self.caller, self.caller_name, self.call_id, self.started)
+                                          self.caller, self.caller_name, self.call_id, self.started,
+                                          urgent=self.urgent)
             self.meta_path.unlink(missing_ok=True)
             return message
         except BaseException:
@@ -218,7 +220,7 @@ class VoicemailStore:
         return self.root / check_mailbox(mailbox)
 
     def _publish(self, audio: Path, message_id: str, mailbox: str, codec: str, samples: int, reason: str,
-                 caller: str, caller_name: str, call_id: str, started: float) -> Message:
+                 caller: str, caller_name: str, call_id: str, started: float, *, urgent: bool = False) -> Message:
         """Rename a completed WAV into its mailbox (unless it is there already), then write its JSON."""
         folder = self.mailbox_dir(mailbox)
         folder.mkdir(parents=True, exist_ok=True)
@@ -230,7 +232,8 @@ class VoicemailStore:
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
         message = Message(message_id, mailbox, caller, caller_name,
                           dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
-                          started, round(samples / wav.RATE, 3), codec, samples, digest, call_id, False, reason)
+                          started, round(samples / wav.RATE, 3), codec, samples, digest, call_id, False, reason,
+                          urgent)
         atomic_write(folder / f"{message_id}.json", json.dumps(message.as_dict(), indent=1).encode(), self.tmp_dir)
         return message
 
@@ -287,7 +290,8 @@ class VoicemailStore:
         started = float(meta.get("started") or dt.datetime.strptime(message_id[:16], "%Y%m%dT%H%M%SZ").replace(
             tzinfo=dt.UTC).timestamp())
         self._publish(path, message_id, mailbox, audio.codec, len(audio.data), "recovered", str(meta.get("caller", "")),
-                      str(meta.get("caller_name", "")), str(meta.get("call_id", "")), started)
+                      str(meta.get("caller_name", "")), str(meta.get("call_id", "")), started,
+                      urgent=bool(meta.get("urgent")))
         return f"recovered {path}"
 
     def _recover_recording(self, path: Path) -> str:
@@ -305,12 +309,12 @@ class VoicemailStore:
             _complete_header(handle, meta["codec"], samples)
         self._publish(path, message_id, meta["mailbox"], meta["codec"], samples, "interrupted",
                       str(meta.get("caller", "")), str(meta.get("caller_name", "")), str(meta.get("call_id", "")),
-                      float(meta.get("started", time.time())))
+                      float(meta.get("started", time.time())), urgent=bool(meta.get("urgent")))
         return f"recovered {path} ({samples / wav.RATE:.2f}s, interrupted)"
 
     def start(self, mailbox: str, codec: str, caller: str = "", caller_name: str = "",
-              call_id: str = "") -> Recording:
-        return Recording(self, mailbox, codec, caller, caller_name, call_id)
+              call_id: str = "", urgent: bool = False) -> Recording:
+        return Recording(self, mailbox, codec, caller, caller_name, call_id, urgent)
 
     def _load(self, path: Path) -> Message | None:
         try:
@@ -386,10 +390,13 @@ class VoicemailStore:
         except OSError:
             return 0
 
-    def summary(self, mailbox: str) -> tuple[int, int]:
-        """(new, old) messages of a mailbox: what message-waiting indication reports."""
-        new, total = self.counts(mailbox)
-        return new, total - new
+    def summary(self, mailbox: str) -> tuple[int, int, int, int]:
+        """(new, old, urgent new, urgent old) messages of a mailbox: what message-waiting indication reports."""
+        messages = self.messages(mailbox)
+        new = sum(1 for m in messages if not m.read)
+        urgent_new = sum(1 for m in messages if m.urgent and not m.read)
+        urgent_old = sum(1 for m in messages if m.urgent and m.read)
+        return new, len(messages) - new, urgent_new, urgent_old
 
     def delete(self, message: Message) -> None:
         folder = self.mailbox_dir(message.mailbox)

@@ -66,6 +66,13 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
     return value
 
 
+def _optional_int(value: Any, what: str, lo: int, hi: int) -> int:
+    """An integer lo-hi, or 0 for "the default"."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or lo <= value <= hi):
+        raise DirectoryError(f"{what} {value!r}: allowed an integer {lo}-{hi}, or 0 for the [worker] default")
+    return value
+
+
 def _numbers(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise DirectoryError(f"{what}: allowed a list of numbers as strings, such as [\"5001\"]")
@@ -159,6 +166,9 @@ class DialPlan:
     # Dialing rules of play-on-phone: regexes a number must match whole; () for the plan's own extensions.
     allowed_numbers: tuple[str, ...] = ()
     language: str = "en"  # the plan's language: voicemail emails (um.delivery), prompts: "en" or "de"
+    # The plan's PIN policy (Exchange's UM mailbox policy); 0: [worker] pin_min_length / pin_max_failures.
+    pin_min_length: int = 0
+    pin_max_failures: int = 0
 
     @property
     def secured(self) -> bool:
@@ -191,7 +201,8 @@ def parse_dial_plans(value: Any) -> tuple[DialPlan, ...]:
     for item in value:
         table = _table(item, "dial plan", ("name",), {
             "extension_length": 4, "uri_type": "telephone-extension", "voip_security": "unsecured",
-            "access_numbers": [], "auto_attendant_numbers": [], "allowed_numbers": [], "language": "en"})
+            "access_numbers": [], "auto_attendant_numbers": [], "allowed_numbers": [], "language": "en",
+            "pin_min_length": 0, "pin_max_failures": 0})
         plans.append(DialPlan(_str(table["name"], "dial plan name", _NAME, "letters, digits, '.', '_', '-'"),
                               _int(table["extension_length"], "extension_length", 1, 20),
                               _choice(table["uri_type"], "uri_type", URI_TYPES),
@@ -199,7 +210,9 @@ def parse_dial_plans(value: Any) -> tuple[DialPlan, ...]:
                               _numbers(table["access_numbers"], "access_numbers"),
                               _numbers(table["auto_attendant_numbers"], "auto_attendant_numbers"),
                               _patterns(table["allowed_numbers"], "allowed_numbers"),
-                              _choice(table["language"], "language", LANGUAGES)))
+                              _choice(table["language"], "language", LANGUAGES),
+                              _optional_int(table["pin_min_length"], "pin_min_length", 4, 24),
+                              _optional_int(table["pin_max_failures"], "pin_max_failures", 1, 100)))
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
         raise DirectoryError("dial plan names must be unique")
@@ -418,6 +431,10 @@ class CallDirectory:
     def known(self, extension: str) -> bool:
         return any(self.mailbox(plan, extension) for plan in self.plans.values())
 
+    def plan_of(self, extension: str) -> DialPlan | None:
+        """The dial plan of a mailbox (the first that has the extension), for its PIN policy."""
+        return next((plan for plan in self.plans.values() if self.mailbox(plan, extension)), None)
+
 
 class LiveDirectory:
     """A CallDirectory that follows its source (a SIGHUP's new config) and the directory file's changes.
@@ -463,6 +480,9 @@ class LiveDirectory:
 
     def known(self, extension: str) -> bool:
         return self.current().known(extension)
+
+    def plan_of(self, extension: str) -> DialPlan | None:
+        return self.current().plan_of(extension)
 
     def attendant(self, number: str | None) -> Any:
         return self.current().attendant(number)

@@ -175,7 +175,8 @@ def cmd_voicemail(args: argparse.Namespace) -> int:
     """`voicemail list|export|pin-reset`: the voicemail store under [node] state_dir (um.worker.store)."""
     from pathlib import Path
 
-    from um.worker.pins import PinPolicy, PinPolicyError, PinStore
+    from um.directory import LiveDirectory
+    from um.worker.pins import PinPolicy, PinPolicyError, PinStore, plan_policy
     from um.worker.store import StoreError, VoicemailStore
 
     config = _load(args)
@@ -208,8 +209,9 @@ def cmd_voicemail(args: argparse.Namespace) -> int:
         if not args.id:
             return _fail("voicemail pin-reset needs the mailbox extension", EXIT_CONFIG)
         w = config.worker
-        pins = PinStore(config.node.state_dir, PinPolicy(min_length=w.pin_min_length,
-                                                         max_failures=w.pin_max_failures))
+        base = PinPolicy(min_length=w.pin_min_length, max_failures=w.pin_max_failures)
+        directory = LiveDirectory(lambda: config.callrouter)
+        pins = PinStore(config.node.state_dir, base, lambda mailbox: plan_policy(base, directory.plan_of(mailbox)))
         pin = pins.reset(args.id, args.pin)
         print(json.dumps({"mailbox": args.id, "locked": False, **({} if args.pin else {"pin": pin})}))
         return EXIT_OK

@@ -14,10 +14,11 @@ import pytest
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket, RtpPacket
 
 from tests.conftest import ROOT
+from um.directory import CallDirectory, DirectoryError, assemble, parse_dial_plans, parse_mailboxes
 from um.worker import g711, menus, sdp, wav
 from um.worker.dtmf import DtmfDecoder, event_payloads, parse_event
 from um.worker.media import Recorder
-from um.worker.pins import PinPolicy, PinPolicyError, PinStore
+from um.worker.pins import PinPolicy, PinPolicyError, PinStore, plan_policy
 from um.worker.prompts import Prompts
 from um.worker.rtp import JitterBuffer, RtpReceiver, RtpSender, is_rtcp, rtcp_compound
 from um.worker.srtp import SrtpContext
@@ -509,3 +510,22 @@ def test_urgent_messages_are_counted_apart_and_stay_urgent_through_a_crash(tmp_p
     store.recover()
     [message] = store.messages("1002")
     assert message.urgent and message.reason == "interrupted" and store.summary("1002") == (1, 0, 1, 0)
+
+
+def test_a_dial_plans_pin_policy_applies_to_its_mailboxes(tmp_path: Path) -> None:
+    """[[callrouter.dial_plans]] pin_min_length / pin_max_failures (Exchange's UM mailbox policy) over [worker]'s."""
+    plans = parse_dial_plans([{"name": "strict", "pin_min_length": 8, "pin_max_failures": 2}, {"name": "default"}])
+    directory = CallDirectory(assemble(plans, parse_mailboxes([
+        {"extension": "1000-1009", "dial_plan": "strict"}, {"extension": "2000-2009", "dial_plan": "default"}]), ()),
+        ())
+    base = PinPolicy(min_length=6, max_failures=5)
+    pins = PinStore(tmp_path, base, lambda mailbox: plan_policy(base, directory.plan_of(mailbox)))
+    with pytest.raises(PinPolicyError, match="8-24 digits"):
+        pins.set_pin("1001", "246813")  # six digits: enough for [worker], not for the strict plan
+    pins.set_pin("1001", "24681357")
+    pins.set_pin("2001", "246813")
+    assert [pins.verify("1001", "00000000") for _ in range(2)] == [pins.WRONG, pins.LOCKED]  # two, not five
+    assert [pins.verify("2001", "000000") for _ in range(2)] == [pins.WRONG, pins.WRONG]
+    assert len(pins.reset("1009")) >= 8 and len(pins.reset("2009")) == 6  # generated to each plan's policy
+    with pytest.raises(DirectoryError, match=r"pin_min_length 3: allowed an integer 4-24, or 0 for the \[worker\]"):
+        parse_dial_plans([{"name": "weak", "pin_min_length": 3}])

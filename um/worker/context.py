@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from um.directory import CallDirectory, LiveDirectory
 from um.worker import sdp
 from um.worker.media import MediaClock
-from um.worker.pins import PinStore
+from um.worker.pins import PinPolicy, PinStore, plan_policy
 from um.worker.prompts import Prompts
 from um.worker.settings import WorkerSettings
 from um.worker.store import VoicemailStore
@@ -36,7 +36,7 @@ class WorkerContext:
             # A worker process keeps its recordings in progress apart: its start-up recovery finishes what its
             # dead predecessor on this slot left and never touches what the other slot's process is writing.
             self.store.tmp_dir = self.store.root / f".tmp-slot{settings.slot}"
-        self.pins = PinStore(settings.state_dir, settings.pin_policy)
+        self.pins = PinStore(settings.state_dir, settings.pin_policy, self.pin_policy)
         self.prompts = Prompts(settings.prompt_dir or None, settings.greeting_dir or None,
                                Path(settings.state_dir) / "prompts", settings.spoken_prompts)
         self.ports = PortRange(settings.rtp_port_min, settings.rtp_port_max)
@@ -53,6 +53,10 @@ class WorkerContext:
         # In the node's main process: what the worker processes last reported (um.worker.supervisor), merged
         # into status() and all_counters() so the web API and /metrics see the node's calls.
         self.remote: Callable[[], dict[str, Any]] | None = None
+
+    def pin_policy(self, mailbox: str) -> PinPolicy:
+        """The PIN policy of the mailbox's dial plan ([worker]'s where the plan sets none)."""
+        return plan_policy(self.settings.pin_policy, self.directory.plan_of(mailbox))
 
     def start(self) -> None:
         handled = self.store.recover(folders=self.settings.slot is None)
@@ -94,7 +98,7 @@ class WorkerContext:
         store, pins = self.store, self.pins
         return Mailbox(messages=store.messages, audio=lambda m, codec: store.audio(m).as_g711(codec),
                        mark_read=store.mark_read, delete=store.delete, pin_status=pins.status,
-                       set_pin=pins.set_pin, known=self.directory.known, policy=self.settings.pin_policy)
+                       set_pin=pins.set_pin, known=self.directory.known, policy_of=self.pin_policy)
 
     def remember(self, stats: dict[str, Any]) -> None:
         self.finished.append(stats)

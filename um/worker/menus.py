@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,7 +128,7 @@ class Mailbox:
     pin_status: Callable[[str], dict[str, Any]]
     set_pin: Callable[[str, str], Any]
     known: Callable[[str], bool]
-    policy: PinPolicy = field(default_factory=PinPolicy)
+    policy_of: Callable[[str], PinPolicy] = lambda mailbox: PinPolicy()  # the mailbox's dial plan's policy
     zone: Any = None  # time zone of the envelope's date and time
 
 
@@ -171,7 +171,7 @@ class Session:
             await speak.goodbye()
             return "no-pin"
         attempts = 0
-        while attempts < self.box.policy.max_failures:
+        while attempts < self.box.policy_of(mailbox).max_failures:
             if io.ended:
                 return "hangup"
             await speak.say("pin.enter", barge_in=True)
@@ -355,7 +355,7 @@ class Session:
     async def change_pin(self) -> bool:
         """Choose a PIN the policy accepts, typed twice (three tries)."""
         io, speak = self.io, self.speak
-        policy = self.box.policy
+        policy = self.box.policy_of(self.mailbox)
         for _ in range(MAX_FAILURES):
             if io.ended:
                 return False

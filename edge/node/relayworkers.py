@@ -72,7 +72,8 @@ class RelayWorkers:
         self.node = node
         self.processes = [subprocess.Popen([*base, "--turn-worker", str(index)], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, text=True) for index in range(1, count)]
-        self._waiting: dict[str, tuple[asyncio.Future[None], list[dict[str, Any]]]] = {}
+        # question id -> (done when every asked worker answered, the answers, how many were asked)
+        self._waiting: dict[str, tuple[asyncio.Future[None], list[dict[str, Any]], int]] = {}
         self._lines = [_Lines() for _ in self.processes]
 
     # --- the console's questions (without a Redis pool) -----------------------------
@@ -81,8 +82,9 @@ class RelayWorkers:
         """Read the workers' answers from now on (after wait_ready consumed their ready lines)."""
         loop = asyncio.get_event_loop()
         for index, process in enumerate(self.processes):
-            if process.stdout is not None:
+            if process.stdout is not None and process.stdin is not None:
                 os.set_blocking(process.stdout.fileno(), False)
+                os.set_blocking(process.stdin.fileno(), False)  # a worker that stops reading never blocks us
                 loop.add_reader(process.stdout.fileno(), self._readable, index)
 
     def _readable(self, index: int) -> None:
@@ -105,9 +107,9 @@ class RelayWorkers:
             except (ValueError, KeyError, TypeError):
                 continue
             if waiting is not None:
-                future, answers = waiting
+                future, answers, asked = waiting
                 answers.append(answer)
-                if len(answers) >= len(self.processes) and not future.done():
+                if len(answers) >= asked and not future.done():
                     future.set_result(None)
 
     def names(self) -> list[str]:
@@ -119,18 +121,22 @@ class RelayWorkers:
         question = (json.dumps({"id": ident, "op": op, "args": args}) + "\n").encode()
         future: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         answers: list[dict[str, Any]] = []
-        self._waiting[ident] = (future, answers)
+        asked = 0
+        self._waiting[ident] = (future, answers, asked)
         try:
             for process in self.processes:
                 if process.poll() is None and process.stdin is not None:
                     try:
-                        os.write(process.stdin.fileno(), question)
-                    except OSError:
+                        if os.write(process.stdin.fileno(), question) == len(question):
+                            asked += 1
+                    except OSError:  # gone, or its pipe is full (it stopped reading): named as missing
                         continue
-            try:
-                await asyncio.wait_for(future, ANSWER_WAIT)
-            except TimeoutError:
-                pass
+            self._waiting[ident] = (future, answers, asked)
+            if asked:
+                try:
+                    await asyncio.wait_for(future, ANSWER_WAIT)
+                except TimeoutError:
+                    pass
         finally:
             del self._waiting[ident]
         answered = {str(answer.get("node")) for answer in answers}
@@ -170,6 +176,7 @@ def answer_on_stdin(handler: Handler, node: str) -> None:
     """In a relay worker: answer the main process's console questions (stdin) on stdout, one line each."""
     loop = asyncio.get_event_loop()
     lines = _Lines()
+    running: set[asyncio.Future[None]] = set()  # answers being prepared (kept until done)
     os.set_blocking(0, False)
 
     async def answer(line: bytes) -> None:
@@ -196,6 +203,8 @@ def answer_on_stdin(handler: Handler, node: str) -> None:
             loop.remove_reader(0)
             return
         for line in lines.feed(chunk):
-            asyncio.ensure_future(answer(line))
+            task = asyncio.ensure_future(answer(line))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     loop.add_reader(0, readable)

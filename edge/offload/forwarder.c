@@ -36,6 +36,7 @@
 #define MAX_VALUE 80
 #define MAX_ENTRIES 65536
 #define FIRST_CAPACITY 1024
+#define MAX_IPV4_PAYLOAD 65507 /* a larger peer datagram cannot become ChannelData for an IPv4 client */
 
 enum { TABLE_CLIENTS, TABLE_PEERS, TABLES };
 enum { STAT_TO_PEER, STAT_TO_CLIENT, STAT_PASSED, STAT_ERRORS, STATS };
@@ -86,6 +87,7 @@ struct forwarder {
 	struct mmsghdr out[BATCH];
 	struct iovec out_vectors[BATCH];
 	struct sockaddr_in6 destinations[BATCH];
+	struct peer_value *queued[BATCH]; /* the entry of each datagram in `out`, counted once sent */
 };
 
 static uint64_t hash(const uint8_t *key, uint32_t size)
@@ -247,6 +249,12 @@ void fw_stats(void *handle, uint64_t *out)
 }
 
 /* Where the datagrams of the last batch are: struct passed's offsets count from here. */
+/* How many datagrams one call reads and describes at most (the Python side sizes its arrays by it). */
+int fw_batch(void)
+{
+	return BATCH;
+}
+
 uint8_t *fw_buffers(void *handle)
 {
 	return ((struct forwarder *)handle)->buffers;
@@ -279,11 +287,12 @@ static int source_of(const struct sockaddr_in6 *source, uint8_t *ip, uint8_t *po
 	return 0;
 }
 
-/* The socket address to send to: IPv4 for a mapped address (the socket is an IPv4 one), else IPv6. */
-static socklen_t destination(struct sockaddr_in6 *out, const uint8_t *ip, const uint8_t *port)
+/* The socket address to send to from a socket of `family`: IPv4 for a mapped address on an IPv4 socket;
+ * IPv6 otherwise (a dual-stack IPv6 listener reaches an IPv4 client at its mapped address). */
+static socklen_t destination(struct sockaddr_in6 *out, const uint8_t *ip, const uint8_t *port, int family)
 {
 	memset(out, 0, sizeof(*out));
-	if (!memcmp(ip, MAPPED, 12)) {
+	if (family == AF_INET && !memcmp(ip, MAPPED, 12)) {
 		struct sockaddr_in *v4 = (struct sockaddr_in *)out;
 		v4->sin_family = AF_INET;
 		memcpy(&v4->sin_addr, ip + 12, 4);
@@ -360,7 +369,9 @@ int fw_from_clients(void *handle, int fd, const uint8_t *listener_ip, const uint
 			continue;
 		}
 		struct sockaddr_in6 peer;
-		socklen_t peer_size = destination(&peer, v->peer_ip, v->peer_port);
+		/* a relay socket's family is its peers': IPv4 relays send to mapped peers as IPv4 */
+		socklen_t peer_size = destination(&peer, v->peer_ip, v->peer_port,
+						  memcmp(v->peer_ip, MAPPED, 12) ? AF_INET6 : AF_INET);
 		if (sendto((int)v->via, data + 4, length, MSG_DONTWAIT, (struct sockaddr *)&peer, peer_size) < 0) {
 			fw->stats[STAT_ERRORS]++; /* a full buffer or an unreachable peer: UDP may drop */
 			continue;
@@ -372,19 +383,40 @@ int fw_from_clients(void *handle, int fd, const uint8_t *listener_ip, const uint
 	return count;
 }
 
-/* Send the queued ChannelData to clients: one sendmmsg per run of datagrams for the same listener. */
+/* Send the queued ChannelData to clients: one sendmmsg per run of datagrams for the same listener; each
+ * one sent is counted in its entry. A datagram the kernel refuses (too large, unreachable) is skipped and
+ * counted as an error; a full socket buffer drops the rest of the run, as UDP may. */
 static void flush(struct forwarder *fw, int via, int queued)
 {
 	int sent = 0;
 	while (sent < queued) {
 		int n = sendmmsg(via, fw->out + sent, (unsigned)(queued - sent), MSG_DONTWAIT);
-		if (n <= 0) {
-			fw->stats[STAT_ERRORS] += (uint64_t)(queued - sent); /* the rest is dropped, as UDP may */
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+			fw->stats[STAT_ERRORS] += (uint64_t)(queued - sent);
 			return;
+		}
+		if (n <= 0) { /* this one failed: skip it, send the others */
+			fw->stats[STAT_ERRORS]++;
+			sent++;
+			continue;
+		}
+		for (int i = sent; i < sent + n; i++) {
+			fw->queued[i]->packets++;
+			fw->queued[i]->bytes += fw->out_vectors[i].iov_len - 4;
 		}
 		fw->stats[STAT_TO_CLIENT] += (uint64_t)n;
 		sent += n;
 	}
+}
+
+/* The address family of a socket (SO_DOMAIN), to address its destinations. */
+static int family_of(int fd)
+{
+	int family = AF_INET6;
+	socklen_t size = sizeof(family);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &size) < 0)
+		return AF_INET6;
+	return family;
 }
 
 /* Datagrams on a relay socket (bound to relay_ip:relay_port, 16 + 2 bytes): from a peer with a bound
@@ -395,7 +427,7 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 		  struct passed *out, int *drained)
 {
 	struct forwarder *fw = handle;
-	int n = receive(fw, fd, drained), count = 0, queued = 0, via = -1;
+	int n = receive(fw, fd, drained), count = 0, queued = 0, via = -1, via_family = AF_INET6;
 	if (n <= 0)
 		return n;
 	uint64_t now = monotonic_ns();
@@ -405,7 +437,7 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 	memcpy(key + 34, relay_port, 2);
 	for (int i = 0; i < n; i++) {
 		uint32_t size = fw->messages[i].msg_len;
-		if (size > 0xFFFF - 4 || !source_of(&fw->sources[i], key, key + 32)) {
+		if (size > MAX_IPV4_PAYLOAD - 4 || !source_of(&fw->sources[i], key, key + 32)) {
 			pass(fw, out, &count, i);
 			continue;
 		}
@@ -419,18 +451,20 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 			flush(fw, via, queued);
 			queued = 0;
 		}
-		via = (int)v->via;
+		if ((int)v->via != via) {
+			via = (int)v->via;
+			via_family = family_of(via);
+		}
 		uint8_t *frame = fw->buffers + (size_t)i * SLOT;
 		memcpy(frame, v->channel, 2);
 		frame[2] = (uint8_t)(size >> 8);
 		frame[3] = (uint8_t)size;
 		fw->out[queued].msg_hdr.msg_namelen = destination(&fw->destinations[queued], v->client_ip,
-								   v->client_port);
+								   v->client_port, via_family);
 		fw->out_vectors[queued].iov_base = frame;
 		fw->out_vectors[queued].iov_len = size + 4;
+		fw->queued[queued] = v;
 		queued++;
-		v->packets++;
-		v->bytes += size;
 	}
 	if (queued)
 		flush(fw, via, queued);

@@ -25,12 +25,13 @@ from edge.offload import loader
 from edge.offload.loader import OffloadUnavailable
 from edge.offload.mirror import ANY_FAMILY, ChannelMirror, port_bytes
 from edge.turn.allocation import Address, Allocation, RelayEndpoint
+from edge.turn.offload import SocketKey
 
 log = Logger(namespace="umedge.offload")
 
 SOURCE = Path(__file__).with_name("forwarder.c")
 MODES = ("auto", "on", "off")
-BATCH = 64  # forwarder.c's BATCH: datagrams per call
+BATCH = 64  # forwarder.c's BATCH: datagrams per call (checked when the library loads)
 COMPILERS = ("cc", "gcc", "clang")
 _CLIENTS, _PEERS = 0, 1
 STATS = ("to_peer", "to_client", "passed", "errors")
@@ -45,9 +46,12 @@ class _Passed(ctypes.Structure):
 _MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
-def _host(ip: bytes) -> str:
-    """forwarder.c's 16 address bytes as the engine writes hosts: IPv4 dotted, IPv6 without a scope."""
-    return socket.inet_ntoa(ip[12:]) if ip[:12] == _MAPPED else socket.inet_ntop(socket.AF_INET6, ip)
+def _host(ip: bytes, ipv6_socket: bool) -> str:
+    """forwarder.c's 16 address bytes as the engine's own reads give hosts: IPv4 dotted from an IPv4 socket,
+    IPv6 text from an IPv6 one (an IPv4 client of a dual-stack listener as ::ffff:a.b.c.d, as recvfrom)."""
+    if ip[:12] == _MAPPED and not ipv6_socket:
+        return socket.inet_ntoa(ip[12:])
+    return socket.inet_ntop(socket.AF_INET6, ip)
 
 
 Datagrams = list[tuple[bytes, Address]]
@@ -100,6 +104,9 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.fw_stats.restype = None
     lib.fw_buffers.argtypes = [handle]
     lib.fw_buffers.restype = ctypes.c_void_p
+    lib.fw_batch.argtypes = []
+    if lib.fw_batch() != BATCH:  # the arrays handed to it are BATCH long
+        raise OSError(f"forwarder.c reads batches of {lib.fw_batch()}, native.py expects {BATCH}")
     for name in ("fw_from_clients", "fw_from_peers"):
         getattr(lib, name).argtypes = [handle, ctypes.c_int, buffer, buffer, ctypes.c_void_p, ctypes.c_void_p]
     return lib
@@ -194,30 +201,32 @@ class NativeForwarder(ChannelMirror):
 
     # --- the sockets' reads --------------------------------------------------------------
 
-    def bound(self, sock: socket.socket) -> tuple[bytes, bytes] | None:
+    def bound(self, sock: socket.socket) -> SocketKey | None:
         if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
             return None
         host, port = sock.getsockname()[:2]
-        return ANY_FAMILY.address(host), port_bytes(port)
+        return SocketKey(ANY_FAMILY.address(host), port_bytes(port), sock.family == socket.AF_INET6)
 
-    def from_clients(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]:
-        """One batch from a client listener bound to ip:port: what the engine must see, and whether drained."""
+    def from_clients(self, fd: int, key: SocketKey) -> tuple[Datagrams, bool]:
+        """One batch from a client listener: what the engine must see, and whether the socket is drained."""
         assert self._lib is not None
-        count = self._lib.fw_from_clients(self._handle, fd, ip, port, self._passed, ctypes.byref(self._drained))
-        return self._passed_up(count), bool(self._drained.value)
+        count = self._lib.fw_from_clients(self._handle, fd, key.ip, key.port, self._passed,
+                                          ctypes.byref(self._drained))
+        return self._passed_up(count, key.ipv6), bool(self._drained.value)
 
-    def from_peers(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]:
-        """One batch from a relay socket bound to ip:port."""
+    def from_peers(self, fd: int, key: SocketKey) -> tuple[Datagrams, bool]:
+        """One batch from a relay socket."""
         assert self._lib is not None
-        count = self._lib.fw_from_peers(self._handle, fd, ip, port, self._passed, ctypes.byref(self._drained))
-        return self._passed_up(count), bool(self._drained.value)
+        count = self._lib.fw_from_peers(self._handle, fd, key.ip, key.port, self._passed, ctypes.byref(self._drained))
+        return self._passed_up(count, key.ipv6), bool(self._drained.value)
 
-    def _passed_up(self, count: int) -> Datagrams:
+    def _passed_up(self, count: int, ipv6_socket: bool) -> Datagrams:
         if count <= 0:
             return []  # nothing, or an error (a queued ICMP error is consumed by the read): read on next time
         base, out = self._base, []
         for passed in self._passed[:count]:
-            out.append((ctypes.string_at(base + passed.offset, passed.length), (_host(bytes(passed.ip)), passed.port)))
+            out.append((ctypes.string_at(base + passed.offset, passed.length),
+                        (_host(bytes(passed.ip), ipv6_socket), passed.port)))
         return out
 
     # --- what it reports ---------------------------------------------------------------

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from edge.stun import StunDecodeError, next_frame_length
 from edge.turn.allocation import Address, Allocation
 from edge.turn.engine import TurnEngine
-from edge.turn.offload import DatagramBatches
+from edge.turn.offload import DatagramBatches, SocketKey
 from edge.turn.streams import transport_of
 from um.netguard import RateLimiter, settle_connection
 
@@ -58,7 +58,7 @@ def _plain(address: tuple) -> Address:  # type: ignore[type-arg]
 
 
 def _watch(loop: asyncio.AbstractEventLoop, sock: socket.socket, batches: DatagramBatches | None,
-           plain: Callable[[], None], native: Callable[[], None]) -> tuple[bytes, bytes] | None:
+           plain: Callable[[], None], native: Callable[[], None]) -> SocketKey | None:
     """Read `sock` with `native` when the native forwarder is active and takes it, else with `plain`.
 
     Returns the socket's bound address as the forwarder's entries key it, or None when read in Python."""
@@ -82,7 +82,7 @@ class UdpRelay:
 
     def _readable_native(self) -> None:
         assert self._batches is not None and self._key is not None
-        passed, _ = self._batches.from_peers(self._fd, *self._key)
+        passed, _ = self._batches.from_peers(self._fd, self._key)
         receiver = self.receiver
         if receiver is not None:
             for data, address in passed:
@@ -184,7 +184,7 @@ class UdpTurnListener:
 
     def _readable_native(self) -> None:
         assert self._batches is not None and self._key is not None
-        passed, _ = self._batches.from_clients(self._fd, *self._key)
+        passed, _ = self._batches.from_clients(self._fd, self._key)
         for data, address in passed:
             self._receive(data, address)
 

@@ -10,7 +10,7 @@ which adds the kernel's counts to the allocation's `offloaded_*` fields.
 from __future__ import annotations
 
 import socket
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from edge.turn.allocation import Address, Allocation
 
@@ -35,6 +35,15 @@ class RelayOffload(Protocol):
 Datagrams = list[tuple[bytes, Address]]
 
 
+class SocketKey(NamedTuple):
+    """A socket as a native fast path knows it: its bound address and port as the entries key them, and
+    whether it is an IPv6 socket (which answers IPv4 clients at their mapped ::ffff: addresses)."""
+
+    ip: bytes
+    port: bytes
+    ipv6: bool
+
+
 class DatagramBatches(Protocol):
     """A native fast path the UDP sockets (edge.turn.io) read through when it is active: each call reads
     one batch, relays the bound-channel ChannelData itself and returns the rest (and whether the
@@ -42,8 +51,8 @@ class DatagramBatches(Protocol):
 
     active: bool
 
-    def bound(self, sock: socket.socket) -> tuple[bytes, bytes] | None:
-        """`sock`'s bound address and port as the fast path's entries key them; None if it does not read it."""
+    def bound(self, sock: socket.socket) -> SocketKey | None:
+        """How the fast path keys `sock`; None if it does not read it."""
 
-    def from_clients(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]: ...
-    def from_peers(self, fd: int, ip: bytes, port: bytes) -> tuple[Datagrams, bool]: ...
+    def from_clients(self, fd: int, key: SocketKey) -> tuple[Datagrams, bool]: ...
+    def from_peers(self, fd: int, key: SocketKey) -> tuple[Datagrams, bool]: ...

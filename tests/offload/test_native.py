@@ -30,6 +30,8 @@ def _port(number: int) -> bytes:
 
 def _udp(host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    if host == "::":  # dual-stack, as a listener on listen_address = "::"
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind((host, 0))
     sock.settimeout(2.0)
     return sock
@@ -52,24 +54,34 @@ def forwarder(tmp_path: Path) -> Iterator[native.NativeForwarder]:
 class Wiring:
     """A client, the listener, a relay socket and a peer, with one channel's entries written as the engine would."""
 
-    def __init__(self, fw: native.NativeForwarder, host: str = "127.0.0.1", lifetime: float = 30.0) -> None:
+    def __init__(self, fw: native.NativeForwarder, host: str = "127.0.0.1", listener_host: str = "",
+                 lifetime: float = 30.0) -> None:
+        """Every socket on `host`; the listener on `listener_host` ("::": dual-stack) if given."""
         self.fw, self.host, self.ip = fw, host, LAYOUT.address(host)
-        self.client, self.listener, self.relay, self.peer = _udp(host), _udp(host), _udp(host), _udp(host)
+        self.client, self.relay, self.peer = _udp(host), _udp(host), _udp(host)
+        self.listener = _udp(listener_host or host)
         for sock in (self.listener, self.relay):
             sock.setblocking(False)
         self.ports = {name: sock.getsockname()[1] for name, sock in
                       (("client", self.client), ("listener", self.listener), ("relay", self.relay),
                        ("peer", self.peer))}
-        ip = self.ip
-        self.client_key = LAYOUT.client_key.pack(ip, ip, _port(self.ports["client"]), _port(self.ports["listener"]),
-                                                 _port(CHANNEL))
+        key, relay_key = fw.bound(self.listener), fw.bound(self.relay)  # how edge.turn.io keys its sockets
+        assert key is not None and relay_key is not None
+        assert key.port == _port(self.ports["listener"]) and key.ipv6 == (self.listener.family == socket.AF_INET6)
+        self.key, self.relay_key, ip = key, relay_key, self.ip
+        self.client_key = LAYOUT.client_key.pack(ip, key.ip, _port(self.ports["client"]),
+                                                 _port(self.ports["listener"]), _port(CHANNEL))
         self.peer_key = LAYOUT.peer_key.pack(ip, ip, _port(self.ports["peer"]), _port(self.ports["relay"]))
-        assert fw.bound(self.listener) == (ip, _port(self.ports["listener"]))  # how edge.turn.io keys its sockets
         self.write(lifetime)
 
     def at(self, name: str) -> tuple[str, int]:
         return self.host, self.ports[name]
 
+    def client_as_seen(self) -> tuple[str, int]:
+        """The client's address as the engine's own reads of the listener give it (an IPv4 client of a
+        dual-stack listener: ::ffff:a.b.c.d)."""
+        dual = self.listener.family == socket.AF_INET6 and ":" not in self.host
+        return (f"::ffff:{self.host}" if dual else self.host), self.ports["client"]
     def write(self, lifetime: float, permitted: float | None = None) -> None:
         now = time.monotonic_ns()
         expires = now + int(lifetime * 1e9)
@@ -79,17 +91,17 @@ class Wiring:
         self.fw._clients.update(self.client_key, LAYOUT.client_value.pack(
             ip, ip, _port(self.ports["relay"]), _port(self.ports["peer"]), self.relay.fileno(), expires, 0, 0))
         self.fw._peers.update(self.peer_key, LAYOUT.peer_value.pack(
-            ip, ip, _port(self.ports["client"]), _port(self.ports["listener"]), _port(CHANNEL),
+            ip, self.key.ip, _port(self.ports["client"]), _port(self.ports["listener"]), _port(CHANNEL),
             self.listener.fileno(), expires, allowed, 0, 0))
 
     def from_clients(self) -> list[tuple[bytes, tuple[str, int]]]:
         time.sleep(0.05)  # loopback delivery is immediate, but let the sender's datagrams all land
-        passed, drained = self.fw.from_clients(self.listener.fileno(), self.ip, _port(self.ports["listener"]))
+        passed, drained = self.fw.from_clients(self.listener.fileno(), self.key)
         return passed
 
     def from_peers(self) -> list[tuple[bytes, tuple[str, int]]]:
         time.sleep(0.05)
-        passed, drained = self.fw.from_peers(self.relay.fileno(), self.ip, _port(self.ports["relay"]))
+        passed, drained = self.fw.from_peers(self.relay.fileno(), self.relay_key)
         return passed
 
     def close(self) -> None:
@@ -97,9 +109,11 @@ class Wiring:
             sock.close()
 
 
-@pytest.fixture(params=["127.0.0.1", "::1"])
+@pytest.fixture(params=["127.0.0.1", "::1", "dual-stack"])
 def wiring(request: pytest.FixtureRequest, forwarder: native.NativeForwarder) -> Iterator[Wiring]:
-    wired = Wiring(forwarder, str(request.param))
+    """IPv4, IPv6, and IPv4 through a dual-stack listener on "::" (an IPv6 socket answering mapped clients)."""
+    dual = request.param == "dual-stack"
+    wired = Wiring(forwarder, "127.0.0.1" if dual else str(request.param), "::" if dual else "")
     yield wired
     wired.close()
 
@@ -140,7 +154,7 @@ def test_everything_else_is_left_to_the_engine_unchanged(wiring: Wiring) -> None
         wiring.client.sendto(datagram, listener)
     passed = wiring.from_clients()
     assert [data for data, _ in passed] == sent  # in order, byte for byte
-    assert {source for _, source in passed} == {wiring.at("client")}
+    assert {source for _, source in passed} == {wiring.client_as_seen()}
     stranger = _udp(wiring.host)
     try:
         stranger.sendto(b"from a stranger", wiring.at("relay"))
@@ -175,9 +189,9 @@ def test_a_batch_is_bounded_and_says_when_the_socket_is_drained(wiring: Wiring) 
     for i in range(native.BATCH + 6):
         wiring.client.sendto(b"stun-ish %d" % i, listener)
     time.sleep(0.05)
-    first, drained = wiring.fw.from_clients(wiring.listener.fileno(), wiring.ip, _port(wiring.ports["listener"]))
+    first, drained = wiring.fw.from_clients(wiring.listener.fileno(), wiring.key)
     assert len(first) == native.BATCH and not drained
-    second, drained = wiring.fw.from_clients(wiring.listener.fileno(), wiring.ip, _port(wiring.ports["listener"]))
+    second, drained = wiring.fw.from_clients(wiring.listener.fileno(), wiring.key)
     assert len(second) == 6 and drained
     assert [d for d, _ in first + second] == [b"stun-ish %d" % i for i in range(native.BATCH + 6)]
 
@@ -239,3 +253,32 @@ def test_on_fails_start_up_with_one_line_without_a_compiler(tmp_path: Path) -> N
     assert lines == ['umedge: cannot start: native forwarder ([edge] native_forwarder = "on"): no C compiler '
                      "(cc, gcc or clang; Debian: gcc)"], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_datagram_the_kernel_refuses_costs_only_itself(forwarder: native.NativeForwarder) -> None:
+    """In one sendmmsg run, a datagram that cannot be sent (here an entry naming an IPv6 client behind the IPv4
+    listener) is skipped and counted; the others of the run still go out and only those are counted; a peer
+    datagram too large to become ChannelData for an IPv4 client is left to the engine."""
+    wiring = Wiring(forwarder)
+    other = _udp()
+    try:
+        now = time.monotonic_ns()
+        bad_key = LAYOUT.peer_key.pack(wiring.ip, wiring.ip, _port(other.getsockname()[1]),
+                                       _port(wiring.ports["relay"]))
+        assert forwarder._peers is not None
+        forwarder._peers.update(bad_key, LAYOUT.peer_value.pack(
+            LAYOUT.address("2001:db8::1"), wiring.key.ip, _port(4000), _port(wiring.ports["listener"]), _port(CHANNEL),
+            wiring.listener.fileno(), now + 30 * 10**9, now + 30 * 10**9, 0, 0))
+        other.sendto(b"unsendable", wiring.at("relay"))
+        wiring.peer.sendto(b"fine", wiring.at("relay"))
+        wiring.peer.sendto(b"x" * 65507, wiring.at("relay"))  # the IPv4 maximum: 65511 as ChannelData
+        passed = wiring.from_peers()
+        assert [len(data) for data, _ in passed] == [65507]
+        assert wiring.client.recvfrom(2048)[0] == _channel_data(b"fine")
+        counters = forwarder.counters()
+        assert counters["dropped_native_send_errors"] == 1 and counters["native_to_client"] == 1
+        assert LAYOUT.peer_value.unpack(forwarder._peers.lookup(bad_key) or b"")[-2:] == (0, 0)  # not sent: not counted
+        assert LAYOUT.peer_value.unpack(forwarder._peers.lookup(wiring.peer_key) or b"")[-2:] == (1, 4)
+    finally:
+        other.close()
+        wiring.close()

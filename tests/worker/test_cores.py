@@ -529,3 +529,21 @@ def test_a_dial_plans_pin_policy_applies_to_its_mailboxes(tmp_path: Path) -> Non
     assert len(pins.reset("1009")) >= 8 and len(pins.reset("2009")) == 6  # generated to each plan's policy
     with pytest.raises(DirectoryError, match=r"pin_min_length 3: allowed an integer 4-24, or 0 for the \[worker\]"):
         parse_dial_plans([{"name": "weak", "pin_min_length": 3}])
+
+
+def test_the_main_process_finishes_a_slots_message_with_its_caller_and_urgency(tmp_path: Path) -> None:
+    """At node start (recover with folders): a WAV a worker process published without its JSON gets the caller,
+    call id and urgency its slot's sidecar recorded, not blanks."""
+    slot = VoicemailStore(tmp_path)
+    slot.tmp_dir = slot.root / ".tmp-slot2"
+    recording = slot.start("1001", "PCMU", caller="sip:5550100@gw", caller_name="Eve", call_id="c9", urgent=True)
+    recording.write(b"\x55" * 800)
+    sidecar = recording.meta_path.read_bytes()
+    message = recording.commit("bye")
+    recording.meta_path.write_bytes(sidecar)  # killed after the WAV's rename
+    (slot.mailbox_dir("1001") / f"{message.id}.json").unlink()
+    main = VoicemailStore(tmp_path)  # the node's main process, before its worker processes start
+    assert any(line.startswith("recovered") for line in main.recover())
+    finished = main.find(message.id)
+    assert (finished.caller, finished.caller_name, finished.call_id, finished.urgent, finished.reason) == (
+        "sip:5550100@gw", "Eve", "c9", True, "recovered")

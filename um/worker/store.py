@@ -237,9 +237,13 @@ class VoicemailStore:
         atomic_write(folder / f"{message_id}.json", json.dumps(message.as_dict(), indent=1).encode(), self.tmp_dir)
         return message
 
-    def _meta(self, message_id: str) -> dict[str, Any] | None:
+    def _meta(self, message_id: str, any_slot: bool = False) -> dict[str, Any] | None:
+        """A recording's sidecar from this store's .tmp (`any_slot`: or any worker slot's .tmp-slotN)."""
+        path = self.tmp_dir / f"{message_id}.meta"
+        if any_slot and not path.exists():
+            path = next(self.root.glob(f".tmp*/{message_id}.meta"), path)
         try:
-            meta = json.loads((self.tmp_dir / f"{message_id}.meta").read_text())
+            meta = json.loads(path.read_text())
             check_mailbox(meta["mailbox"])
             return meta if isinstance(meta, dict) else None
         except (OSError, ValueError, TypeError, KeyError, StoreError):
@@ -286,7 +290,7 @@ class VoicemailStore:
         except (OSError, wav.WavError):
             path.unlink(missing_ok=True)
             return f"removed {path} (unreadable)"
-        meta = self._meta(message_id) or {}
+        meta = self._meta(message_id, any_slot=True) or {}  # a worker process's own, if it wrote it
         started = float(meta.get("started") or dt.datetime.strptime(message_id[:16], "%Y%m%dT%H%M%SZ").replace(
             tzinfo=dt.UTC).timestamp())
         self._publish(path, message_id, mailbox, audio.codec, len(audio.data), "recovered", str(meta.get("caller", "")),

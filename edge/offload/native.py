@@ -73,9 +73,11 @@ def _compiler() -> str:
 
 
 def _trusted(path: Path) -> bool:
-    """Only a library this user wrote and nobody else may change is loaded into the node."""
-    info = path.stat()
-    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    """Only a library this user wrote and nobody else may change (nor swap, in its directory) is loaded."""
+    for info in (path.stat(), path.parent.stat()):
+        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
 
 
 def build(cache_dir: Path) -> Path:
@@ -86,7 +88,10 @@ def build(cache_dir: Path) -> Path:
                    "compiling forwarder.c")
         partial.chmod(0o700)
 
-    return loader.cached_build(cache_dir, SOURCE, "so", make, _trusted)
+    library = loader.cached_build(cache_dir, SOURCE, "so", make, _trusted)
+    if not _trusted(library):  # e.g. a state_dir others may write to: refuse rather than load what they put there
+        raise OffloadUnavailable(f"{cache_dir} is writable by other users: not loading a library from it")
+    return library
 
 
 def _load(path: Path) -> ctypes.CDLL:

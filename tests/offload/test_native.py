@@ -240,6 +240,12 @@ def test_a_library_others_could_change_is_rebuilt_not_loaded(forwarder: native.N
     first = built.stat().st_ino
     again = native.build(tmp_path)
     assert again == built and built.stat().st_ino != first and not built.stat().st_mode & 0o022
+    tmp_path.chmod(0o777)  # a directory others may write to: they could swap the library in
+    try:
+        with pytest.raises(OffloadUnavailable, match="writable by other users"):
+            native.build(tmp_path)
+    finally:
+        tmp_path.chmod(0o700)
 
 
 def test_on_fails_start_up_with_one_line_without_a_compiler(tmp_path: Path) -> None:

@@ -409,15 +409,6 @@ static void flush(struct forwarder *fw, int via, int queued)
 	}
 }
 
-/* The address family of a socket (SO_DOMAIN), to address its destinations. */
-static int family_of(int fd)
-{
-	int family = AF_INET6;
-	socklen_t size = sizeof(family);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &size) < 0)
-		return AF_INET6;
-	return family;
-}
 
 /* Datagrams on a relay socket (bound to relay_ip:relay_port, 16 + 2 bytes): from a peer with a bound
  * channel they go to the client as ChannelData (no padding over UDP, RFC 8656 §12.5); the rest is
@@ -427,7 +418,7 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 		  struct passed *out, int *drained)
 {
 	struct forwarder *fw = handle;
-	int n = receive(fw, fd, drained), count = 0, queued = 0, via = -1, via_family = AF_INET6;
+	int n = receive(fw, fd, drained), count = 0, queued = 0, via = -1;
 	if (n <= 0)
 		return n;
 	uint64_t now = monotonic_ns();
@@ -451,16 +442,14 @@ int fw_from_peers(void *handle, int fd, const uint8_t *relay_ip, const uint8_t *
 			flush(fw, via, queued);
 			queued = 0;
 		}
-		if ((int)v->via != via) {
-			via = (int)v->via;
-			via_family = family_of(via);
-		}
+		via = (int)v->via;
 		uint8_t *frame = fw->buffers + (size_t)i * SLOT;
 		memcpy(frame, v->channel, 2);
 		frame[2] = (uint8_t)(size >> 8);
 		frame[3] = (uint8_t)size;
-		fw->out[queued].msg_hdr.msg_namelen = destination(&fw->destinations[queued], v->client_ip,
-								   v->client_port, via_family);
+		/* the listener's family is its bound address's: mapped for an IPv4 socket, else IPv6 (:: included) */
+		fw->out[queued].msg_hdr.msg_namelen = destination(&fw->destinations[queued], v->client_ip, v->client_port,
+								   memcmp(v->server_ip, MAPPED, 12) ? AF_INET6 : AF_INET);
 		fw->out_vectors[queued].iov_base = frame;
 		fw->out_vectors[queued].iov_len = size + 4;
 		fw->queued[queued] = v;

@@ -269,7 +269,8 @@ static uint64_t monotonic_ns(void)
 
 static const uint8_t MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* A datagram's source as 16 address bytes (IPv4 mapped) and 2 port bytes; 0 for another family. */
+/* A datagram's source as 16 address bytes (IPv4 mapped) and 2 port bytes; 0 for another family or a
+ * scoped (link-local) IPv6 source, which entries cannot name: the engine handles those. */
 static int source_of(const struct sockaddr_in6 *source, uint8_t *ip, uint8_t *port)
 {
 	if (source->sin6_family == AF_INET) {
@@ -279,7 +280,7 @@ static int source_of(const struct sockaddr_in6 *source, uint8_t *ip, uint8_t *po
 		memcpy(port, &v4->sin_port, 2);
 		return 1;
 	}
-	if (source->sin6_family == AF_INET6) {
+	if (source->sin6_family == AF_INET6 && !source->sin6_scope_id) {
 		memcpy(ip, &source->sin6_addr, 16);
 		memcpy(port, &source->sin6_port, 2);
 		return 1;
@@ -331,8 +332,12 @@ static void pass(struct forwarder *fw, struct passed *out, int *count, int i)
 	uint8_t port[2] = {0, 0};
 	p->offset = (uint32_t)i * SLOT + 4;
 	p->length = fw->messages[i].msg_len;
-	if (!source_of(&fw->sources[i], p->ip, port))
+	if (fw->sources[i].sin6_family == AF_INET6) { /* scoped ones too: the engine answers them */
+		memcpy(p->ip, &fw->sources[i].sin6_addr, 16);
+		memcpy(port, &fw->sources[i].sin6_port, 2);
+	} else if (!source_of(&fw->sources[i], p->ip, port)) {
 		memset(p->ip, 0, sizeof(p->ip));
+	}
 	p->port = (uint16_t)(port[0] << 8 | port[1]);
 	fw->stats[STAT_PASSED]++;
 }

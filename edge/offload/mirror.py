@@ -168,8 +168,8 @@ class ChannelMirror:
         families = self.layout.families
         for number, (peer, expiry, relay) in allocation.channels.items():
             permission = allocation.permissions.get(peer[0])
-            if relay.family not in families or permission is None:
-                continue
+            if relay.family not in families or permission is None or "%" in peer[0]:
+                continue  # a link-local peer's scope is not in the entries: the engine relays it
             permitted = min(permission, allocation.expires)
             until = min(expiry, permitted)
             if until > now:

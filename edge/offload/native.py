@@ -194,7 +194,8 @@ class NativeForwarder(ChannelMirror):
 
     def _eligible(self, allocation: Allocation) -> bool:
         listener = getattr(allocation.client, "listener", None)
-        return (allocation.dialect is None and getattr(listener, "native", False)
+        return (allocation.dialect is None and getattr(listener, "native", False) and "%" not in
+                allocation.client.address[0]  # a link-local client: its scope is not in the entries
                 and all(getattr(relay, "native", False) for relay in allocation.relays.values()))
 
     def _listener(self, allocation: Allocation) -> tuple[Address, int]:

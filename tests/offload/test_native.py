@@ -3,6 +3,7 @@ leaves to the engine, and the one line "on" gives when it cannot build."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -288,3 +289,62 @@ def test_a_datagram_the_kernel_refuses_costs_only_itself(forwarder: native.Nativ
     finally:
         other.close()
         wiring.close()
+
+
+LINK_LOCAL_SCRIPT = """
+import json, socket, struct, sys, time
+from pathlib import Path
+from edge.offload import native
+fw = native.NativeForwarder("on", Path(sys.argv[1]))
+fw.start()
+scope = socket.if_nametoindex("d0")
+listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+listener.bind(("fe80::1", 0, 0, scope))
+listener.setblocking(False)
+client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+client.bind(("fe80::1", 0, 0, scope))
+relay = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+relay.bind(("fe80::1", 0, 0, scope))
+key, address = fw.bound(listener), native.ANY_FAMILY.address("fe80::1")
+port = lambda sock: struct.pack("!H", sock.getsockname()[1])
+far = time.monotonic_ns() + 30 * 10**9
+# as if the engine had written the channel: a scoped source must still not match it
+fw._clients.update(native.ANY_FAMILY.client_key.pack(address, key.ip, port(client), key.port, b"\\x40\\x01"),
+                   native.ANY_FAMILY.client_value.pack(address, address, port(relay), port(relay), relay.fileno(),
+                                                       far, 0, 0))
+for datagram in (b"\\x00\\x01\\x00\\x00stun-ish", struct.pack("!HH", 0x4001, 3) + b"abc"):
+    client.sendto(datagram, listener.getsockname())
+time.sleep(0.1)
+passed, _ = fw.from_clients(listener.fileno(), fw.bound(listener))
+print(json.dumps({"passed": [[data.hex(), list(source)] for data, source in passed],
+                  "client": list(client.getsockname()[:2])}))
+fw.stop()
+"""
+
+
+def test_link_local_sources_always_go_to_the_engine(tmp_path: Path) -> None:
+    """Entries cannot name an interface: a link-local (scoped) IPv6 source is always handed to the engine, even
+    its ChannelData, with the host its own reads would give. In a namespace of the test's own, with a veth
+    pair, one end holding fe80::1."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not any(shutil.which(n) for n in native.COMPILERS):
+        why = "needs root, iproute2 and a C compiler"
+        if REQUIRE_TOOLS:
+            pytest.fail(why)
+        pytest.skip(why)
+    namespace = f"umnat-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True, timeout=10)
+    try:
+        for command in (["link", "set", "lo", "up"], ["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+                        ["link", "set", "d0", "up"], ["link", "set", "d1", "up"],
+                        ["-6", "addr", "add", "fe80::1/64", "dev", "d0", "nodad"]):
+            subprocess.run(["ip", "-n", namespace, *command], check=True, timeout=10)
+        done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", LINK_LOCAL_SCRIPT,
+                               str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        client = result["client"]
+        assert client[0] == "fe80::1"
+        assert [source for _, source in result["passed"]] == [client, client]  # both, ChannelData too
+        assert [bytes.fromhex(data)[:2] for data, _ in result["passed"]] == [b"\x00\x01", b"\x40\x01"]
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], timeout=10)

@@ -6,7 +6,6 @@ bit for bit. Everything on ::1."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import aioice
 
 from tests.conftest import ServeProcess, write_config
 from tests.ipv6.test_ipv6_calls import ROLES, ipv6_node, worker_status_v6
-from tests.worker.caller import Caller, SipConnection, sine_payloads
+from tests.worker.caller import Caller, SipConnection, sine_payloads, stored_message
 from um.worker import sdp
 from um.worker.store import VoicemailStore
 
@@ -80,10 +79,7 @@ def test_ipv6_only_ice_caller_leaves_a_voicemail_through_an_ipv6_relay(tmp_path:
         assert {(c[1], c[4], int(c[5]), c[7]) for c in candidates} == {("1", "::1", port, "relay"),
                                                                      ("2", "::1", port + 1, "relay")}
         store = VoicemailStore(Path(files.path.parent / "state"))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not store.messages("1004"):
-            time.sleep(0.1)
-        [message] = store.messages("1004")
+        message = stored_message(store, "1004")
         stored, sent = store.audio(message).data, b"".join(caller.sent_payloads)
         # Recording starts after the greeting and the tone: the message is the sent audio from then on, bit for bit.
         offset = sent.find(stored[:1600])

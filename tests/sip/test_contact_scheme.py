@@ -11,7 +11,6 @@ import base64
 import re
 import secrets
 import ssl
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from certs import pki
 from tests.conftest import NodeFiles, ServeProcess
 from tests.sip.um_nodes import SECURE_PLANS, um_config
-from tests.worker.caller import Caller, Dialog, media_address, sdp_offer, sine_payloads
+from tests.worker.caller import Caller, Dialog, media_address, sdp_offer, sine_payloads, stored_message
 from um.sip.message import Response
 from um.worker import sdp
 from um.worker.srtp import SrtpContext
@@ -136,10 +135,7 @@ def test_a_sip_tls_gateway_completes_an_srtp_call_with_sip_uris(node: NodeFiles)
     assert "RTP/SAVP" in answer.body.decode() and "a=crypto:" in answer.body.decode() and bye == 200
     assert gateway.received  # the worker's SRTP, decrypted with its SDES key
     store = VoicemailStore(node.path.parent / "state")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not store.messages("1008"):
-        time.sleep(0.1)
-    [message] = store.messages("1008")
+    message = stored_message(store, "1008")
     stored, sent = store.audio(message).data, b"".join(gateway.sent_payloads)
     offset = sent.find(stored[:1600])
     assert offset >= 0 and stored == sent[offset:offset + len(stored)] and len(stored) >= len(sent) - 3200

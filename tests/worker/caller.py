@@ -27,6 +27,7 @@ from um.sip.parser import StreamParser
 from um.worker import g711
 from um.worker.dtmf import event_payloads
 from um.worker.rtp import is_rtcp
+from um.worker.store import Message, VoicemailStore
 
 
 def sine_payloads(seconds: float, codec: str = "PCMU", freqs: tuple[float, ...] = (440.0, 620.0),
@@ -424,4 +425,10 @@ def wait_for(predicate: Any, timeout: float = 10, interval: float = 0.1) -> Any:
     return predicate()
 
 
-__all__ = ["Caller", "sdp_offer", "sine_payloads", "media_address", "reports", "wait_for", "struct"]
+def stored_message(store: VoicemailStore, mailbox: str, timeout: float = 5) -> Message:
+    """The mailbox's one voicemail, once the worker has stored it (within `timeout`)."""
+    [message] = wait_for(lambda: store.messages(mailbox), timeout)
+    return message
+
+
+__all__ = ["Caller", "sdp_offer", "sine_payloads", "media_address", "reports", "stored_message", "wait_for", "struct"]

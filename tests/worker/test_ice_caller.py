@@ -16,7 +16,7 @@ import pytest
 
 from edge.tokens import mint
 from tests.conftest import NodeFiles, ServeProcess, write_config
-from tests.worker.caller import Caller, sdp_offer, sine_payloads
+from tests.worker.caller import Caller, sdp_offer, sine_payloads, stored_message
 from tests.worker.webauth import worker_status
 from um.worker.store import VoicemailStore
 
@@ -78,10 +78,7 @@ def test_ice_caller_behind_its_own_relay_leaves_a_bit_exact_message(
     caller, answer_sdp = asyncio.run(call())
     assert "a=ice-ufrag:" in answer_sdp and "typ relay" in answer_sdp and "typ host" not in answer_sdp
     store = VoicemailStore(Path(main.path.parent / "state"))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not store.messages("1004"):
-        time.sleep(0.1)
-    [message] = store.messages("1004")
+    message = stored_message(store, "1004")
     stored = store.audio(message).data
     sent = b"".join(caller.sent_payloads)
     assert message.duration >= 3.0

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 from pathlib import Path
 
 from tests.conftest import ServeProcess, write_config
 from tests.msturn.libnice_driver import SYSTEM_PYTHON, needs_libnice, system_env
-from tests.worker.caller import Caller
+from tests.worker.caller import Caller, stored_message
 from tests.worker.webauth import worker_status
 from um.worker.store import VoicemailStore
 
@@ -76,10 +75,7 @@ def test_libnice_two_components_without_mux_leave_a_voicemail_through_the_edge(t
         assert set(result["states"]) == {"1", "2"} and set(result["states"].values()) <= {"connected", "ready"}
         assert result["ok"] and result["received"]["1"] >= 50 and result["received"]["2"] >= 1, result  # RTCP on 2
         store = VoicemailStore(Path(files.path.parent / "state"))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not store.messages("1002"):
-            time.sleep(0.1)
-        [message] = store.messages("1002")
+        message = stored_message(store, "1002")
         assert message.duration >= 1.0
         [finished] = worker_status(files)["recent"]
         transport = finished["transport"]

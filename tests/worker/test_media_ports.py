@@ -16,7 +16,7 @@ import pytest
 
 from edge.tokens import mint
 from tests.conftest import NodeFiles, ServeProcess, write_config
-from tests.worker.caller import Caller, sdp_offer, sine_payloads
+from tests.worker.caller import Caller, sdp_offer, sine_payloads, stored_message
 from tests.worker.webauth import worker_status
 from um.worker import sdp
 from um.worker.rtp import RtpSender, rtcp_compound
@@ -160,10 +160,7 @@ def test_two_component_ice_offer_leaves_a_voicemail_with_rtcp_on_component_2(
     assert port % 2 == 0 and "a=rtcp-mux" not in lines and not [x for x in lines if x.startswith("a=rtcp:")]
     assert {(c[1], int(c[5])) for c in candidates} == {("1", port), ("2", port + 1)}  # both relayed, a pair
     store = VoicemailStore(Path(files.path.parent / "state"))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not store.messages("1004"):
-        time.sleep(0.1)
-    [message] = store.messages("1004")
+    message = stored_message(store, "1004")
     assert message.duration >= 1.5
     [finished] = worker_status(files)["recent"]
     transport = finished["transport"]

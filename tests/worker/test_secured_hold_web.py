@@ -9,7 +9,6 @@ import base64
 import json
 import secrets
 import ssl
-import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,7 @@ from aiortc.rtp import RtpPacket
 from certs import pki
 from tests.conftest import NodeFiles, ServeProcess
 from tests.sip.um_nodes import SECURE_PLANS, um_config
-from tests.worker.caller import Caller, media_address, sdp_offer, sine_payloads
+from tests.worker.caller import Caller, media_address, sdp_offer, sine_payloads, stored_message
 from um.sip.message import Request, make_response
 from um.sip.parser import StreamParser
 from um.worker import sdp
@@ -116,10 +115,7 @@ def test_srtp_call_with_hold_resume_and_refresh(node: tuple[NodeFiles, ServeProc
     assert facts["refresh"] == 200 and facts["bye"] == 200
     assert caller.received  # SRTP from the worker decrypted with its SDES key
     store = VoicemailStore(files.path.parent / "state")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not store.messages("1007"):
-        time.sleep(0.1)
-    [message] = store.messages("1007")
+    message = stored_message(store, "1007")
     stored, sent = store.audio(message).data, b"".join(caller.sent_payloads)
     offset = sent.find(stored[:1600])
     assert message.duration >= 3.5 and offset >= 0 and stored == sent[offset:offset + len(stored)]

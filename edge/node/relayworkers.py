@@ -119,19 +119,18 @@ class RelayWorkers:
         """Every live worker's answer to (op, args) within ANSWER_WAIT, and the workers that did not answer."""
         ident = secrets.token_hex(12)
         question = (json.dumps({"id": ident, "op": op, "args": args}) + "\n").encode()
+        asked = 0
+        for process in self.processes:
+            if process.poll() is None and process.stdin is not None:
+                try:
+                    if os.write(process.stdin.fileno(), question) == len(question):
+                        asked += 1
+                except OSError:  # gone, or its pipe is full (it stopped reading): named as missing
+                    continue
         future: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         answers: list[dict[str, Any]] = []
-        asked = 0
-        self._waiting[ident] = (future, answers, asked)
+        self._waiting[ident] = (future, answers, asked)  # no answer can be read before this: nothing awaited yet
         try:
-            for process in self.processes:
-                if process.poll() is None and process.stdin is not None:
-                    try:
-                        if os.write(process.stdin.fileno(), question) == len(question):
-                            asked += 1
-                    except OSError:  # gone, or its pipe is full (it stopped reading): named as missing
-                        continue
-            self._waiting[ident] = (future, answers, asked)
             if asked:
                 try:
                     await asyncio.wait_for(future, ANSWER_WAIT)

@@ -42,7 +42,7 @@ def _ipv4(host: str) -> bytes:
 def _any_family(host: str) -> bytes:
     """16 bytes: an IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d)."""
     if ":" in host:
-        return socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])  # a link-local's scope is the socket's
+        return socket.inet_pton(socket.AF_INET6, host)
     return b"\0" * 10 + b"\xff\xff" + _ipv4(host)
 
 
@@ -168,8 +168,8 @@ class ChannelMirror:
         families = self.layout.families
         for number, (peer, expiry, relay) in allocation.channels.items():
             permission = allocation.permissions.get(peer[0])
-            if relay.family not in families or permission is None or "%" in peer[0]:
-                continue  # a link-local peer's scope is not in the entries: the engine relays it
+            if relay.family not in families or permission is None:
+                continue
             permitted = min(permission, allocation.expires)
             until = min(expiry, permitted)
             if until > now:

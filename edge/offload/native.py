@@ -194,8 +194,7 @@ class NativeForwarder(ChannelMirror):
 
     def _eligible(self, allocation: Allocation) -> bool:
         listener = getattr(allocation.client, "listener", None)
-        return (allocation.dialect is None and getattr(listener, "native", False) and "%" not in
-                allocation.client.address[0]  # a link-local client: its scope is not in the entries
+        return (allocation.dialect is None and getattr(listener, "native", False)
                 and all(getattr(relay, "native", False) for relay in allocation.relays.values()))
 
     def _listener(self, allocation: Allocation) -> tuple[Address, int]:
@@ -216,14 +215,15 @@ class NativeForwarder(ChannelMirror):
     def from_clients(self, fd: int, key: SocketKey) -> tuple[Datagrams, bool]:
         """One batch from a client listener: what the engine must see, and whether the socket is drained."""
         assert self._lib is not None
-        count = self._lib.fw_from_clients(self._handle, fd, key.ip, key.port, self._passed,
-                                          ctypes.byref(self._drained))
-        return self._passed_up(count, key.ipv6), bool(self._drained.value)
+        return self._batch(self._lib.fw_from_clients, fd, key)
 
     def from_peers(self, fd: int, key: SocketKey) -> tuple[Datagrams, bool]:
         """One batch from a relay socket."""
         assert self._lib is not None
-        count = self._lib.fw_from_peers(self._handle, fd, key.ip, key.port, self._passed, ctypes.byref(self._drained))
+        return self._batch(self._lib.fw_from_peers, fd, key)
+
+    def _batch(self, read: Any, fd: int, key: SocketKey) -> tuple[Datagrams, bool]:
+        count = read(self._handle, fd, key.ip, key.port, self._passed, ctypes.byref(self._drained))
         return self._passed_up(count, key.ipv6), bool(self._drained.value)
 
     def _passed_up(self, count: int, ipv6_socket: bool) -> Datagrams:

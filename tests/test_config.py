@@ -93,6 +93,8 @@ def test_unknown_section(tmp_path: Path) -> None:
     ('[edge]\nlisten_address = "localhost"\n', '[edge].listen_address: "localhost"', "IPv4 or IPv6"),
     ('[node]\nroles = ["edge", "sbc"]\n', "[node].roles", '"callrouter"'),
     ('[log]\nformat = "xml"\n', '[log].format: "xml"', '"json"'),
+    ('[edge]\nnative_forwarder = "yes"\n', '[edge].native_forwarder: "yes"', '"auto" or "on" or "off"'),
+    ('[edge]\nkernel_offload = 1\n', '[edge].kernel_offload: 1', '"auto" or "on" or "off"'),
     ("[worker]\nsip_ports = [5065]\n", "[worker].sip_ports: [5065]", "two distinct ports"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(tmp_path: Path, text: str, where: str,
